@@ -1,0 +1,70 @@
+// Package chat holds the domain types of slm-mesh: a chat request as the
+// services pass it to each other, the pieces of text a generation streams,
+// and its final result. The OpenAI wire format (internal/openai) is turned
+// into these at the gateway; the inference engine consumes them.
+package chat
+
+// Roles a message may have once normalised. The OpenAI "developer" role is
+// mapped to RoleSystem at the edge.
+const (
+	RoleSystem    = "system"
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+)
+
+// Finish reasons, as the OpenAI API names them.
+const (
+	FinishStop   = "stop"   // end-of-generation token or a stop string
+	FinishLength = "length" // max_tokens reached
+)
+
+// Message is one turn of a conversation; Content is plain text.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Request is a chat generation request. Optional sampling fields are
+// pointers so that "absent" (use the default) differs from zero.
+type Request struct {
+	// Model names the model the client asked for; empty means the served one.
+	Model    string    `json:"model,omitempty"`
+	Messages []Message `json:"messages"`
+
+	// MaxTokens bounds the completion; 0 means the server's default.
+	MaxTokens int `json:"max_tokens,omitempty"`
+
+	Temperature      *float32 `json:"temperature,omitempty"`
+	TopP             *float32 `json:"top_p,omitempty"`
+	TopK             *int     `json:"top_k,omitempty"`
+	MinP             *float32 `json:"min_p,omitempty"`
+	Seed             *int64   `json:"seed,omitempty"`
+	PresencePenalty  *float32 `json:"presence_penalty,omitempty"`
+	FrequencyPenalty *float32 `json:"frequency_penalty,omitempty"`
+	RepeatPenalty    *float32 `json:"repeat_penalty,omitempty"`
+
+	// Stop holds up to four strings; generation ends before any of them and
+	// the string itself is not part of the output.
+	Stop []string `json:"stop,omitempty"`
+}
+
+// Delta is one streamed piece of generated text. It never splits a UTF-8
+// character.
+type Delta struct {
+	Content string `json:"content"`
+}
+
+// Result is the outcome of a finished generation.
+type Result struct {
+	// Text is the whole completion; streaming calls may leave it empty, since
+	// the client already has every delta.
+	Text             string `json:"text,omitempty"`
+	FinishReason     string `json:"finish_reason"`
+	PromptTokens     int    `json:"prompt_tokens"`
+	CompletionTokens int    `json:"completion_tokens"`
+	// Model is the name of the model that produced the text.
+	Model string `json:"model,omitempty"`
+}
+
+// MaxStop is the most stop strings a request may carry, as in the OpenAI API.
+const MaxStop = 4

@@ -1,0 +1,471 @@
+// Package engine runs one GGUF model through llama.cpp (github.com/ollama/ollama/llama)
+// and decodes many chat requests at once: continuous batching over one llama
+// context, one sequence id per request, requests joining and leaving between
+// decode steps.
+//
+// One goroutine, the loop, owns the llama context. Generate hands it a
+// sequence and waits for text; the loop never blocks on a caller, so a slow
+// consumer cannot stall the others.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/ollama/ollama/llama"
+	"github.com/ollama/ollama/ml"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/model"
+)
+
+// Errors a caller can check with errors.Is. The inference service maps them
+// to RPC codes in one place.
+var (
+	// ErrInvalid: the request can never be served (empty, too long for the
+	// context, bad parameters).
+	ErrInvalid = errors.New("invalid request")
+	// ErrOverloaded: every sequence is busy and the queue is full.
+	ErrOverloaded = errors.New("overloaded")
+	// ErrClosed: the engine is draining or closed and takes no new work.
+	ErrClosed = errors.New("engine is shutting down")
+)
+
+// Config configures an Engine. Zero values take the defaults described on
+// each field.
+type Config struct {
+	// ModelPath is a local GGUF file (see internal/model for URLs).
+	ModelPath string
+	// ModelName is the name the model is served under; default: the GGUF's
+	// general.name, else the file name without extension.
+	ModelName string
+	// Threads used by llama.cpp; default: the number of CPUs.
+	Threads int
+	// Parallel is how many sequences are decoded together (slots); default 8.
+	Parallel int
+	// ContextPerSeq is the context of one request, prompt plus completion, in
+	// tokens; default 2048, capped by the model's training context.
+	ContextPerSeq int
+	// BatchSize bounds the tokens of one decode step; default 512.
+	BatchSize int
+	// PrefillChunk bounds the prompt tokens added to a step while other
+	// sequences are generating, so that a long prompt does not stall their
+	// tokens; default 32. Alone, a prompt is processed BatchSize at a time.
+	PrefillChunk int
+	// QueueSize bounds the requests waiting for a free slot; past it
+	// Generate fails with ErrOverloaded. Default 4×Parallel; negative: none.
+	QueueSize int
+	// DefaultMaxTokens applies when a request sets none; default 512.
+	DefaultMaxTokens int
+	// FlashAttention: "auto" (default), "on" or "off".
+	FlashAttention string
+	Logger         hclog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Threads <= 0 {
+		c.Threads = runtime.NumCPU()
+	}
+	if c.Parallel <= 0 {
+		c.Parallel = 8
+	}
+	if c.ContextPerSeq <= 0 {
+		c.ContextPerSeq = 2048
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 512
+	}
+	if c.PrefillChunk <= 0 {
+		c.PrefillChunk = 32
+	}
+	c.PrefillChunk = min(c.PrefillChunk, c.BatchSize)
+	if c.QueueSize == 0 {
+		c.QueueSize = 4 * c.Parallel
+	}
+	c.QueueSize = max(c.QueueSize, 0)
+	if c.DefaultMaxTokens <= 0 {
+		c.DefaultMaxTokens = 512
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+}
+
+// Stats is a snapshot of the engine's state, for /health and /metrics.
+type Stats struct {
+	Model            string
+	Template         string
+	Slots            int    // sequences that can be decoded together
+	Busy             int    // slots in use
+	Queued           int    // requests waiting for a slot
+	ContextPerSeq    int    // tokens per request
+	Requests         uint64 // requests finished (any outcome)
+	PromptTokens     uint64
+	CompletionTokens uint64
+	Steps            uint64 // decode steps
+}
+
+// Engine serves one model. Create it with Open; it is safe for concurrent use.
+type Engine struct {
+	cfg    Config
+	log    hclog.Logger
+	name   string
+	render *renderer
+
+	model *llama.Model
+	lctx  *llama.Context
+	batch *llama.Batch
+
+	mu       sync.Mutex
+	queue    []*sequence // waiting for a slot, oldest first
+	slots    []*sequence // index = llama sequence id; nil = free
+	draining bool
+	wake     chan struct{} // cap 1: something changed for the loop
+
+	quit     chan struct{}
+	loopDone chan struct{}
+	plan     planner
+
+	requests, promptTokens, completionTokens, steps atomic.Uint64
+}
+
+// backendOnce initialises llama.cpp's backends once per process.
+var backendOnce sync.Once
+
+// Open validates and loads the model and starts the decode loop.
+func Open(cfg Config) (*Engine, error) {
+	cfg.setDefaults()
+	info, err := model.Validate(cfg.ModelPath)
+	if err != nil {
+		return nil, err
+	}
+	name := cfg.ModelName
+	if name == "" {
+		name = info.Name
+	}
+	if name == "" {
+		name = strings.TrimSuffix(filepath.Base(cfg.ModelPath), filepath.Ext(cfg.ModelPath))
+	}
+	if info.ContextLength > 0 && cfg.ContextPerSeq > int(info.ContextLength) {
+		cfg.ContextPerSeq = int(info.ContextLength)
+	}
+	r, err := newRenderer(info.ChatTemplate)
+	if err != nil {
+		return nil, err
+	}
+
+	backendOnce.Do(func() { initBackend(cfg.Logger) })
+
+	m, err := llama.LoadModelFromFile(cfg.ModelPath, llama.ModelParams{UseMmap: true})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", cfg.ModelPath, err)
+	}
+	fa := ml.FlashAttentionAuto
+	switch cfg.FlashAttention {
+	case "on":
+		fa = ml.FlashAttentionEnabled
+	case "off":
+		fa = ml.FlashAttentionDisabled
+	}
+	params := llama.NewContextParams(cfg.ContextPerSeq*cfg.Parallel, cfg.BatchSize, cfg.Parallel, cfg.Threads, fa, "f16")
+	lctx, err := llama.NewContextWithModel(m, params)
+	if err != nil {
+		llama.FreeModel(m)
+		return nil, fmt.Errorf("create context for %s: %w", cfg.ModelPath, err)
+	}
+	batch, err := llama.NewBatch(cfg.BatchSize, cfg.Parallel, 0)
+	if err != nil {
+		llama.FreeModel(m)
+		return nil, err
+	}
+
+	e := &Engine{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		name:     name,
+		render:   r,
+		model:    m,
+		lctx:     lctx,
+		batch:    batch,
+		slots:    make([]*sequence, cfg.Parallel),
+		wake:     make(chan struct{}, 1),
+		quit:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+	}
+	e.log.Info("model loaded", "model", name, "arch", info.Architecture, "template", r.name,
+		"parallel", cfg.Parallel, "ctx_per_seq", cfg.ContextPerSeq, "threads", cfg.Threads,
+		"batch", cfg.BatchSize, "queue", cfg.QueueSize)
+	go e.loop(e.quit)
+	return e, nil
+}
+
+// Name is the name the model is served under.
+func (e *Engine) Name() string { return e.name }
+
+// Stats returns a snapshot of the engine's state.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	busy := 0
+	for _, s := range e.slots {
+		if s != nil {
+			busy++
+		}
+	}
+	queued := len(e.queue)
+	e.mu.Unlock()
+	return Stats{
+		Model:            e.name,
+		Template:         e.render.name,
+		Slots:            e.cfg.Parallel,
+		Busy:             busy,
+		Queued:           queued,
+		ContextPerSeq:    e.cfg.ContextPerSeq,
+		Requests:         e.requests.Load(),
+		PromptTokens:     e.promptTokens.Load(),
+		CompletionTokens: e.completionTokens.Load(),
+		Steps:            e.steps.Load(),
+	}
+}
+
+// Request is what Generate takes: a chat request, or (Prompt set) raw text
+// that is tokenized as it is, for completion-style use and tests.
+type Request struct {
+	chat.Request
+	// Prompt, when not empty, replaces the rendered messages.
+	Prompt string
+}
+
+// Generate runs one request to completion. onDelta receives each new piece
+// of text as it is decoded (never a split UTF-8 character, never part of a
+// stop string); an error from onDelta cancels the generation. When ctx ends
+// the sequence is freed at the next step and ctx's error is returned.
+func (e *Engine) Generate(ctx context.Context, req Request, onDelta func(string) error) (chat.Result, error) {
+	s, err := e.prepare(req)
+	if err != nil {
+		return chat.Result{}, err
+	}
+	if err := e.enqueue(s); err != nil {
+		return chat.Result{}, err
+	}
+	defer e.requests.Add(1)
+
+	for {
+		select {
+		case <-ctx.Done():
+			e.cancel(s)
+			return chat.Result{}, ctx.Err()
+		case <-s.out.notify:
+		}
+		text, res, done := s.out.take()
+		if text != "" && onDelta != nil {
+			if err := onDelta(text); err != nil {
+				e.cancel(s)
+				return chat.Result{}, err
+			}
+		}
+		if done {
+			if res.err != nil {
+				return chat.Result{}, res.err
+			}
+			return res.Result, nil
+		}
+	}
+}
+
+// prepare renders and tokenizes a request and checks it against the context.
+func (e *Engine) prepare(req Request) (*sequence, error) {
+	prompt := req.Prompt
+	if prompt == "" {
+		if len(req.Messages) == 0 {
+			return nil, fmt.Errorf("%w: no messages", ErrInvalid)
+		}
+		var err error
+		if prompt, err = e.render.render(req.Messages); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+	}
+	tokens, err := e.model.Tokenize(prompt, true, true)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tokenize: %v", ErrInvalid, err)
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("%w: the prompt is empty", ErrInvalid)
+	}
+	room := e.cfg.ContextPerSeq - len(tokens)
+	if room < 1 {
+		return nil, fmt.Errorf("%w: the prompt is %d tokens but a request may use at most %d (prompt and completion)",
+			ErrInvalid, len(tokens), e.cfg.ContextPerSeq)
+	}
+	maxTokens := req.MaxTokens
+	switch {
+	case maxTokens < 0:
+		return nil, fmt.Errorf("%w: max_tokens must be positive", ErrInvalid)
+	case maxTokens == 0:
+		maxTokens = min(e.cfg.DefaultMaxTokens, room)
+	case maxTokens > room:
+		return nil, fmt.Errorf("%w: the prompt is %d tokens and max_tokens %d; together they exceed the %d tokens a request may use",
+			ErrInvalid, len(tokens), maxTokens, e.cfg.ContextPerSeq)
+	}
+	sp, err := samplingParams(req.Request)
+	if err != nil {
+		return nil, err
+	}
+	sampler, err := llama.NewSamplingContext(e.model, sp)
+	if err != nil {
+		return nil, fmt.Errorf("sampler: %w", err)
+	}
+	stops := slices.Concat(e.render.stops, req.Stop)
+	return &sequence{
+		tokens:    tokens,
+		maxTokens: maxTokens,
+		sampler:   sampler,
+		text:      newTextStream(stops),
+		out:       newOutbox(),
+		queuedAt:  time.Now(),
+	}, nil
+}
+
+// samplingParams maps a request's sampling fields onto llama.cpp's sampler.
+// Absent fields get llama.cpp's usual defaults; temperature 0 is greedy.
+func samplingParams(r chat.Request) (llama.SamplingParams, error) {
+	p := llama.SamplingParams{
+		TopK:          40,
+		TopP:          0.95,
+		MinP:          0.05,
+		TypicalP:      1,
+		Temp:          0.8,
+		RepeatLastN:   64,
+		PenaltyRepeat: 1,
+		Seed:          math.MaxUint32, // llama.cpp: pick a random seed
+	}
+	check := func(name string, v, lo, hi float32) error {
+		if math.IsNaN(float64(v)) || v < lo || v > hi {
+			return fmt.Errorf("%w: %s must be between %g and %g", ErrInvalid, name, lo, hi)
+		}
+		return nil
+	}
+	var errs []error
+	if r.Temperature != nil {
+		errs = append(errs, check("temperature", *r.Temperature, 0, 2))
+		p.Temp = *r.Temperature
+	}
+	if r.TopP != nil {
+		errs = append(errs, check("top_p", *r.TopP, 0, 1))
+		p.TopP = *r.TopP
+	}
+	if r.MinP != nil {
+		errs = append(errs, check("min_p", *r.MinP, 0, 1))
+		p.MinP = *r.MinP
+	}
+	if r.TopK != nil {
+		if *r.TopK < 0 {
+			errs = append(errs, fmt.Errorf("%w: top_k must not be negative", ErrInvalid))
+		}
+		p.TopK = *r.TopK
+	}
+	if r.PresencePenalty != nil {
+		errs = append(errs, check("presence_penalty", *r.PresencePenalty, -2, 2))
+		p.PenaltyPresent = *r.PresencePenalty
+	}
+	if r.FrequencyPenalty != nil {
+		errs = append(errs, check("frequency_penalty", *r.FrequencyPenalty, -2, 2))
+		p.PenaltyFreq = *r.FrequencyPenalty
+	}
+	if r.RepeatPenalty != nil {
+		errs = append(errs, check("repeat_penalty", *r.RepeatPenalty, 0, 10))
+		p.PenaltyRepeat = *r.RepeatPenalty
+	}
+	if r.Seed != nil {
+		// llama.cpp seeds are 32-bit and MaxUint32 means "random": fold the
+		// 64-bit OpenAI seed into the range below it, deterministically.
+		p.Seed = uint32(uint64(*r.Seed) % math.MaxUint32)
+	}
+	if len(r.Stop) > chat.MaxStop {
+		errs = append(errs, fmt.Errorf("%w: at most %d stop strings", ErrInvalid, chat.MaxStop))
+	}
+	return p, errors.Join(errs...)
+}
+
+// enqueue puts s in the queue, or fails when the queue is full or the engine
+// is draining.
+func (e *Engine) enqueue(s *sequence) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.draining {
+		return ErrClosed
+	}
+	free := slices.Contains(e.slots, nil)
+	if !free && len(e.queue) >= e.cfg.QueueSize {
+		return fmt.Errorf("%w: all %d slots busy and %d requests queued", ErrOverloaded, len(e.slots), len(e.queue))
+	}
+	e.queue = append(e.queue, s)
+	e.signal()
+	return nil
+}
+
+// cancel abandons s: out of the queue at once, or out of its slot at the
+// loop's next step.
+func (e *Engine) cancel(s *sequence) {
+	s.cancelled.Store(true)
+	e.mu.Lock()
+	if i := slices.Index(e.queue, s); i >= 0 {
+		e.queue = slices.Delete(e.queue, i, i+1)
+	}
+	e.mu.Unlock()
+	e.signal()
+}
+
+func (e *Engine) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Drain stops taking new requests and waits until every admitted one has
+// finished or ctx ends.
+func (e *Engine) Drain(ctx context.Context) error {
+	e.mu.Lock()
+	e.draining = true
+	e.mu.Unlock()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st := e.Stats()
+		if st.Busy == 0 && st.Queued == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain: %d running, %d queued: %w", st.Busy, st.Queued, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the loop, fails whatever is still running with ErrClosed and
+// frees llama.cpp's memory.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if e.quit == nil {
+		e.mu.Unlock()
+		return
+	}
+	e.draining = true
+	close(e.quit)
+	e.quit = nil
+	e.mu.Unlock()
+	<-e.loopDone
+	e.batch.Free()
+	llama.FreeModel(e.model)
+}

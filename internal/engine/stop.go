@@ -1,0 +1,101 @@
+package engine
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// textStream turns the pieces of text that tokens decode to into the deltas
+// a client may see. It holds back two kinds of text until they are settled:
+//   - an incomplete UTF-8 sequence at the end (a token may end mid-character),
+//   - a tail that could still be the start of a stop string, since a stop
+//     string may span token boundaries.
+//
+// Stop strings themselves are never emitted.
+type textStream struct {
+	stops   []string
+	pending string // decoded but not yet emitted
+	maxStop int    // length of the longest stop string
+}
+
+func newTextStream(stops []string) *textStream {
+	ts := &textStream{}
+	for _, s := range stops {
+		if s == "" {
+			continue
+		}
+		ts.stops = append(ts.stops, s)
+		ts.maxStop = max(ts.maxStop, len(s))
+	}
+	return ts
+}
+
+// push adds decoded text. It returns the text that is now safe to emit and
+// whether a stop string was found; after a stop, the stream must not be used.
+func (ts *textStream) push(piece string) (emit string, stopped bool) {
+	ts.pending += piece
+
+	// Earliest stop string wins; the text before it is the end of the output.
+	cut := -1
+	for _, s := range ts.stops {
+		if i := strings.Index(ts.pending, s); i >= 0 && (cut < 0 || i < cut) {
+			cut = i
+		}
+	}
+	if cut >= 0 {
+		emit = ts.pending[:cut]
+		ts.pending = ""
+		return emit, true
+	}
+
+	keep := ts.heldTail()
+	emit = ts.pending[:len(ts.pending)-keep]
+	ts.pending = ts.pending[len(ts.pending)-keep:]
+	return emit, false
+}
+
+// flush returns what is still held back, at the end of a generation that did
+// not stop on a stop string. An incomplete UTF-8 sequence left at the very end
+// is dropped: it cannot be turned into a valid character.
+func (ts *textStream) flush() string {
+	out := ts.pending
+	ts.pending = ""
+	if n := incompleteUTF8Suffix(out); n > 0 {
+		out = out[:len(out)-n]
+	}
+	return out
+}
+
+// heldTail is how many bytes at the end of pending must wait for more text.
+func (ts *textStream) heldTail() int {
+	keep := incompleteUTF8Suffix(ts.pending)
+	// The longest suffix of pending that is a proper prefix of a stop string.
+	for _, s := range ts.stops {
+		for n := min(len(s)-1, len(ts.pending)); n > keep; n-- {
+			if strings.HasSuffix(ts.pending, s[:n]) {
+				keep = n
+				break
+			}
+		}
+	}
+	return keep
+}
+
+// incompleteUTF8Suffix returns the length of a trailing UTF-8 sequence that
+// has begun but is not complete yet (0 if the text ends on a boundary).
+func incompleteUTF8Suffix(s string) int {
+	// A UTF-8 sequence is at most 4 bytes: look at the last 3 for its start.
+	for i := 1; i <= 3 && i <= len(s); i++ {
+		b := s[len(s)-i]
+		if b < utf8.RuneSelf {
+			return 0 // ASCII: complete
+		}
+		if utf8.RuneStart(b) {
+			if utf8.FullRuneInString(s[len(s)-i:]) {
+				return 0
+			}
+			return i
+		}
+	}
+	return 0
+}

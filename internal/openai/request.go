@@ -1,0 +1,523 @@
+// Package openai is the OpenAI chat-completions wire format: decoding and
+// validating requests into chat domain types, building responses and stream
+// chunks, the SSE writer and the error envelope. It knows nothing of gin or
+// of the services, so the gateway's handlers stay thin.
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
+)
+
+// Limits bound what DecodeChatRequest accepts. A zero field means no limit.
+type Limits struct {
+	// MaxBodyBytes is the largest body accepted; a larger one gets a 413.
+	// The gateway should also stop reading at this size, so that a huge body
+	// is never held in memory; this check is what turns it into a 413.
+	MaxBodyBytes int64
+	// MaxMessages is the most messages a request may hold.
+	MaxMessages int
+	// MaxChars is the most characters (Unicode code points) all message
+	// contents may hold together.
+	MaxChars int
+}
+
+// ChatCompletionRequest is a decoded and validated /v1/chat/completions
+// request. Optional fields are pointers: nil means the client left them out
+// and the server's default applies.
+type ChatCompletionRequest struct {
+	// Model is the model the client asked for; it may be empty.
+	Model string
+	// Messages are non-empty; "developer" has become chat.RoleSystem and
+	// array content has been joined into plain text.
+	Messages []chat.Message
+	// MaxTokens is max_completion_tokens if given, else max_tokens; ≥ 1.
+	MaxTokens        *int
+	Temperature      *float32 // 0..2
+	TopP             *float32 // (0..1]
+	Seed             *int64
+	Stop             []string // at most chat.MaxStop non-empty strings
+	PresencePenalty  *float32 // -2..2
+	FrequencyPenalty *float32 // -2..2
+	// Stream asks for server-sent events instead of one JSON response.
+	Stream bool
+	// IncludeUsage asks for a final usage chunk in a stream.
+	IncludeUsage bool
+	// User is the client's end-user id, for logs.
+	User string
+}
+
+// ToChat returns the domain request the services consume.
+func (r *ChatCompletionRequest) ToChat() chat.Request {
+	req := chat.Request{
+		Model:            r.Model,
+		Messages:         slices.Clone(r.Messages),
+		Temperature:      r.Temperature,
+		TopP:             r.TopP,
+		Seed:             r.Seed,
+		PresencePenalty:  r.PresencePenalty,
+		FrequencyPenalty: r.FrequencyPenalty,
+		Stop:             slices.Clone(r.Stop),
+	}
+	if r.MaxTokens != nil {
+		req.MaxTokens = *r.MaxTokens
+	}
+	return req
+}
+
+// wireRequest is the JSON body as sent. Fields whose JSON type varies
+// (messages' content, stop) or whose presence alone matters (tools, …) are
+// kept raw and decoded by hand, so that errors can name the exact field.
+type wireRequest struct {
+	Model               string            `json:"model"`
+	Messages            []json.RawMessage `json:"messages"`
+	MaxTokens           *int              `json:"max_tokens"`
+	MaxCompletionTokens *int              `json:"max_completion_tokens"`
+	Temperature         *float64          `json:"temperature"`
+	TopP                *float64          `json:"top_p"`
+	Seed                *int64            `json:"seed"`
+	Stop                json.RawMessage   `json:"stop"`
+	PresencePenalty     *float64          `json:"presence_penalty"`
+	FrequencyPenalty    *float64          `json:"frequency_penalty"`
+	Stream              *bool             `json:"stream"`
+	StreamOptions       *struct {
+		IncludeUsage *bool `json:"include_usage"`
+	} `json:"stream_options"`
+	N    *int   `json:"n"`
+	User string `json:"user"`
+
+	// Decoded only to be refused; see Unsupported.
+	Tools          json.RawMessage `json:"tools"`
+	ToolChoice     json.RawMessage `json:"tool_choice"`
+	Functions      json.RawMessage `json:"functions"`
+	FunctionCall   json.RawMessage `json:"function_call"`
+	ResponseFormat *struct {
+		Type string `json:"type"`
+	} `json:"response_format"`
+	Logprobs    *bool           `json:"logprobs"`
+	TopLogprobs *int            `json:"top_logprobs"`
+	LogitBias   json.RawMessage `json:"logit_bias"`
+}
+
+// wireMessage is one element of messages.
+type wireMessage struct {
+	Role         string          `json:"role"`
+	Content      json.RawMessage `json:"content"`
+	ToolCalls    json.RawMessage `json:"tool_calls"`
+	FunctionCall json.RawMessage `json:"function_call"`
+}
+
+// wirePart is one element of an array content.
+type wirePart struct {
+	Type string  `json:"type"`
+	Text *string `json:"text"`
+}
+
+// DecodeChatRequest decodes and validates a chat-completions request body.
+// It returns either the request or an *Error with status 400 (or 413 for a
+// body over lim.MaxBodyBytes) whose Param names the offending field.
+// Unknown fields are ignored; fields this server cannot honour are refused.
+func DecodeChatRequest(body []byte, lim Limits) (*ChatCompletionRequest, *Error) {
+	if lim.MaxBodyBytes > 0 && int64(len(body)) > lim.MaxBodyBytes {
+		return nil, BodyTooLarge(lim.MaxBodyBytes)
+	}
+	var w wireRequest
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, decodeError("", err)
+	}
+	if e := checkUnsupported(&w); e != nil {
+		return nil, e
+	}
+
+	r := &ChatCompletionRequest{Model: w.Model, User: w.User}
+	if e := decodeMessages(r, w.Messages, lim); e != nil {
+		return nil, e
+	}
+	if e := decodeSampling(r, &w); e != nil {
+		return nil, e
+	}
+	stop, e := decodeStop(w.Stop)
+	if e != nil {
+		return nil, e
+	}
+	r.Stop = stop
+
+	if w.N != nil && *w.N != 1 {
+		return nil, InvalidRequest("n", fmt.Sprintf("Invalid 'n': only 1 choice is supported, got %d.", *w.N))
+	}
+	r.Stream = w.Stream != nil && *w.Stream
+	if w.StreamOptions != nil {
+		if !r.Stream {
+			return nil, InvalidRequest("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+		}
+		r.IncludeUsage = w.StreamOptions.IncludeUsage != nil && *w.StreamOptions.IncludeUsage
+	}
+	return r, nil
+}
+
+// checkUnsupported refuses the parameters a client sends only when it wants
+// a feature we lack. Empty or neutral values ("tools": [], "logprobs":
+// false, "tool_choice": "none") ask for nothing and pass.
+func checkUnsupported(w *wireRequest) *Error {
+	switch {
+	case !isEmpty(w.Tools):
+		return Unsupported("tools")
+	case !isEmpty(w.Functions):
+		return Unsupported("functions")
+	case !isNull(w.ToolChoice) && string(bytes.TrimSpace(w.ToolChoice)) != `"none"`:
+		return Unsupported("tool_choice")
+	case !isNull(w.FunctionCall) && string(bytes.TrimSpace(w.FunctionCall)) != `"none"`:
+		return Unsupported("function_call")
+	case w.ResponseFormat != nil && w.ResponseFormat.Type != "text":
+		return Unsupported("response_format")
+	case w.Logprobs != nil && *w.Logprobs:
+		return Unsupported("logprobs")
+	case w.TopLogprobs != nil && *w.TopLogprobs > 0:
+		return Unsupported("top_logprobs")
+	case !isEmpty(w.LogitBias):
+		return Unsupported("logit_bias")
+	}
+	return nil
+}
+
+func decodeMessages(r *ChatCompletionRequest, raw []json.RawMessage, lim Limits) *Error {
+	if len(raw) == 0 {
+		return InvalidRequest("messages", "'messages' must be a non-empty array.")
+	}
+	// Checked before decoding so that a huge request costs little.
+	if lim.MaxMessages > 0 && len(raw) > lim.MaxMessages {
+		return InvalidRequest("messages", fmt.Sprintf(
+			"Too many messages: %d, the limit is %d.", len(raw), lim.MaxMessages))
+	}
+	r.Messages = make([]chat.Message, 0, len(raw))
+	chars := 0
+	for i, m := range raw {
+		msg, e := decodeMessage(fmt.Sprintf("messages[%d]", i), m)
+		if e != nil {
+			return e
+		}
+		chars += utf8.RuneCountInString(msg.Content)
+		r.Messages = append(r.Messages, msg)
+	}
+	if lim.MaxChars > 0 && chars > lim.MaxChars {
+		return InvalidRequest("messages", fmt.Sprintf(
+			"The messages are too long: %d characters, the limit is %d.", chars, lim.MaxChars))
+	}
+	return nil
+}
+
+// decodeMessage decodes one message; path is its place, e.g. "messages[2]".
+func decodeMessage(path string, raw json.RawMessage) (chat.Message, *Error) {
+	var w wireMessage
+	if isNull(raw) {
+		return chat.Message{}, InvalidRequest(path, fmt.Sprintf("Invalid '%s': expected an object, but got null.", path))
+	}
+	if err := json.Unmarshal(raw, &w); err != nil {
+		return chat.Message{}, decodeError(path, err)
+	}
+	var role string
+	switch w.Role {
+	case chat.RoleSystem, "developer":
+		role = chat.RoleSystem
+	case chat.RoleUser:
+		role = chat.RoleUser
+	case chat.RoleAssistant:
+		role = chat.RoleAssistant
+		if !isEmpty(w.ToolCalls) {
+			return chat.Message{}, Unsupported(path + ".tool_calls")
+		}
+		if !isNull(w.FunctionCall) {
+			return chat.Message{}, Unsupported(path + ".function_call")
+		}
+	case "tool", "function":
+		return chat.Message{}, Unsupported(path + ".role")
+	case "":
+		return chat.Message{}, InvalidRequest(path+".role", fmt.Sprintf("Missing required parameter: '%s.role'.", path))
+	default:
+		return chat.Message{}, InvalidRequest(path+".role", fmt.Sprintf(
+			"Invalid value for '%s.role': %q; supported values are system, developer, user and assistant.", path, w.Role))
+	}
+
+	content, e := decodeContent(path+".content", w.Content, role == chat.RoleAssistant)
+	if e != nil {
+		return chat.Message{}, e
+	}
+	return chat.Message{Role: role, Content: content}, nil
+}
+
+// decodeContent reads a message's content: a string, or an array of text
+// parts joined by newlines, as other OpenAI-compatible servers join them. A
+// null or absent content is allowed only for the assistant, whose turn may
+// have been empty.
+func decodeContent(path string, raw json.RawMessage, nullable bool) (string, *Error) {
+	raw = bytes.TrimSpace(raw)
+	if isNull(raw) {
+		if nullable {
+			return "", nil
+		}
+		return "", InvalidRequest(path, fmt.Sprintf("Missing required parameter: '%s'.", path))
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", decodeError(path, err)
+		}
+		return s, nil
+	case '[':
+		var parts []json.RawMessage
+		if err := json.Unmarshal(raw, &parts); err != nil {
+			return "", decodeError(path, err)
+		}
+		if len(parts) == 0 {
+			return "", InvalidRequest(path, fmt.Sprintf("Invalid '%s': an array content must not be empty.", path))
+		}
+		texts := make([]string, 0, len(parts))
+		for i, p := range parts {
+			text, e := decodePart(fmt.Sprintf("%s[%d]", path, i), p)
+			if e != nil {
+				return "", e
+			}
+			texts = append(texts, text)
+		}
+		return strings.Join(texts, "\n"), nil
+	default:
+		return "", InvalidRequest(path, fmt.Sprintf(
+			"Invalid type for '%s': expected a string or an array of content parts, but got %s.", path, jsonKind(raw)))
+	}
+}
+
+// decodePart reads one content part; only text parts are supported.
+func decodePart(path string, raw json.RawMessage) (string, *Error) {
+	var p wirePart
+	if isNull(raw) {
+		return "", InvalidRequest(path, fmt.Sprintf("Invalid '%s': expected an object, but got null.", path))
+	}
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return "", decodeError(path, err)
+	}
+	switch p.Type {
+	case "text":
+	case "":
+		return "", InvalidRequest(path+".type", fmt.Sprintf("Missing required parameter: '%s.type'.", path))
+	default:
+		return "", InvalidRequest(path+".type", fmt.Sprintf(
+			"Invalid value for '%s.type': %q is not supported; only \"text\" parts are.", path, p.Type))
+	}
+	if p.Text == nil {
+		return "", InvalidRequest(path+".text", fmt.Sprintf("Missing required parameter: '%s.text'.", path))
+	}
+	return *p.Text, nil
+}
+
+// decodeSampling checks the numeric sampling parameters' ranges and copies
+// them into r.
+func decodeSampling(r *ChatCompletionRequest, w *wireRequest) *Error {
+	for _, t := range []struct {
+		param string
+		v     *int
+	}{{"max_tokens", w.MaxTokens}, {"max_completion_tokens", w.MaxCompletionTokens}} {
+		if t.v != nil && *t.v < 1 {
+			return InvalidRequest(t.param, fmt.Sprintf("Invalid '%s': must be at least 1, got %d.", t.param, *t.v))
+		}
+	}
+	r.MaxTokens = w.MaxTokens
+	if w.MaxCompletionTokens != nil {
+		// The newer name wins, as in the OpenAI API.
+		r.MaxTokens = w.MaxCompletionTokens
+	}
+
+	floats := []struct {
+		param    string
+		v        *float64
+		min, max float64
+		minOpen  bool // whether min itself is excluded
+		dst      **float32
+	}{
+		{"temperature", w.Temperature, 0, 2, false, &r.Temperature},
+		{"top_p", w.TopP, 0, 1, true, &r.TopP},
+		{"presence_penalty", w.PresencePenalty, -2, 2, false, &r.PresencePenalty},
+		{"frequency_penalty", w.FrequencyPenalty, -2, 2, false, &r.FrequencyPenalty},
+	}
+	for _, f := range floats {
+		if f.v == nil {
+			continue
+		}
+		v := *f.v
+		if v < f.min || v > f.max || (f.minOpen && v == f.min) {
+			lo := "["
+			if f.minOpen {
+				lo = "("
+			}
+			return InvalidRequest(f.param, fmt.Sprintf(
+				"Invalid '%s': must be in %s%g, %g], got %g.", f.param, lo, f.min, f.max, v))
+		}
+		v32 := float32(v)
+		*f.dst = &v32
+	}
+	r.Seed = w.Seed
+	return nil
+}
+
+// decodeStop reads stop: a string or an array of up to chat.MaxStop strings,
+// none of them empty (an empty stop string would end every generation at
+// once).
+func decodeStop(raw json.RawMessage) ([]string, *Error) {
+	raw = bytes.TrimSpace(raw)
+	if isNull(raw) {
+		return nil, nil
+	}
+	switch raw[0] {
+	case '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, decodeError("stop", err)
+		}
+		if s == "" {
+			return nil, InvalidRequest("stop", "Invalid 'stop': stop strings must not be empty.")
+		}
+		return []string{s}, nil
+	case '[':
+		var stop []string
+		if err := json.Unmarshal(raw, &stop); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return nil, InvalidRequest("stop", fmt.Sprintf(
+					"Invalid type for 'stop': expected an array of strings, but it holds %s.", article(te.Value)))
+			}
+			return nil, decodeError("stop", err)
+		}
+		if len(stop) > chat.MaxStop {
+			return nil, InvalidRequest("stop", fmt.Sprintf(
+				"Invalid 'stop': at most %d stop strings are allowed, got %d.", chat.MaxStop, len(stop)))
+		}
+		for i, s := range stop {
+			if s == "" {
+				return nil, InvalidRequest(fmt.Sprintf("stop[%d]", i), "Invalid 'stop': stop strings must not be empty.")
+			}
+		}
+		if len(stop) == 0 {
+			return nil, nil
+		}
+		return stop, nil
+	default:
+		return nil, InvalidRequest("stop", fmt.Sprintf(
+			"Invalid type for 'stop': expected a string or an array of strings, but got %s.", jsonKind(raw)))
+	}
+}
+
+// decodeError turns an encoding/json error met while decoding the value at
+// path ("" for the body) into a 400 naming the field.
+func decodeError(path string, err error) *Error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		param := joinPath(path, te.Field)
+		if param == "" {
+			return InvalidRequest("", fmt.Sprintf(
+				"The request body must be a JSON object, but got %s.", article(te.Value)))
+		}
+		return InvalidRequest(param, fmt.Sprintf(
+			"Invalid type for '%s': expected %s, but got %s.", param, typeName(te.Type), article(te.Value)))
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) { // also how an empty body is reported
+		return InvalidRequest("", fmt.Sprintf(
+			"The request body is not valid JSON (%s). Make sure it is a JSON object.", err))
+	}
+	return InvalidRequest(path, fmt.Sprintf("Invalid '%s': %s.", path, err))
+}
+
+// joinPath appends a field path from encoding/json ("a.b") to a path of ours.
+func joinPath(path, field string) string {
+	switch {
+	case path == "":
+		return field
+	case field == "":
+		return path
+	default:
+		return path + "." + field
+	}
+}
+
+// typeName describes a Go type by the JSON value it is decoded from.
+func typeName(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Pointer:
+		return typeName(t.Elem())
+	default:
+		return t.String()
+	}
+}
+
+// article words an UnmarshalTypeError's Value ("string", "number 1.5")
+// for a sentence.
+func article(value string) string {
+	switch {
+	case value == "array" || value == "object":
+		return "an " + value
+	case value == "":
+		return "another type"
+	case strings.HasPrefix(value, "number "):
+		return "the " + value
+	default:
+		return "a " + value
+	}
+}
+
+// jsonKind names the kind of a raw JSON value by its first byte.
+func jsonKind(raw json.RawMessage) string {
+	switch raw[0] {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	default:
+		return "a number"
+	}
+}
+
+// isNull reports whether a raw value is absent or JSON null.
+func isNull(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// isEmpty reports whether a raw value is absent, null, [] or {}; such values
+// ask for nothing.
+func isEmpty(raw json.RawMessage) bool {
+	if isNull(raw) {
+		return true
+	}
+	compact := strings.Join(strings.Fields(string(raw)), "")
+	return compact == "[]" || compact == "{}"
+}

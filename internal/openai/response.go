@@ -1,0 +1,208 @@
+package openai
+
+import (
+	"crypto/rand"
+	"time"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
+)
+
+// Object names, as the OpenAI API sends them in "object".
+const (
+	ObjectChatCompletion      = "chat.completion"
+	ObjectChatCompletionChunk = "chat.completion.chunk"
+	ObjectList                = "list"
+	ObjectModel               = "model"
+)
+
+// NewCompletionID returns a fresh id of the form "chatcmpl-<random>".
+func NewCompletionID() string {
+	// rand.Text gives 26 base32 characters, about 128 bits: unique enough to
+	// find one request in the logs of many gateways.
+	return "chatcmpl-" + rand.Text()
+}
+
+// CompletionMeta identifies one completion. A response and every chunk of a
+// stream carry the same values, so they are chosen once per request.
+type CompletionMeta struct {
+	ID      string
+	Created int64 // Unix seconds
+	Model   string
+}
+
+// NewCompletionMeta returns the meta of a completion that starts now, with a
+// fresh id. model is the name reported to the client, usually the served
+// model's.
+func NewCompletionMeta(model string) CompletionMeta {
+	return CompletionMeta{ID: NewCompletionID(), Created: time.Now().Unix(), Model: model}
+}
+
+// Usage counts the tokens of a completion.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+func usageOf(res chat.Result) Usage {
+	return Usage{
+		PromptTokens:     res.PromptTokens,
+		CompletionTokens: res.CompletionTokens,
+		TotalTokens:      res.PromptTokens + res.CompletionTokens,
+	}
+}
+
+// ChatCompletion is the response to a request without stream.
+type ChatCompletion struct {
+	ID      string   `json:"id"`
+	Object  string   `json:"object"`
+	Created int64    `json:"created"`
+	Model   string   `json:"model"`
+	Choices []Choice `json:"choices"`
+	Usage   Usage    `json:"usage"`
+}
+
+// Choice is one alternative of a ChatCompletion; we always send one.
+type Choice struct {
+	Index        int             `json:"index"`
+	Message      ResponseMessage `json:"message"`
+	FinishReason string          `json:"finish_reason"`
+	// Logprobs is always null: the server does not compute them.
+	Logprobs any `json:"logprobs"`
+}
+
+// ResponseMessage is the assistant's message in a Choice.
+type ResponseMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// NewChatCompletion builds the response for a finished generation. The model
+// is meta.Model, or res.Model when meta has none.
+func NewChatCompletion(meta CompletionMeta, res chat.Result) ChatCompletion {
+	return ChatCompletion{
+		ID:      meta.ID,
+		Object:  ObjectChatCompletion,
+		Created: meta.Created,
+		Model:   modelOf(meta, res),
+		Choices: []Choice{{
+			Message:      ResponseMessage{Role: chat.RoleAssistant, Content: res.Text},
+			FinishReason: finishReason(res),
+		}},
+		Usage: usageOf(res),
+	}
+}
+
+// ChatCompletionChunk is one event of a streamed completion.
+type ChatCompletionChunk struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	Model   string `json:"model"`
+	// Choices is empty, not null, in the usage chunk.
+	Choices []ChunkChoice `json:"choices"`
+	// Usage is set only in the last chunk, and only if the client asked
+	// with stream_options.include_usage.
+	Usage *Usage `json:"usage,omitempty"`
+}
+
+// ChunkChoice is the change a chunk brings to the one choice.
+type ChunkChoice struct {
+	Index int        `json:"index"`
+	Delta ChunkDelta `json:"delta"`
+	// FinishReason is null until the final chunk.
+	FinishReason *string `json:"finish_reason"`
+	// Logprobs is always null.
+	Logprobs any `json:"logprobs"`
+}
+
+// ChunkDelta is the text a chunk adds. The first chunk carries the role and
+// an empty content; the final one is empty.
+type ChunkDelta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+// chunk starts a chunk for meta with the given choices.
+func chunk(meta CompletionMeta, choices ...ChunkChoice) ChatCompletionChunk {
+	if choices == nil {
+		choices = []ChunkChoice{}
+	}
+	return ChatCompletionChunk{
+		ID:      meta.ID,
+		Object:  ObjectChatCompletionChunk,
+		Created: meta.Created,
+		Model:   meta.Model,
+		Choices: choices,
+	}
+}
+
+// RoleChunk is the first chunk of a stream: the assistant role, no text yet.
+func RoleChunk(meta CompletionMeta) ChatCompletionChunk {
+	empty := ""
+	return chunk(meta, ChunkChoice{Delta: ChunkDelta{Role: chat.RoleAssistant, Content: &empty}})
+}
+
+// DeltaChunk carries a piece of generated text.
+func DeltaChunk(meta CompletionMeta, text string) ChatCompletionChunk {
+	return chunk(meta, ChunkChoice{Delta: ChunkDelta{Content: &text}})
+}
+
+// FinishChunk is the last chunk of the choice: an empty delta and the finish
+// reason.
+func FinishChunk(meta CompletionMeta, res chat.Result) ChatCompletionChunk {
+	reason := finishReason(res)
+	return chunk(meta, ChunkChoice{FinishReason: &reason})
+}
+
+// UsageChunk carries the token counts, with no choices, after FinishChunk.
+func UsageChunk(meta CompletionMeta, res chat.Result) ChatCompletionChunk {
+	c := chunk(meta)
+	u := usageOf(res)
+	c.Usage = &u
+	return c
+}
+
+// finishReason defaults to "stop": a generation that ended without saying
+// why ended on its own.
+func finishReason(res chat.Result) string {
+	if res.FinishReason == "" {
+		return chat.FinishStop
+	}
+	return res.FinishReason
+}
+
+func modelOf(meta CompletionMeta, res chat.Result) string {
+	if meta.Model != "" {
+		return meta.Model
+	}
+	return res.Model
+}
+
+// ModelList is the response of GET /v1/models.
+type ModelList struct {
+	Object string  `json:"object"`
+	Data   []Model `json:"data"`
+}
+
+// Model is one entry of a ModelList.
+type Model struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"` // Unix seconds
+	OwnedBy string `json:"owned_by"`
+}
+
+// NewModel describes a served model; created is in Unix seconds.
+func NewModel(id string, created int64, ownedBy string) Model {
+	return Model{ID: id, Object: ObjectModel, Created: created, OwnedBy: ownedBy}
+}
+
+// NewModelList lists models; with none, Data is [] rather than null, which
+// clients iterating over it expect.
+func NewModelList(models ...Model) ModelList {
+	if models == nil {
+		models = []Model{}
+	}
+	return ModelList{Object: ObjectList, Data: models}
+}
