@@ -1,0 +1,116 @@
+// Package cli holds what the three service binaries share on the command
+// line: flags whose defaults come from environment variables, the logger,
+// and running until a signal.
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Flags registers flags on a FlagSet. Each flag's default is read from an
+// environment variable first, so that `-addr` and `SLM_..._ADDR` are the
+// same setting (the flag wins), as Nomad and Consul do with their own.
+type Flags struct {
+	fs   *flag.FlagSet
+	errs []error
+}
+
+// New returns Flags for the named command.
+func New(name string) *Flags {
+	return &Flags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+}
+
+// Set is the underlying FlagSet.
+func (f *Flags) Set() *flag.FlagSet { return f.fs }
+
+func (f *Flags) usage(env, usage string) string {
+	return fmt.Sprintf("%s (env %s)", usage, env)
+}
+
+// String registers a string flag.
+func (f *Flags) String(name, env, def, usage string) *string {
+	if v, ok := os.LookupEnv(env); ok {
+		def = v
+	}
+	return f.fs.String(name, def, f.usage(env, usage))
+}
+
+// Int registers an int flag.
+func (f *Flags) Int(name, env string, def int, usage string) *int {
+	if v, ok := os.LookupEnv(env); ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: not an integer", env, v))
+		} else {
+			def = n
+		}
+	}
+	return f.fs.Int(name, def, f.usage(env, usage))
+}
+
+// Bool registers a bool flag.
+func (f *Flags) Bool(name, env string, def bool, usage string) *bool {
+	if v, ok := os.LookupEnv(env); ok {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: not a boolean", env, v))
+		} else {
+			def = b
+		}
+	}
+	return f.fs.Bool(name, def, f.usage(env, usage))
+}
+
+// Duration registers a duration flag ("30s", "2m").
+func (f *Flags) Duration(name, env string, def time.Duration, usage string) *time.Duration {
+	if v, ok := os.LookupEnv(env); ok {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: not a duration", env, v))
+		} else {
+			def = d
+		}
+	}
+	return f.fs.Duration(name, def, f.usage(env, usage))
+}
+
+// Parse parses args; a bad environment value is an error too.
+func (f *Flags) Parse(args []string) error {
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	if len(f.errs) > 0 {
+		return f.errs[0]
+	}
+	if f.fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", f.fs.Args())
+	}
+	return nil
+}
+
+// Logger returns the service's logger: level from the flag value ("info",
+// "debug", ...), JSON lines when json is set (for log shippers under Nomad).
+func Logger(name, level string, json bool) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       name,
+		Level:      hclog.LevelFromString(level),
+		JSONFormat: json,
+		Output:     os.Stderr,
+		TimeFormat: "2006-01-02T15:04:05.000Z0700",
+	})
+}
+
+// SignalContext is cancelled on SIGINT or SIGTERM.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}

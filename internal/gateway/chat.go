@@ -1,0 +1,162 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/openai"
+	"github.com/slm-mesh/slm-mesh/internal/rpc"
+)
+
+// ChatCompletions serves POST /v1/chat/completions, streamed or not.
+//
+// A streamed response commits to 200 and server-sent events only when the
+// first text (or the result) arrives, so that a request refused upstream —
+// overloaded, no instance, bad parameters — still gets its proper HTTP
+// status. An error after that is sent as an error event.
+func (s *Server) ChatCompletions(c *gin.Context) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.Limits.MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			s.fail(c, openai.BodyTooLarge(s.cfg.Limits.MaxBodyBytes))
+			return
+		}
+		s.fail(c, openai.InvalidRequest("", "could not read the request body"))
+		return
+	}
+	req, apiErr := openai.DecodeChatRequest(body, s.cfg.Limits)
+	if apiErr != nil {
+		s.fail(c, apiErr)
+		return
+	}
+	if req.Model != "" {
+		if st, err := s.callerStatus(c.Request.Context()); err == nil && len(st.Models()) > 0 && !slices.Contains(st.Models(), req.Model) {
+			s.fail(c, openai.ModelNotFound(req.Model))
+			return
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestTimeout)
+	defer cancel()
+	s.m.inFlight.Inc()
+	defer s.m.inFlight.Dec()
+
+	start := time.Now()
+	firstText := func() { s.m.ttft.Observe(time.Since(start).Seconds()) }
+	if req.Stream {
+		s.stream(ctx, c, req, firstText)
+	} else {
+		s.complete(ctx, c, req, firstText)
+	}
+}
+
+// complete answers with one chat.completion object.
+func (s *Server) complete(ctx context.Context, c *gin.Context, req *openai.ChatCompletionRequest, firstText func()) {
+	var text strings.Builder
+	raw, err := s.cfg.Caller.Call(ctx, rpc.MethodGetResponse, req.ToChat(), func(chunk json.RawMessage) error {
+		var d chat.Delta
+		if err := json.Unmarshal(chunk, &d); err != nil {
+			return rpc.Errorf(rpc.CodeInternal, "bad chunk from caller: %v", err)
+		}
+		if text.Len() == 0 {
+			firstText()
+		}
+		text.WriteString(d.Content)
+		return nil
+	})
+	res, err := decodeResult(raw, err)
+	if err != nil {
+		s.fail(c, s.errorFor(ctx, c, err))
+		return
+	}
+	res.Text = text.String()
+	s.countTokens(res)
+	c.JSON(http.StatusOK, openai.NewChatCompletion(openai.NewCompletionMeta(res.Model), res))
+}
+
+// stream answers with server-sent events.
+func (s *Server) stream(ctx context.Context, c *gin.Context, req *openai.ChatCompletionRequest, firstText func()) {
+	var sw *openai.StreamWriter
+	begin := func(model string) {
+		openai.SetStreamHeaders(c.Writer.Header())
+		c.Status(http.StatusOK)
+		sw = openai.NewStreamWriter(c.Writer, c.Writer.Flush, openai.NewCompletionMeta(model), req.IncludeUsage)
+	}
+	raw, err := s.cfg.Caller.Call(ctx, rpc.MethodGetResponse, req.ToChat(), func(chunk json.RawMessage) error {
+		var d chat.Delta
+		if err := json.Unmarshal(chunk, &d); err != nil {
+			return rpc.Errorf(rpc.CodeInternal, "bad chunk from caller: %v", err)
+		}
+		if sw == nil {
+			firstText()
+			begin(s.modelName(ctx, req.Model))
+		}
+		// A failed write means the client is gone: returning the error
+		// cancels the call, down to the inference sequence.
+		return sw.Delta(d.Content)
+	})
+	res, err := decodeResult(raw, err)
+	switch {
+	case err != nil && sw == nil:
+		s.fail(c, s.errorFor(ctx, c, err))
+	case err != nil:
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			_ = sw.Error(s.errorFor(ctx, c, err))
+		}
+	default:
+		if sw == nil {
+			begin(res.Model)
+		}
+		s.countTokens(res)
+		if sw.Finish(res) == nil {
+			_ = sw.Done()
+		}
+	}
+}
+
+// modelName is the model a stream reports before the result names it: the
+// one asked for, else the one the mesh serves.
+func (s *Server) modelName(ctx context.Context, asked string) string {
+	if asked != "" {
+		return asked
+	}
+	if st, err := s.callerStatus(ctx); err == nil && len(st.Models()) > 0 {
+		return st.Models()[0]
+	}
+	return ""
+}
+
+func decodeResult(raw json.RawMessage, err error) (chat.Result, error) {
+	var res chat.Result
+	if err != nil {
+		return res, err
+	}
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return res, rpc.Errorf(rpc.CodeInternal, "bad result from caller: %v", err)
+	}
+	return res, nil
+}
+
+// errorFor is clientError, with the gateway's own timeout told apart from
+// an upstream deadline.
+func (s *Server) errorFor(ctx context.Context, c *gin.Context, err error) *openai.Error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.Request.Context().Err() == nil {
+		return openai.Timeout("the request took longer than the gateway allows (" + s.cfg.RequestTimeout.String() + ")")
+	}
+	return s.clientError(c, err)
+}
+
+func (s *Server) countTokens(res chat.Result) {
+	s.m.prompt.Add(float64(res.PromptTokens))
+	s.m.completion.Add(float64(res.CompletionTokens))
+}

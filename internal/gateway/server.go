@@ -1,0 +1,348 @@
+// Package gateway is the public edge of slm-mesh: the OpenAI-compatible
+// HTTP API (gin). It holds no model; every chat request becomes an
+// inference::get_response call to a caller instance found through discovery.
+package gateway
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/slm-mesh/slm-mesh/internal/caller"
+	"github.com/slm-mesh/slm-mesh/internal/openai"
+	"github.com/slm-mesh/slm-mesh/internal/rpc"
+)
+
+// Config configures a Server. Zero values take the defaults given.
+type Config struct {
+	// Caller is the pool of caller instances.
+	Caller *rpc.Pool
+	// APIKeys, when not empty, are the keys accepted in
+	// "Authorization: Bearer <key>" on /v1/*. /health and /metrics stay open.
+	APIKeys []string
+	// CORSOrigins are the origins allowed to call the API from a browser;
+	// empty: CORS off. "*" allows any origin.
+	CORSOrigins []string
+	// Limits bound a request: body 1 MiB, 256 messages and 200,000
+	// characters by default.
+	Limits openai.Limits
+	// RequestTimeout bounds one request, generation included; default 5m.
+	RequestTimeout time.Duration
+	// RetryAfter is the Retry-After (seconds) sent with 429 and 503;
+	// default 1.
+	RetryAfter int
+	Logger     hclog.Logger
+}
+
+// Server is the gateway. It is an http.Handler.
+type Server struct {
+	cfg    Config
+	log    hclog.Logger
+	router *gin.Engine
+	m      *metrics
+
+	statusMu   sync.Mutex
+	status     caller.Status
+	statusAt   time.Time
+	statusErr  error
+	statusTTL  time.Duration
+	keys       [][]byte
+	corsOrigin map[string]bool
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New returns a gateway that forwards to cfg.Caller.
+func New(cfg Config) *Server {
+	if cfg.Limits.MaxBodyBytes <= 0 {
+		cfg.Limits.MaxBodyBytes = 1 << 20
+	}
+	if cfg.Limits.MaxMessages <= 0 {
+		cfg.Limits.MaxMessages = 256
+	}
+	if cfg.Limits.MaxChars <= 0 {
+		cfg.Limits.MaxChars = 200_000
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 5 * time.Minute
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, statusTTL: 2 * time.Second, corsOrigin: map[string]bool{}}
+	for _, k := range cfg.APIKeys {
+		if k = strings.TrimSpace(k); k != "" {
+			s.keys = append(s.keys, []byte(k))
+		}
+	}
+	for _, o := range cfg.CORSOrigins {
+		s.corsOrigin[strings.TrimSpace(o)] = true
+	}
+	s.m = newMetrics(cfg.Caller)
+
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.ContextWithFallback = true
+	r.Use(s.recover, s.requestID, s.observe, s.cors)
+	r.NoRoute(func(c *gin.Context) { s.fail(c, openai.UnknownRoute(c.Request.Method, c.Request.URL.Path)) })
+	r.NoMethod(func(c *gin.Context) { s.fail(c, openai.MethodNotAllowed(c.Request.Method, c.Request.URL.Path)) })
+	r.GET("/health", s.Health)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})))
+	v1 := r.Group("/v1", s.auth)
+	v1.POST("/chat/completions", s.ChatCompletions)
+	v1.GET("/models", s.Models)
+	s.router = r
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// fail writes e as the response, with Retry-After where it applies, and
+// aborts the handler chain.
+func (s *Server) fail(c *gin.Context, e *openai.Error) {
+	if e.RetryAfter > 0 {
+		c.Header("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	c.AbortWithStatusJSON(e.Status, e)
+}
+
+// clientError is the one place that turns an RPC error into what the client
+// sees: the code decides the status, internal detail stays in the log.
+func (s *Server) clientError(c *gin.Context, err error) *openai.Error {
+	code := rpc.CodeOf(err)
+	var msg string
+	var re *rpc.Error
+	if errors.As(err, &re) {
+		msg = re.Message
+	}
+	if code == rpc.CodeInternal {
+		s.log.Error("request failed", "request_id", requestIDOf(c), "error", err)
+		msg = ""
+	}
+	e := openai.FromCode(string(code), msg)
+	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
+		e.RetryAfter = s.cfg.RetryAfter
+	}
+	return e
+}
+
+// auth requires an API key on /v1/* when keys are configured.
+func (s *Server) auth(c *gin.Context) {
+	if len(s.keys) == 0 || c.Request.Method == http.MethodOptions {
+		return
+	}
+	h := c.GetHeader("Authorization")
+	key, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || key == "" {
+		s.fail(c, openai.Unauthorized("missing API key: send it as \"Authorization: Bearer <key>\""))
+		return
+	}
+	// Compare against every key, without stopping early, so that timing
+	// says nothing about which key or how much of one matched.
+	match := 0
+	for _, k := range s.keys {
+		match |= subtle.ConstantTimeCompare([]byte(key), k)
+	}
+	if match != 1 {
+		s.log.Info("rejected API key", "request_id", requestIDOf(c), "remote", c.ClientIP())
+		s.fail(c, openai.Unauthorized("incorrect API key"))
+	}
+}
+
+// cors answers browsers from the configured origins only.
+func (s *Server) cors(c *gin.Context) {
+	origin := c.GetHeader("Origin")
+	if origin == "" || !(s.corsOrigin["*"] || s.corsOrigin[origin]) {
+		return
+	}
+	h := c.Writer.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	if c.Request.Method == http.MethodOptions {
+		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id")
+		h.Set("Access-Control-Max-Age", "600")
+		c.AbortWithStatus(http.StatusNoContent)
+	}
+}
+
+// recover turns a panic in a handler into a 500 in the API's format.
+func (s *Server) recover(c *gin.Context) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("handler panic", "request_id", requestIDOf(c), "panic", p)
+			if !c.Writer.Written() {
+				s.fail(c, openai.Internal())
+			}
+		}
+	}()
+	c.Next()
+}
+
+const requestIDHeader = "X-Request-Id"
+
+// requestID takes the client's X-Request-Id (when it is short and printable)
+// or makes one, returns it in the response and puts it into the context,
+// from where the RPC calls carry it into every service's logs.
+func (s *Server) requestID(c *gin.Context) {
+	id := c.GetHeader(requestIDHeader)
+	if !validRequestID(id) {
+		id = newRequestID()
+	}
+	c.Header(requestIDHeader, id)
+	c.Request = c.Request.WithContext(rpc.WithRequestID(c.Request.Context(), id))
+	c.Next()
+}
+
+func requestIDOf(c *gin.Context) string { return rpc.RequestID(c.Request.Context()) }
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, r := range id {
+		if r < 0x21 || r > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// callerStatus asks a caller which inference instances and models are
+// live, remembering the answer for a moment so that /health and /v1/models
+// under load do not multiply calls.
+func (s *Server) callerStatus(ctx context.Context) (caller.Status, error) {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	if time.Since(s.statusAt) < s.statusTTL {
+		return s.status, s.statusErr
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var st caller.Status
+	raw, err := s.cfg.Caller.Call(ctx, rpc.MethodStatus, nil, nil)
+	if err == nil {
+		err = json.Unmarshal(raw, &st)
+	}
+	s.status, s.statusErr, s.statusAt = st, err, time.Now()
+	return st, err
+}
+
+// healthReport is the body of GET /health.
+type healthReport struct {
+	Status string   `json:"status"` // "ok" or "unavailable"
+	Models []string `json:"models,omitempty"`
+	// Failing names the first hop that does not work: "caller" or
+	// "inference".
+	Failing   string                  `json:"failing,omitempty"`
+	Error     string                  `json:"error,omitempty"`
+	Inference []caller.InstanceStatus `json:"inference,omitempty"`
+}
+
+// Health serves GET /health: 200 only when a request can travel gateway →
+// caller → inference right now.
+func (s *Server) Health(c *gin.Context) {
+	st, err := s.callerStatus(c.Request.Context())
+	rep := healthReport{Status: "ok", Models: st.Models(), Inference: st.Inference}
+	switch {
+	case err != nil:
+		rep.Status, rep.Failing, rep.Error = "unavailable", "caller", rpcMessage(err)
+	case len(rep.Models) == 0:
+		rep.Status, rep.Failing, rep.Error = "unavailable", "inference", "no inference instance is ready"
+	}
+	code := http.StatusOK
+	if rep.Status != "ok" {
+		code = http.StatusServiceUnavailable
+	}
+	c.JSON(code, rep)
+}
+
+// Models serves GET /v1/models: the models the live inference instances
+// serve.
+func (s *Server) Models(c *gin.Context) {
+	st, err := s.callerStatus(c.Request.Context())
+	if err != nil {
+		s.fail(c, s.clientError(c, err))
+		return
+	}
+	list := make([]openai.Model, 0)
+	for _, m := range st.Models() {
+		list = append(list, openai.NewModel(m, 0, "slm-mesh"))
+	}
+	c.JSON(http.StatusOK, openai.NewModelList(list...))
+}
+
+func rpcMessage(err error) string {
+	var re *rpc.Error
+	if errors.As(err, &re) {
+		return string(re.Code) + ": " + re.Message
+	}
+	return err.Error()
+}
+
+// metrics are the gateway's Prometheus series, named after the vLLM and
+// llama.cpp servers' with an slm_ prefix.
+type metrics struct {
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	ttft       prometheus.Histogram
+	prompt     prometheus.Counter
+	completion prometheus.Counter
+	inFlight   prometheus.Gauge
+}
+
+func newMetrics(pool *rpc.Pool) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slm_http_requests_total", Help: "HTTP requests by route and status.",
+		}, []string{"route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "slm_http_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+		}, []string{"route"}),
+		ttft: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "slm_time_to_first_token_seconds", Help: "Time from request to first generated text.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+		prompt:     prometheus.NewCounter(prometheus.CounterOpts{Name: "slm_prompt_tokens_total", Help: "Prompt tokens of finished requests."}),
+		completion: prometheus.NewCounter(prometheus.CounterOpts{Name: "slm_generation_tokens_total", Help: "Completion tokens of finished requests."}),
+		inFlight:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "slm_requests_running", Help: "Chat requests in progress."}),
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.ttft, m.prompt, m.completion, m.inFlight,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "slm_caller_instances", Help: "Connected caller instances."},
+			func() float64 { return float64(pool.Healthy()) }))
+	return m
+}
+
+// observe counts every request by route and status.
+func (s *Server) observe(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	s.m.requests.WithLabelValues(route, strconv.Itoa(c.Writer.Status())).Inc()
+	s.m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+}

@@ -1,0 +1,140 @@
+package openai
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestErrorJSON(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		err  *Error
+		want string
+	}{
+		{"param and code null when empty", InvalidRequest("", "bad"),
+			`{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}`},
+		{"param and code set", Unsupported("tools"),
+			`{"error":{"message":"Unsupported parameter: 'tools' is not supported by this server.","type":"invalid_request_error","param":"tools","code":"unsupported_parameter"}}`},
+		{"status and retry are not in the body", Overloaded("busy", 3),
+			`{"error":{"message":"busy","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := json.Marshal(tt.err)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+			var back Error
+			if err := json.Unmarshal(got, &back); err != nil {
+				t.Fatal(err)
+			}
+			if back.Message != tt.err.Message || back.Type != tt.err.Type || back.Param != tt.err.Param || back.Code != tt.err.Code {
+				t.Errorf("read back %+v, want %+v", back, *tt.err)
+			}
+		})
+	}
+}
+
+func TestErrorIsAnError(t *testing.T) {
+	t.Parallel()
+	var err error = fmt.Errorf("decoding: %w", InvalidRequest("stop", "too many"))
+	var e *Error
+	if !errors.As(err, &e) || e.Param != "stop" {
+		t.Fatalf("errors.As found %v", e)
+	}
+	if got := e.Error(); !strings.Contains(got, "400") || !strings.Contains(got, "stop") || !strings.Contains(got, "too many") {
+		t.Errorf("Error() = %q", got)
+	}
+}
+
+func TestConstructors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		err              *Error
+		status           int
+		typ, code, param string
+	}{
+		{InvalidRequest("model", "m"), 400, TypeInvalidRequest, "", "model"},
+		{Unsupported("logprobs"), 400, TypeInvalidRequest, "unsupported_parameter", "logprobs"},
+		{Unauthorized("Incorrect API key provided."), 401, TypeInvalidRequest, "invalid_api_key", ""},
+		{ModelNotFound("gpt-9"), 404, TypeInvalidRequest, "model_not_found", ""},
+		{UnknownRoute("POST", "/v1/nope"), 404, TypeInvalidRequest, "unknown_url", ""},
+		{MethodNotAllowed("GET", "/v1/chat/completions"), 405, TypeInvalidRequest, "method_not_allowed", ""},
+		{BodyTooLarge(1 << 20), 413, TypeInvalidRequest, "request_too_large", ""},
+		{Overloaded("", 2), 429, TypeRateLimit, "rate_limit_exceeded", ""},
+		{Unavailable(""), 503, TypeServer, "service_unavailable", ""},
+		{Timeout(""), 504, TypeServer, "timeout", ""},
+		{Internal(), 500, TypeServer, "", ""},
+	}
+	for _, tt := range tests {
+		e := tt.err
+		if e.Status != tt.status || e.Type != tt.typ || e.Code != tt.code || e.Param != tt.param || e.Message == "" {
+			t.Errorf("%+v: want status %d type %q code %q param %q and a message", *e, tt.status, tt.typ, tt.code, tt.param)
+		}
+	}
+	if e := Overloaded("", 2); e.RetryAfter != 2 {
+		t.Errorf("Overloaded RetryAfter = %d, want 2", e.RetryAfter)
+	}
+	if e := ModelNotFound("gpt-9"); !strings.Contains(e.Message, "gpt-9") {
+		t.Errorf("ModelNotFound message %q does not name the model", e.Message)
+	}
+	if e := UnknownRoute("POST", "/v1/nope"); e.Message != "Invalid URL (POST /v1/nope)" {
+		t.Errorf("UnknownRoute message %q", e.Message)
+	}
+}
+
+func TestFromCode(t *testing.T) {
+	t.Parallel()
+	const secret = "dial tcp 10.1.2.3:7000: connection refused"
+	tests := []struct {
+		code, msg  string
+		status     int
+		typ, ecode string
+		// wantMsg is the message the client sees; "" means a fixed text
+		// that must not contain msg.
+		wantMsg    string
+		retryAfter int
+	}{
+		{"invalid_argument", "prompt is longer than the context", 400, TypeInvalidRequest, "", "prompt is longer than the context", 0},
+		{"not_found", "The model `x` does not exist.", 404, TypeInvalidRequest, "model_not_found", "The model `x` does not exist.", 0},
+		{"overloaded", "queue full", 429, TypeRateLimit, "rate_limit_exceeded", "queue full", DefaultRetryAfter},
+		{"unavailable", secret, 503, TypeServer, "service_unavailable", "", 0},
+		{"deadline_exceeded", secret, 504, TypeServer, "timeout", "", 0},
+		{"canceled", secret, 503, TypeServer, "request_canceled", "", 0},
+		{"internal", secret, 500, TypeServer, "", "", 0},
+		{"something_new", secret, 500, TypeServer, "", "", 0},
+		{"", "", 500, TypeServer, "", "", 0},
+	}
+	for _, tt := range tests {
+		e := FromCode(tt.code, tt.msg)
+		if e.Status != tt.status || e.Type != tt.typ || e.Code != tt.ecode || e.RetryAfter != tt.retryAfter {
+			t.Errorf("FromCode(%q) = %+v, want status %d type %q code %q retry %d",
+				tt.code, *e, tt.status, tt.typ, tt.ecode, tt.retryAfter)
+		}
+		switch {
+		case tt.wantMsg != "" && e.Message != tt.wantMsg:
+			t.Errorf("FromCode(%q) message %q, want %q", tt.code, e.Message, tt.wantMsg)
+		case tt.wantMsg == "" && (e.Message == "" || strings.Contains(e.Message, "10.1.2.3")):
+			t.Errorf("FromCode(%q) message %q: want a fixed text without internal detail", tt.code, e.Message)
+		}
+	}
+	// Codes whose message is passed on still get one when it is empty.
+	for _, code := range []string{"invalid_argument", "not_found", "overloaded"} {
+		if e := FromCode(code, ""); e.Message == "" {
+			t.Errorf("FromCode(%q, \"\") has no message", code)
+		}
+	}
+	// The gateway turns the status into a header; check it is a real one.
+	if http.StatusText(FromCode("canceled", "").Status) == "" {
+		t.Error("canceled maps to a non-standard status")
+	}
+}

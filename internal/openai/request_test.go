@@ -1,0 +1,276 @@
+package openai
+
+import (
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// user is the smallest valid messages array, for cases about other fields.
+const user = `"messages":[{"role":"user","content":"hi"}]`
+
+func hi() []chat.Message { return []chat.Message{{Role: chat.RoleUser, Content: "hi"}} }
+
+func TestDecodeChatRequestValid(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		body string
+		want ChatCompletionRequest
+	}{
+		{"minimal", `{` + user + `}`, ChatCompletionRequest{Messages: hi()}},
+		{"model and user", `{"model":"m","user":"u1",` + user + `}`,
+			ChatCompletionRequest{Model: "m", User: "u1", Messages: hi()}},
+		{"all roles", `{"messages":[
+			{"role":"system","content":"s"},
+			{"role":"developer","content":"d"},
+			{"role":"user","content":"u"},
+			{"role":"assistant","content":"a"},
+			{"role":"assistant","content":null},
+			{"role":"assistant"}]}`,
+			ChatCompletionRequest{Messages: []chat.Message{
+				{Role: chat.RoleSystem, Content: "s"},
+				{Role: chat.RoleSystem, Content: "d"},
+				{Role: chat.RoleUser, Content: "u"},
+				{Role: chat.RoleAssistant, Content: "a"},
+				{Role: chat.RoleAssistant},
+				{Role: chat.RoleAssistant},
+			}}},
+		{"empty string content", `{"messages":[{"role":"user","content":""}]}`,
+			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleUser}}}},
+		{"text parts joined by newline", `{"messages":[{"role":"user","content":[
+			{"type":"text","text":"a"},{"type":"text","text":"b","cache_control":{}}]}]}`,
+			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleUser, Content: "a\nb"}}}},
+		{"unknown fields ignored", `{"metadata":{"k":"v"},"store":false,"service_tier":"auto",` +
+			`"messages":[{"role":"user","content":"hi","name":"bob","extra":1}]}`,
+			ChatCompletionRequest{Messages: hi()}},
+		{"max_tokens", `{"max_tokens":5,` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), MaxTokens: ptr(5)}},
+		{"max_completion_tokens wins", `{"max_tokens":5,"max_completion_tokens":7,` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), MaxTokens: ptr(7)}},
+		{"sampling", `{"temperature":0,"top_p":1,"seed":-9007199254740993,` +
+			`"presence_penalty":-2,"frequency_penalty":2,` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), Temperature: ptr[float32](0), TopP: ptr[float32](1),
+				Seed: ptr[int64](-9007199254740993), PresencePenalty: ptr[float32](-2), FrequencyPenalty: ptr[float32](2)}},
+		{"temperature max", `{"temperature":2,` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), Temperature: ptr[float32](2)}},
+		{"nulls are absent", `{"model":null,"temperature":null,"top_p":null,"max_tokens":null,"stop":null,` +
+			`"n":null,"stream":null,"stream_options":null,"tools":null,"logit_bias":null,` + user + `}`,
+			ChatCompletionRequest{Messages: hi()}},
+		{"stop string", `{"stop":"\n\n",` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), Stop: []string{"\n\n"}}},
+		{"stop array", `{"stop":["a","b","c","d"],` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), Stop: []string{"a", "b", "c", "d"}}},
+		{"stop empty array", `{"stop":[],` + user + `}`, ChatCompletionRequest{Messages: hi()}},
+		{"n 1", `{"n":1,` + user + `}`, ChatCompletionRequest{Messages: hi()}},
+		{"stream", `{"stream":true,` + user + `}`, ChatCompletionRequest{Messages: hi(), Stream: true}},
+		{"stream false", `{"stream":false,` + user + `}`, ChatCompletionRequest{Messages: hi()}},
+		{"include_usage", `{"stream":true,"stream_options":{"include_usage":true},` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), Stream: true, IncludeUsage: true}},
+		{"include_usage false", `{"stream":true,"stream_options":{"include_usage":false},` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), Stream: true}},
+		{"neutral unsupported values", `{"tools":[],"functions":[],"tool_choice":"none","function_call":"none",` +
+			`"response_format":{"type":"text"},"logprobs":false,"top_logprobs":0,"logit_bias":{},` +
+			`"messages":[{"role":"assistant","content":"x","tool_calls":[]},{"role":"user","content":"hi"}]}`,
+			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleAssistant, Content: "x"}, {Role: chat.RoleUser, Content: "hi"}}}},
+		{"whitespace around body", " \n{" + user + "}\n", ChatCompletionRequest{Messages: hi()}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, e := DecodeChatRequest([]byte(tt.body), Limits{})
+			if e != nil {
+				t.Fatalf("DecodeChatRequest: %v", e)
+			}
+			if !reflect.DeepEqual(*got, tt.want) {
+				t.Errorf("got  %+v\nwant %+v", *got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeChatRequestInvalid(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		body   string
+		limits Limits
+		status int    // 0 means 400
+		param  string // the field the error names
+		code   string
+		msg    string // a part of the message
+	}{
+		// The body as a whole.
+		{name: "empty body", body: ``, msg: "not valid JSON"},
+		{name: "malformed", body: `{"messages":[`, msg: "not valid JSON"},
+		{name: "trailing garbage", body: `{` + user + `} x`, msg: "not valid JSON"},
+		{name: "not an object", body: `[1]`, msg: "must be a JSON object"},
+		{name: "string body", body: `"hi"`, msg: "must be a JSON object"},
+		{name: "null body", body: `null`, param: "messages"},
+		{name: "too large", body: `{` + user + `}`, limits: Limits{MaxBodyBytes: 10},
+			status: http.StatusRequestEntityTooLarge, code: "request_too_large"},
+
+		// messages.
+		{name: "no messages", body: `{}`, param: "messages", msg: "non-empty"},
+		{name: "empty messages", body: `{"messages":[]}`, param: "messages"},
+		{name: "messages not array", body: `{"messages":"hi"}`, param: "messages", msg: "expected an array, but got a string"},
+		{name: "message not object", body: `{"messages":["hi"]}`, param: "messages[0]", msg: "expected an object"},
+		{name: "message null", body: `{"messages":[null]}`, param: "messages[0]"},
+		{name: "role missing", body: `{"messages":[{"content":"hi"}]}`, param: "messages[0].role"},
+		{name: "role unknown", body: `{"messages":[{"role":"robot","content":"hi"}]}`, param: "messages[0].role"},
+		{name: "role not string", body: `{"messages":[{"role":1,"content":"hi"}]}`, param: "messages[0].role", msg: "expected a string"},
+		{name: "tool role", body: `{"messages":[{"role":"user","content":"a"},{"role":"tool","content":"r","tool_call_id":"x"}]}`,
+			param: "messages[1].role", code: "unsupported_parameter"},
+		{name: "function role", body: `{"messages":[{"role":"function","name":"f","content":"r"}]}`,
+			param: "messages[0].role", code: "unsupported_parameter"},
+		{name: "assistant tool_calls", body: `{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]}]}`,
+			param: "messages[0].tool_calls", code: "unsupported_parameter"},
+		{name: "assistant function_call", body: `{"messages":[{"role":"assistant","function_call":{"name":"f"}}]}`,
+			param: "messages[0].function_call", code: "unsupported_parameter"},
+		{name: "user content null", body: `{"messages":[{"role":"user","content":null}]}`, param: "messages[0].content"},
+		{name: "system content absent", body: `{"messages":[{"role":"system"}]}`, param: "messages[0].content"},
+		{name: "developer content absent", body: `{"messages":[{"role":"user","content":"a"},{"role":"developer"}]}`, param: "messages[1].content"},
+		{name: "content number", body: `{"messages":[{"role":"user","content":5}]}`, param: "messages[0].content", msg: "got a number"},
+		{name: "content object", body: `{"messages":[{"role":"user","content":{"type":"text"}}]}`, param: "messages[0].content", msg: "got an object"},
+		{name: "content empty array", body: `{"messages":[{"role":"user","content":[]}]}`, param: "messages[0].content"},
+		{name: "image part", body: `{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},` +
+			`{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://x"}}]}]}`,
+			param: "messages[2].content[0].type", msg: "image_url"},
+		{name: "second part bad", body: `{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"input_audio"}]}]}`,
+			param: "messages[0].content[1].type"},
+		{name: "part type missing", body: `{"messages":[{"role":"user","content":[{"text":"a"}]}]}`, param: "messages[0].content[0].type"},
+		{name: "part text missing", body: `{"messages":[{"role":"user","content":[{"type":"text"}]}]}`, param: "messages[0].content[0].text"},
+		{name: "part text number", body: `{"messages":[{"role":"user","content":[{"type":"text","text":1}]}]}`,
+			param: "messages[0].content[0].text", msg: "expected a string"},
+		{name: "part not object", body: `{"messages":[{"role":"user","content":["a"]}]}`, param: "messages[0].content[0]"},
+		{name: "part null", body: `{"messages":[{"role":"user","content":[null]}]}`, param: "messages[0].content[0]"},
+
+		// Limits.
+		{name: "too many messages", body: `{"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}`,
+			limits: Limits{MaxMessages: 1}, param: "messages", msg: "Too many messages: 2, the limit is 1"},
+		{name: "too many characters", body: `{"messages":[{"role":"user","content":"héllo"},{"role":"user","content":[{"type":"text","text":"wörld"}]}]}`,
+			limits: Limits{MaxChars: 9}, param: "messages", msg: "10 characters, the limit is 9"},
+
+		// Wrong types of scalar fields: the param is encoding/json's path.
+		{name: "model number", body: `{"model":1,` + user + `}`, param: "model", msg: "expected a string, but got a number"},
+		{name: "temperature string", body: `{"temperature":"hot",` + user + `}`, param: "temperature", msg: "expected a number, but got a string"},
+		{name: "max_tokens fraction", body: `{"max_tokens":1.5,` + user + `}`, param: "max_tokens", msg: "expected an integer, but got the number 1.5"},
+		{name: "max_tokens huge", body: `{"max_tokens":1e30,` + user + `}`, param: "max_tokens"},
+		{name: "seed string", body: `{"seed":"1",` + user + `}`, param: "seed"},
+		{name: "stream string", body: `{"stream":"yes",` + user + `}`, param: "stream", msg: "expected a boolean"},
+		{name: "n string", body: `{"n":"1",` + user + `}`, param: "n"},
+		{name: "user number", body: `{"user":1,` + user + `}`, param: "user"},
+		{name: "stream_options not object", body: `{"stream":true,"stream_options":true,` + user + `}`, param: "stream_options", msg: "expected an object"},
+		{name: "include_usage string", body: `{"stream":true,"stream_options":{"include_usage":"yes"},` + user + `}`,
+			param: "stream_options.include_usage"},
+		{name: "response_format type number", body: `{"response_format":{"type":1},` + user + `}`, param: "response_format.type"},
+
+		// Ranges.
+		{name: "max_tokens 0", body: `{"max_tokens":0,` + user + `}`, param: "max_tokens", msg: "at least 1"},
+		{name: "max_completion_tokens negative", body: `{"max_completion_tokens":-1,` + user + `}`, param: "max_completion_tokens"},
+		{name: "max_tokens invalid even if overridden", body: `{"max_tokens":0,"max_completion_tokens":5,` + user + `}`, param: "max_tokens"},
+		{name: "temperature high", body: `{"temperature":2.01,` + user + `}`, param: "temperature", msg: "[0, 2]"},
+		{name: "temperature negative", body: `{"temperature":-0.1,` + user + `}`, param: "temperature"},
+		{name: "top_p 0", body: `{"top_p":0,` + user + `}`, param: "top_p", msg: "(0, 1]"},
+		{name: "top_p high", body: `{"top_p":1.5,` + user + `}`, param: "top_p"},
+		{name: "presence_penalty low", body: `{"presence_penalty":-2.5,` + user + `}`, param: "presence_penalty"},
+		{name: "frequency_penalty high", body: `{"frequency_penalty":3,` + user + `}`, param: "frequency_penalty"},
+		{name: "n 2", body: `{"n":2,` + user + `}`, param: "n", msg: "only 1"},
+		{name: "n 0", body: `{"n":0,` + user + `}`, param: "n"},
+
+		// stop.
+		{name: "stop empty string", body: `{"stop":"",` + user + `}`, param: "stop"},
+		{name: "stop five", body: `{"stop":["a","b","c","d","e"],` + user + `}`, param: "stop", msg: "at most 4"},
+		{name: "stop empty element", body: `{"stop":["a",""],` + user + `}`, param: "stop[1]"},
+		{name: "stop number", body: `{"stop":1,` + user + `}`, param: "stop", msg: "got a number"},
+		{name: "stop array of numbers", body: `{"stop":[1],` + user + `}`, param: "stop", msg: "array of strings"},
+		{name: "stop object", body: `{"stop":{},` + user + `}`, param: "stop"},
+
+		// stream_options without stream, as OpenAI refuses it.
+		{name: "stream_options alone", body: `{"stream_options":{"include_usage":true},` + user + `}`, param: "stream_options"},
+		{name: "stream_options with stream false", body: `{"stream":false,"stream_options":{},` + user + `}`, param: "stream_options"},
+
+		// Features we lack are refused, never dropped.
+		{name: "tools", body: `{"tools":[{"type":"function","function":{"name":"f"}}],` + user + `}`, param: "tools", code: "unsupported_parameter"},
+		{name: "tool_choice auto", body: `{"tool_choice":"auto",` + user + `}`, param: "tool_choice", code: "unsupported_parameter"},
+		{name: "tool_choice object", body: `{"tool_choice":{"type":"function"},` + user + `}`, param: "tool_choice", code: "unsupported_parameter"},
+		{name: "functions", body: `{"functions":[{"name":"f"}],` + user + `}`, param: "functions", code: "unsupported_parameter"},
+		{name: "function_call", body: `{"function_call":"auto",` + user + `}`, param: "function_call", code: "unsupported_parameter"},
+		{name: "response_format json_object", body: `{"response_format":{"type":"json_object"},` + user + `}`,
+			param: "response_format", code: "unsupported_parameter"},
+		{name: "response_format json_schema", body: `{"response_format":{"type":"json_schema","json_schema":{}},` + user + `}`,
+			param: "response_format", code: "unsupported_parameter"},
+		{name: "logprobs", body: `{"logprobs":true,` + user + `}`, param: "logprobs", code: "unsupported_parameter"},
+		{name: "top_logprobs", body: `{"top_logprobs":3,` + user + `}`, param: "top_logprobs", code: "unsupported_parameter"},
+		{name: "logit_bias", body: `{"logit_bias":{"50256":-100},` + user + `}`, param: "logit_bias", code: "unsupported_parameter"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, e := DecodeChatRequest([]byte(tt.body), tt.limits)
+			if e == nil {
+				t.Fatalf("DecodeChatRequest succeeded with %+v, want an error", got)
+			}
+			if got != nil {
+				t.Errorf("got a request %+v along with the error", got)
+			}
+			status := tt.status
+			if status == 0 {
+				status = http.StatusBadRequest
+			}
+			if e.Status != status || e.Param != tt.param || e.Code != tt.code || e.Type != TypeInvalidRequest {
+				t.Errorf("got status %d type %q param %q code %q, want %d %q %q %q (message %q)",
+					e.Status, e.Type, e.Param, e.Code, status, TypeInvalidRequest, tt.param, tt.code, e.Message)
+			}
+			if !strings.Contains(e.Message, tt.msg) {
+				t.Errorf("message %q does not contain %q", e.Message, tt.msg)
+			}
+		})
+	}
+}
+
+func TestToChat(t *testing.T) {
+	t.Parallel()
+	r, e := DecodeChatRequest([]byte(`{"model":"m","max_completion_tokens":9,"temperature":0.5,"top_p":0.9,`+
+		`"seed":3,"stop":["x"],"presence_penalty":1,"frequency_penalty":-1,"stream":true,`+
+		`"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":"hi"}]}`), Limits{})
+	if e != nil {
+		t.Fatal(e)
+	}
+	want := chat.Request{
+		Model: "m",
+		Messages: []chat.Message{
+			{Role: chat.RoleSystem, Content: "be brief"},
+			{Role: chat.RoleUser, Content: "hi"},
+		},
+		MaxTokens:        9,
+		Temperature:      ptr[float32](0.5),
+		TopP:             ptr[float32](0.9),
+		Seed:             ptr[int64](3),
+		Stop:             []string{"x"},
+		PresencePenalty:  ptr[float32](1),
+		FrequencyPenalty: ptr[float32](-1),
+	}
+	got := r.ToChat()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+
+	// The domain request must not share slices with the wire request.
+	got.Messages[0].Content = "changed"
+	got.Stop[0] = "changed"
+	if r.Messages[0].Content != "be brief" || r.Stop[0] != "x" {
+		t.Error("ToChat shares slices with the request")
+	}
+
+	// Absent max tokens means the server's default.
+	r.MaxTokens = nil
+	if got := r.ToChat().MaxTokens; got != 0 {
+		t.Errorf("MaxTokens = %d, want 0", got)
+	}
+}

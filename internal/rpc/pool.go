@@ -1,0 +1,382 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/slm-mesh/slm-mesh/internal/discovery"
+)
+
+// PoolConfig configures a Pool. Zero fields take the defaults named in each
+// comment.
+type PoolConfig struct {
+	// Client configures every connection. Its Logger is replaced by Logger.
+	Client ClientConfig
+	// Logger receives the pool's logs. Default: no logs.
+	Logger hclog.Logger
+	// ConnectWait is how long a call waits for a first connection when no
+	// instance is connected (at start-up, or while all are reconnecting)
+	// before it fails with CodeUnavailable. Default 1s.
+	ConnectWait time.Duration
+	// MinBackoff and MaxBackoff bound the delay between reconnection
+	// attempts to one instance; it doubles after each failure. Defaults
+	// 100ms and 5s.
+	MinBackoff, MaxBackoff time.Duration
+	// DrainTimeout bounds how long the calls on an instance that left the
+	// discovered set may run before its connection is closed. Default 5m.
+	DrainTimeout time.Duration
+}
+
+func (c *PoolConfig) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	c.Client.Logger = c.Logger
+	if c.ConnectWait <= 0 {
+		c.ConnectWait = time.Second
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = max(5*time.Second, c.MinBackoff)
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 5 * time.Minute
+	}
+}
+
+// Pool calls one service over a connection to each of its instances. It
+// follows a discovery.Resolver, sends each call to the connected instance
+// with the fewest calls in flight, reconnects lost connections with backoff,
+// drains instances that leave the set, and retries a call once elsewhere if
+// it failed before any chunk reached the caller.
+type Pool struct {
+	service string
+	cfg     PoolConfig
+	log     hclog.Logger
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // watch, connect and drain goroutines
+
+	mu        sync.Mutex
+	instances map[string]*poolInstance // by instance id
+	order     []*poolInstance          // sorted by id, for fair tie-breaking
+	next      int                      // where the next pick starts looking
+	changed   chan struct{}            // closed and replaced when a connection is made
+}
+
+// poolInstance is one discovered instance and its connection, if any.
+type poolInstance struct {
+	inst     discovery.Instance
+	cancel   context.CancelFunc // stops its connect loop
+	conn     *Conn              // nil while not connected
+	inFlight int                // calls the pool has routed here and not finished
+	removed  bool
+}
+
+// InstanceStatus describes one instance of a Pool, for health reports and
+// metrics.
+type InstanceStatus struct {
+	ID        string
+	Addr      string
+	Connected bool
+	InFlight  int
+}
+
+// NewPool starts a pool for service, following resolver until Close.
+func NewPool(resolver discovery.Resolver, service string, cfg PoolConfig) *Pool {
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Pool{
+		service:   service,
+		cfg:       cfg,
+		log:       cfg.Logger.Named("rpc-pool").With("service", service),
+		ctx:       ctx,
+		cancel:    cancel,
+		instances: make(map[string]*poolInstance),
+		changed:   make(chan struct{}),
+	}
+	sets := resolver.Watch(ctx, service)
+	p.wg.Go(func() {
+		for set := range sets {
+			p.update(set)
+		}
+	})
+	return p
+}
+
+// update makes the pool's instances match set.
+func (p *Pool) update(set []discovery.Instance) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ctx.Err() != nil {
+		return
+	}
+	want := make(map[string]discovery.Instance, len(set))
+	for _, in := range set {
+		want[in.ID] = in
+	}
+	for id, pi := range p.instances {
+		if in, ok := want[id]; !ok || in.Addr != pi.inst.Addr {
+			p.removeLocked(pi)
+		}
+	}
+	for id, in := range want {
+		if _, ok := p.instances[id]; !ok {
+			p.addLocked(in)
+		}
+	}
+	p.order = p.order[:0]
+	for _, pi := range p.instances {
+		p.order = append(p.order, pi)
+	}
+	slices.SortFunc(p.order, func(a, b *poolInstance) int {
+		switch {
+		case a.inst.ID < b.inst.ID:
+			return -1
+		case a.inst.ID > b.inst.ID:
+			return 1
+		}
+		return 0
+	})
+}
+
+func (p *Pool) addLocked(in discovery.Instance) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	pi := &poolInstance{inst: in, cancel: cancel}
+	p.instances[in.ID] = pi
+	p.log.Info("instance added", "id", in.ID, "addr", in.Addr)
+	p.wg.Go(func() { p.connectLoop(ctx, pi) })
+}
+
+// removeLocked drops pi from routing. Its calls in flight go on; its
+// connection closes when they are done or DrainTimeout passes.
+func (p *Pool) removeLocked(pi *poolInstance) {
+	delete(p.instances, pi.inst.ID)
+	pi.removed = true
+	pi.cancel()
+	p.log.Info("instance removed; draining", "id", pi.inst.ID, "addr", pi.inst.Addr, "in_flight", pi.inFlight)
+	if conn := pi.conn; conn != nil {
+		pi.conn = nil
+		p.wg.Go(func() {
+			// Bounded by Close too, which must not wait for a long drain.
+			ctx, cancel := context.WithTimeout(p.ctx, p.cfg.DrainTimeout)
+			defer cancel()
+			if err := conn.Shutdown(ctx); err != nil {
+				p.log.Warn("drain timed out; closed with calls in flight", "id", pi.inst.ID)
+			}
+		})
+	}
+}
+
+// connectLoop keeps pi connected until ctx ends.
+func (p *Pool) connectLoop(ctx context.Context, pi *poolInstance) {
+	backoff := p.cfg.MinBackoff
+	for ctx.Err() == nil {
+		conn, err := Dial(ctx, pi.inst.Addr, p.cfg.Client)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			p.log.Warn("connect failed", "id", pi.inst.ID, "addr", pi.inst.Addr, "retry_in", backoff, "error", err)
+			// Jitter keeps many clients from reconnecting in step.
+			if !sleep(ctx, backoff/2+rand.N(backoff/2+1)) {
+				return
+			}
+			backoff = min(2*backoff, p.cfg.MaxBackoff)
+			continue
+		}
+		backoff = p.cfg.MinBackoff
+
+		p.mu.Lock()
+		if pi.removed || ctx.Err() != nil {
+			// Removed or closed while dialing; nobody else will close it.
+			p.mu.Unlock()
+			conn.Close()
+			return
+		}
+		pi.conn = conn
+		close(p.changed)
+		p.changed = make(chan struct{})
+		p.mu.Unlock()
+		p.log.Info("connected", "id", pi.inst.ID, "addr", pi.inst.Addr)
+
+		select {
+		case <-conn.Done():
+		case <-ctx.Done():
+			// Removed (removeLocked drains the connection) or pool closed
+			// (Close closes it).
+			return
+		}
+		p.mu.Lock()
+		if pi.conn == conn {
+			pi.conn = nil
+		}
+		p.mu.Unlock()
+		p.log.Warn("connection lost; reconnecting", "id", pi.inst.ID, "addr", pi.inst.Addr, "error", conn.Err())
+		if !sleep(ctx, p.cfg.MinBackoff) {
+			return
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Call calls method on one instance of the service; see Conn.Call for the
+// arguments and errors. The call goes to the connected instance with the
+// fewest calls in flight. If it fails with CodeUnavailable or
+// CodeOverloaded before any chunk reached onChunk, it is retried once on
+// another connected instance; after a chunk it never is, because the caller
+// has already passed text on. With no instance connected, Call waits up to
+// ConnectWait for one, then fails with CodeUnavailable.
+func (p *Pool) Call(ctx context.Context, method string, req any, onChunk func(json.RawMessage) error) (json.RawMessage, error) {
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return nil, Errorf(CodeInvalidArgument, "encode request for %s: %w", method, err)
+	}
+	var (
+		firstErr error
+		tried    *poolInstance
+	)
+	for attempt := 0; attempt < 2; attempt++ {
+		pi, conn, err := p.pick(ctx, tried, method)
+		if err != nil {
+			if firstErr != nil {
+				return nil, firstErr // nowhere else to retry
+			}
+			return nil, err
+		}
+		delivered := false
+		res, err := conn.Call(ctx, method, compactJSON(payload), func(chunk json.RawMessage) error {
+			delivered = true
+			if onChunk == nil {
+				return nil
+			}
+			return onChunk(chunk)
+		})
+		p.done(pi)
+		code := CodeOf(err)
+		if err == nil || delivered || ctx.Err() != nil || (code != CodeUnavailable && code != CodeOverloaded) {
+			return res, err
+		}
+		p.log.Debug("call failed before any chunk; retrying on another instance", "method", method, "id", pi.inst.ID, "error", err, "request_id", RequestID(ctx))
+		firstErr, tried = err, pi
+	}
+	return nil, firstErr
+}
+
+// pick reserves the connected instance with the fewest calls in flight,
+// other than exclude. With none connected it waits up to ConnectWait, unless
+// this is a retry (exclude set), which only takes what is there.
+func (p *Pool) pick(ctx context.Context, exclude *poolInstance, method string) (*poolInstance, *Conn, error) {
+	var timeout <-chan time.Time
+	for {
+		p.mu.Lock()
+		var best *poolInstance
+		n := len(p.order)
+		for i := range n {
+			pi := p.order[(p.next+i)%n]
+			if pi == exclude || pi.conn == nil {
+				continue
+			}
+			if best == nil || pi.inFlight < best.inFlight {
+				best = pi
+			}
+		}
+		if best != nil {
+			p.next = (p.next + 1) % max(n, 1)
+			best.inFlight++
+			conn := best.conn
+			p.mu.Unlock()
+			return best, conn, nil
+		}
+		changed := p.changed
+		p.mu.Unlock()
+
+		if exclude != nil || p.ctx.Err() != nil {
+			return nil, nil, Errorf(CodeUnavailable, "%s: no other connected instance of %s", method, p.service)
+		}
+		if timeout == nil {
+			t := time.NewTimer(p.cfg.ConnectWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			return nil, nil, Errorf(CodeUnavailable, "%s: no connected instance of %s", method, p.service)
+		case <-ctx.Done():
+			return nil, nil, contextError(method, ctx.Err())
+		}
+	}
+}
+
+func (p *Pool) done(pi *poolInstance) {
+	p.mu.Lock()
+	pi.inFlight--
+	p.mu.Unlock()
+}
+
+// Healthy is the number of connected instances.
+func (p *Pool) Healthy() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, pi := range p.order {
+		if pi.conn != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Instances describes the instances the pool routes to, sorted by id.
+// Instances being drained are not listed.
+func (p *Pool) Instances() []InstanceStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]InstanceStatus, 0, len(p.order))
+	for _, pi := range p.order {
+		out = append(out, InstanceStatus{ID: pi.inst.ID, Addr: pi.inst.Addr, Connected: pi.conn != nil, InFlight: pi.inFlight})
+	}
+	return out
+}
+
+// Close stops following the resolver and closes every connection; calls
+// in flight fail with CodeUnavailable. To let calls finish, shut down the
+// service's own server (which waits for its handlers, and so for their
+// calls through this pool) before closing the pool.
+func (p *Pool) Close() error {
+	p.cancel()
+	p.mu.Lock()
+	var conns []*Conn
+	for _, pi := range p.instances {
+		if pi.conn != nil {
+			conns = append(conns, pi.conn)
+			pi.conn = nil
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	p.wg.Wait()
+	return nil
+}

@@ -1,0 +1,53 @@
+// Package rpc is the WebSocket RPC that slm-mesh services use to call each
+// other: JSON frames over one WebSocket per pair of peers, many calls
+// multiplexed on it by id, with streaming results, cancellation, deadlines,
+// typed error codes, a shared-token handshake and keepalive.
+//
+// A service serves methods with a Server mounted at PathRPC; a client holds a
+// Conn per peer instance, usually through a Pool that follows a
+// discovery.Resolver and spreads calls over the instances. docs/rpc.md
+// describes the protocol on the wire.
+package rpc
+
+import (
+	"context"
+	"time"
+)
+
+// Methods served in the mesh. The names keep the function ids of the system
+// slm-mesh replaces.
+const (
+	// MethodGetResponse is served by the caller tier; the gateway calls it.
+	MethodGetResponse = "inference::get_response"
+	// MethodRunInference is served by the inference tier; the caller calls it.
+	MethodRunInference = "inference::run_inference"
+)
+
+// PathRPC is the HTTP path where services mount Server and where Dial
+// connects.
+const PathRPC = "/rpc"
+
+// Defaults used when a config field is left zero.
+const (
+	DefaultMaxFrameBytes    = 1 << 20
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultPingInterval     = 5 * time.Second
+	DefaultPongTimeout      = 5 * time.Second
+	DefaultChunkBuffer      = 256
+	DefaultCallTimeout      = 5 * time.Minute
+)
+
+type requestIDKey struct{}
+
+// WithRequestID returns a context carrying the request id. Conn.Call sends it
+// with the call, and the server puts it into the handler's context, so one
+// id follows a request through every tier and every log line.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestID returns the request id carried by ctx, or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}

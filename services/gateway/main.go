@@ -1,0 +1,94 @@
+// Command gateway is the public edge of slm-mesh: the OpenAI-compatible API
+// on :3111 (POST /v1/chat/completions, GET /v1/models, /health, /metrics).
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/slm-mesh/slm-mesh/internal/cli"
+	"github.com/slm-mesh/slm-mesh/internal/discovery"
+	"github.com/slm-mesh/slm-mesh/internal/gateway"
+	"github.com/slm-mesh/slm-mesh/internal/openai"
+	"github.com/slm-mesh/slm-mesh/internal/rpc"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	f := cli.New("gateway")
+	addr := f.String("addr", "SLM_GATEWAY_ADDR", "127.0.0.1:3111", "listen address of the public API")
+	disc := f.String("discovery", "SLM_DISCOVERY", "static", "how to find caller instances: static or consul")
+	callerAddrs := f.String("caller", "SLM_CALLER_ADDRS", "127.0.0.1:7002", "caller instances for static discovery (comma-separated host:port)")
+	consulAddr := f.String("consul-addr", "SLM_CONSUL_ADDR", "", "Consul HTTP address (default: CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
+	register := f.Bool("consul-register", "SLM_CONSUL_REGISTER", false, "register in Consul with a /health check (outside Nomad)")
+	advertise := f.String("advertise", "SLM_ADVERTISE", "", "address to register in Consul (default: -addr)")
+	token := f.String("rpc-token", "SLM_RPC_TOKEN", "", "shared RPC token presented to callers (empty: none)")
+	apiKeys := f.String("api-keys", "SLM_API_KEYS", "", "comma-separated API keys required on /v1/* (empty: no auth)")
+	apiKeysFile := f.String("api-keys-file", "SLM_API_KEYS_FILE", "", "file with one API key per line (added to -api-keys)")
+	cors := f.String("cors-origins", "SLM_CORS_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off; * for any)")
+	maxBody := f.Int("max-body-bytes", "SLM_MAX_BODY_BYTES", 1<<20, "largest request body")
+	maxMessages := f.Int("max-messages", "SLM_MAX_MESSAGES", 256, "most messages in a request")
+	maxChars := f.Int("max-chars", "SLM_MAX_CHARS", 200000, "most characters in all messages of a request")
+	timeout := f.Duration("request-timeout", "SLM_REQUEST_TIMEOUT", 5*time.Minute, "longest a request may take, generation included")
+	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running requests may take to finish")
+	logLevel := f.String("log-level", "SLM_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
+	logJSON := f.Bool("log-json", "SLM_LOG_JSON", false, "log JSON lines")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	log := cli.Logger("gateway", *logLevel, *logJSON)
+	ctx, stop := cli.SignalContext()
+	defer stop()
+
+	keys := discovery.ParseAddrs(*apiKeys)
+	if *apiKeysFile != "" {
+		data, err := os.ReadFile(*apiKeysFile)
+		if err != nil {
+			return fmt.Errorf("api keys: %w", err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				keys = append(keys, line)
+			}
+		}
+	}
+
+	resolver, err := discovery.FromFlags(*disc, discovery.ServiceCaller, *callerAddrs, *consulAddr, log.Named("discovery"))
+	if err != nil {
+		return err
+	}
+	pool := rpc.NewPool(resolver, discovery.ServiceCaller, rpc.PoolConfig{
+		Client: rpc.ClientConfig{Token: *token},
+		Logger: log.Named("pool"),
+	})
+	defer pool.Close()
+
+	srv := gateway.New(gateway.Config{
+		Caller: pool, APIKeys: keys, CORSOrigins: discovery.ParseAddrs(*cors),
+		Limits:         openai.Limits{MaxBodyBytes: int64(*maxBody), MaxMessages: *maxMessages, MaxChars: *maxChars},
+		RequestTimeout: *timeout, Logger: log,
+	})
+	hs, err := cli.StartHTTP(*addr, srv, log)
+	if err != nil {
+		return err
+	}
+	log.Info("API ready", "url", "http://"+hs.Addr()+"/v1/chat/completions", "auth", len(keys) > 0)
+	if *register {
+		deregister, err := discovery.RegisterSelf(ctx, *consulAddr, discovery.ServiceGateway, hs.Addr(), *advertise, log)
+		if err != nil {
+			return err
+		}
+		defer deregister()
+	}
+	// The gateway's own drain is the HTTP server's: Shutdown waits for the
+	// running requests.
+	return hs.Run(ctx, *drain, nil)
+}

@@ -1,0 +1,86 @@
+// Command inference serves one GGUF model to the mesh: inference::run_inference
+// over WebSocket RPC, GET /health and GET /metrics on one port.
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/slm-mesh/slm-mesh/internal/cli"
+	"github.com/slm-mesh/slm-mesh/internal/discovery"
+	"github.com/slm-mesh/slm-mesh/internal/engine"
+	"github.com/slm-mesh/slm-mesh/internal/inference"
+	"github.com/slm-mesh/slm-mesh/internal/model"
+	"github.com/slm-mesh/slm-mesh/internal/rpc"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "inference:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	f := cli.New("inference")
+	addr := f.String("addr", "SLM_INFERENCE_ADDR", "127.0.0.1:7003", "listen address (host:port) for RPC, /health and /metrics")
+	modelArg := f.String("model", "SLM_MODEL", model.DefaultURL, "GGUF model: a local path or an https URL")
+	modelSHA := f.String("model-sha256", "SLM_MODEL_SHA256", "", "sha256 of the model download (required for URLs other than the default)")
+	modelName := f.String("model-name", "SLM_MODEL_NAME", "", "name the model is served under (default: from the GGUF)")
+	cacheDir := f.String("cache-dir", "SLM_CACHE_DIR", "", "model download cache (default: the user cache dir)")
+	threads := f.Int("threads", "SLM_THREADS", 0, "llama.cpp threads (0: one per CPU)")
+	parallel := f.Int("parallel", "SLM_PARALLEL", 8, "sequences decoded together")
+	ctxPerSeq := f.Int("ctx", "SLM_CTX", 2048, "context per request in tokens (prompt + completion)")
+	batch := f.Int("batch", "SLM_BATCH", 512, "maximum tokens per decode step")
+	queue := f.Int("queue", "SLM_QUEUE", 0, "requests that may wait for a slot (0: 4 x parallel)")
+	maxTokens := f.Int("default-max-tokens", "SLM_DEFAULT_MAX_TOKENS", 512, "completion length when a request sets none")
+	flash := f.String("flash-attention", "SLM_FLASH_ATTENTION", "auto", "flash attention: auto, on or off")
+	token := f.String("rpc-token", "SLM_RPC_TOKEN", "", "shared token peers must present (empty: none)")
+	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running generations may take to finish")
+	register := f.Bool("consul-register", "SLM_CONSUL_REGISTER", false, "register in Consul with a /health check (outside Nomad)")
+	consulAddr := f.String("consul-addr", "SLM_CONSUL_ADDR", "", "Consul HTTP address (default: CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
+	advertise := f.String("advertise", "SLM_ADVERTISE", "", "address to register in Consul (default: -addr)")
+	logLevel := f.String("log-level", "SLM_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
+	logJSON := f.Bool("log-json", "SLM_LOG_JSON", false, "log JSON lines")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	log := cli.Logger("inference", *logLevel, *logJSON)
+	ctx, stop := cli.SignalContext()
+	defer stop()
+
+	srv := inference.New(inference.Config{RPC: rpc.ServerConfig{Token: *token}, Logger: log})
+	hs, err := cli.StartHTTP(*addr, srv, log)
+	if err != nil {
+		return err
+	}
+
+	// /health says "loading" (503) until the model is ready.
+	path, err := model.Fetch(ctx, model.Source{Ref: *modelArg, SHA256: *modelSHA}, model.FetchOptions{
+		CacheDir: *cacheDir, Logger: log.Named("model"), Progress: os.Stderr,
+	})
+	if err != nil {
+		return fmt.Errorf("model: %w", err)
+	}
+	eng, err := engine.Open(engine.Config{
+		ModelPath: path, ModelName: *modelName, Threads: *threads, Parallel: *parallel,
+		ContextPerSeq: *ctxPerSeq, BatchSize: *batch, QueueSize: *queue,
+		DefaultMaxTokens: *maxTokens, FlashAttention: *flash, Logger: log.Named("engine"),
+	})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	srv.SetEngine(eng)
+	log.Info("ready", "model", eng.Name(), "addr", hs.Addr())
+
+	if *register {
+		deregister, err := discovery.RegisterSelf(ctx, *consulAddr, discovery.ServiceInference, hs.Addr(), *advertise, log)
+		if err != nil {
+			return err
+		}
+		defer deregister()
+	}
+	return hs.Run(ctx, *drain, srv.Shutdown)
+}
