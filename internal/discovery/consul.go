@@ -55,15 +55,15 @@ type Consul struct {
 
 var _ Resolver = (*Consul)(nil)
 
-// NewConsul returns a resolver that asks Consul through client. A nil logger
-// discards the logs.
+// NewConsul returns a resolver that asks Consul through client and logs
+// through logger as given (name it at the call site); nil discards the logs.
 func NewConsul(client *api.Client, logger hclog.Logger) *Consul {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
 	return &Consul{
 		client:     client,
-		logger:     logger.Named("discovery"),
+		logger:     logger,
 		WaitTime:   DefaultWaitTime,
 		AllowStale: true,
 		MinBackoff: DefaultMinBackoff,

@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -346,3 +347,6 @@ func (s *Server) observe(c *gin.Context) {
 	s.m.requests.WithLabelValues(route, strconv.Itoa(c.Writer.Status())).Inc()
 	s.m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 }
+
+// newRequestID returns a random id for a request that brought none.
+func newRequestID() string { return "req-" + rand.Text()[:20] }

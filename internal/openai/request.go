@@ -432,6 +432,11 @@ func decodeError(path string, err error) *Error {
 		return InvalidRequest("", fmt.Sprintf(
 			"The request body is not valid JSON (%s). Make sure it is a JSON object.", err))
 	}
+	// encoding/json returns no other errors for valid arguments; this is a
+	// safety net that still names the field.
+	if path == "" {
+		return InvalidRequest("", fmt.Sprintf("The request body could not be decoded: %s.", err))
+	}
 	return InvalidRequest(path, fmt.Sprintf("Invalid '%s': %s.", path, err))
 }
 

@@ -185,7 +185,7 @@ func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := NewStreamWriter(w, w.(http.Flusher).Flush, meta, req.IncludeUsage)
 	defer s.Done()
 	for _, word := range words {
-		if word == "fail" {
+		if strings.TrimSpace(word) == "fail" {
 			s.Error(FromCode("deadline_exceeded", "engine: context deadline exceeded"))
 			return
 		}

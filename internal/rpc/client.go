@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -165,7 +166,8 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Conn, error) {
 // (rather than a channel per call) costs nothing until chunks arrive and
 // lets the consumer take every waiting chunk at once.
 type clientCall struct {
-	notify chan struct{} // capacity 1: "something changed"
+	notify  chan struct{} // capacity 1: "something changed"
+	discard bool          // no onChunk: drop chunks on arrival
 
 	mu     sync.Mutex
 	chunks []json.RawMessage
@@ -196,8 +198,9 @@ func (cl *clientCall) finish(result json.RawMessage, err error) {
 // calling goroutine, before Call returns; nil onChunk discards chunks. An
 // error from onChunk cancels the call, and Call returns that error as is.
 //
-// The deadline of ctx (or ClientConfig.DefaultTimeout) travels with the
-// call; canceling ctx cancels the handler on the server. Every other
+// The deadline of ctx (or ClientConfig.DefaultTimeout) and its request id
+// (WithRequestID) travel with the call; canceling ctx cancels the handler on
+// the server. Every other
 // failure is an *Error: the server's code and message, CodeUnavailable when
 // the connection is lost or closed, CodeCanceled or CodeDeadlineExceeded
 // when ctx ends (these unwrap to ctx's error), CodeOverloaded when onChunk
@@ -237,7 +240,7 @@ func (c *Conn) Call(ctx context.Context, method string, req any, onChunk func(js
 		return nil, frameTooLarge("call", n, c.cfg.MaxFrameBytes)
 	}
 
-	cl := &clientCall{notify: make(chan struct{}, 1)}
+	cl := &clientCall{notify: make(chan struct{}, 1), discard: onChunk == nil}
 	if err := c.register(id, cl); err != nil {
 		f.release()
 		return nil, err
@@ -337,11 +340,12 @@ func (c *Conn) dispatch(f *frame) {
 		c.mu.Lock()
 		cl := c.calls[f.ID]
 		c.mu.Unlock()
-		if cl == nil {
-			return // the call was abandoned; its chunks may still arrive
+		if cl == nil || cl.discard {
+			return // abandoned (its chunks may still arrive), or nobody reads them
 		}
 		cl.mu.Lock()
-		full := len(cl.chunks) >= c.cfg.ChunkBuffer
+		queued := len(cl.chunks)
+		full := queued >= c.cfg.ChunkBuffer
 		if !full && !cl.done {
 			cl.chunks = append(cl.chunks, f.Payload)
 		}
@@ -352,6 +356,12 @@ func (c *Conn) dispatch(f *frame) {
 			return
 		}
 		cl.wake()
+		if queued >= c.cfg.ChunkBuffer/2 {
+			// The consumer we just woke waits in this P's run queue while
+			// this goroutine decodes a whole batch; yield so that a consumer
+			// that is merely unscheduled is not declared too slow.
+			runtime.Gosched()
+		}
 	case frameResult, frameError:
 		c.mu.Lock()
 		cl := c.calls[f.ID]

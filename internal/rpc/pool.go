@@ -334,6 +334,47 @@ func (p *Pool) done(pi *poolInstance) {
 	p.mu.Unlock()
 }
 
+// BroadcastResult is one instance's answer to Broadcast.
+type BroadcastResult struct {
+	Addr   string
+	Result json.RawMessage
+	Err    error
+}
+
+// Broadcast calls method on every connected instance at once, without
+// retries, and returns each answer in the order of Instances. It is for
+// small status calls, not for work.
+func (p *Pool) Broadcast(ctx context.Context, method string, req any) []BroadcastResult {
+	payload, err := json.Marshal(req)
+	if err != nil {
+		return []BroadcastResult{{Err: Errorf(CodeInvalidArgument, "encode request for %s: %w", method, err)}}
+	}
+	type target struct {
+		pi   *poolInstance
+		conn *Conn
+	}
+	p.mu.Lock()
+	var targets []target
+	for _, pi := range p.order {
+		if pi.conn != nil {
+			pi.inFlight++
+			targets = append(targets, target{pi, pi.conn})
+		}
+	}
+	p.mu.Unlock()
+	out := make([]BroadcastResult, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() {
+			defer p.done(t.pi)
+			res, err := t.conn.Call(ctx, method, compactJSON(payload), nil)
+			out[i] = BroadcastResult{Addr: t.pi.inst.Addr, Result: res, Err: err}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
 // Healthy is the number of connected instances.
 func (p *Pool) Healthy() int {
 	p.mu.Lock()

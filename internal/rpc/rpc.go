@@ -21,6 +21,11 @@ const (
 	MethodGetResponse = "inference::get_response"
 	// MethodRunInference is served by the inference tier; the caller calls it.
 	MethodRunInference = "inference::run_inference"
+	// MethodInfo is served by the inference tier: its model and load.
+	MethodInfo = "inference::info"
+	// MethodStatus is served by the caller tier: the inference instances it
+	// reaches and their models, for the gateway's /health and /v1/models.
+	MethodStatus = "caller::status"
 )
 
 // PathRPC is the HTTP path where services mount Server and where Dial
@@ -33,7 +38,7 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultPingInterval     = 5 * time.Second
 	DefaultPongTimeout      = 5 * time.Second
-	DefaultChunkBuffer      = 256
+	DefaultChunkBuffer      = 1024
 	DefaultCallTimeout      = 5 * time.Minute
 )
 

@@ -1,0 +1,51 @@
+# slm-mesh — the commands a developer and CI use. `make help` lists them.
+
+# llama.cpp is compiled through cgo. Without these flags ggml is built for
+# baseline x86-64 (no AVX2/FMA/F16C) and runs several times slower. Use
+# ARCH=native for the build machine's own CPU.
+ARCH ?= x86-64-v3
+CGO_CFLAGS ?= -O3 -march=$(ARCH)
+CGO_CXXFLAGS ?= -O3 -march=$(ARCH)
+# Without root, the miniaudio stand-in is found in the checkout instead.
+ifeq ($(wildcard /usr/local/include/miniaudio/miniaudio.h),)
+CGO_CPPFLAGS += -I$(CURDIR)/third_party
+endif
+export CGO_CFLAGS CGO_CXXFLAGS CGO_CPPFLAGS
+# -trimpath keeps the build cache valid whichever folder this is cloned into.
+GOFLAGS += -trimpath
+export GOFLAGS
+
+CONSUL_BIN ?= $(CURDIR)/.cache/bin/consul
+export SLM_CONSUL_BIN = $(CONSUL_BIN)
+
+.PHONY: help setup build consul run test bench fuzz lint
+
+help:
+	@echo "make run     run the whole mesh on this machine (SLM_MODEL=/path/model.gguf to pick a model)"
+	@echo "make test    run every test (builds the Consul agent for the discovery tests)"
+	@echo "make bench   run the benchmarks"
+	@echo "make build   build the three service binaries into .cache/bin"
+
+setup:
+	@sh tools/setup.sh
+
+build: setup
+	go build -o .cache/bin/ ./services/...
+
+consul:
+	@sh tools/consul/build.sh $(CONSUL_BIN)
+
+run: setup
+	go run ./tools/local
+
+test: setup consul
+	go vet ./...
+	go test -count=1 -timeout 30m ./...
+
+bench: setup
+	go test -run '^$$' -bench . -benchtime 3s ./internal/rpc/
+	go run ./tools/bench
+
+fuzz: setup
+	go test -run '^$$' -fuzz FuzzDecodeChatRequest -fuzztime 20s ./internal/openai/
+	go test -run '^$$' -fuzz FuzzTextStream -fuzztime 20s ./internal/engine/

@@ -1,0 +1,74 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Discovery kinds, the values of a service's -discovery flag.
+const (
+	KindStatic = "static"
+	KindConsul = "consul"
+)
+
+// FromFlags builds the resolver a service's flags ask for. kind is
+// KindStatic, with staticAddrs a comma-separated host:port list for service,
+// or KindConsul, with consulAddr overriding CONSUL_HTTP_ADDR when not empty
+// (see NewConsulClient). logger is used as given.
+func FromFlags(kind, service, staticAddrs, consulAddr string, logger hclog.Logger) (Resolver, error) {
+	switch strings.ToLower(strings.TrimSpace(kind)) {
+	case KindStatic, "":
+		s := NewStatic()
+		s.Set(service, ParseAddrs(staticAddrs)...)
+		return s, nil
+	case KindConsul:
+		client, err := NewConsulClient(consulAddr)
+		if err != nil {
+			return nil, err
+		}
+		return NewConsul(client, logger), nil
+	default:
+		return nil, fmt.Errorf("discovery: unknown kind %q (want %s or %s)", kind, KindStatic, KindConsul)
+	}
+}
+
+// RegisterSelf registers this process as an instance of service with the
+// Consul agent at consulAddr (empty: CONSUL_HTTP_ADDR), with the default
+// /health check, and logs it. The registered address is advertise, or
+// listenAddr when advertise is empty; it must be one peers can reach, so a
+// wildcard listen address needs an explicit advertise. It is for running
+// outside Nomad, whose job files register the services instead.
+func RegisterSelf(ctx context.Context, consulAddr, service, listenAddr, advertise string, logger hclog.Logger) (deregister func() error, err error) {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	addr := advertise
+	if addr == "" {
+		addr = listenAddr
+	}
+	client, err := NewConsulClient(consulAddr)
+	if err != nil {
+		return nil, err
+	}
+	reg := Registration{Service: service, Addr: addr}
+	dereg, err := Register(ctx, client, reg)
+	if err != nil {
+		if advertise == "" && errors.Is(err, ErrInvalidRegistration) {
+			return nil, fmt.Errorf("%w (set the advertise address)", err)
+		}
+		return nil, err
+	}
+	logger.Info("registered in consul", "service", service, "addr", addr)
+	return func() error {
+		if err := dereg(); err != nil {
+			logger.Warn("consul deregistration failed", "service", service, "error", err)
+			return err
+		}
+		logger.Info("deregistered from consul", "service", service, "addr", addr)
+		return nil
+	}, nil
+}

@@ -1,0 +1,203 @@
+package ggufgen
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+
+	"github.com/ollama/ollama/fs/ggml"
+	"github.com/x448/float16"
+)
+
+// Write writes the model cfg describes to path, through a temporary file
+// in the same directory so that path never holds a partial model.
+func Write(path string, cfg Config) error {
+	if err := cfg.check(); err != nil {
+		return fmt.Errorf("ggufgen: %w", err)
+	}
+	vocab, err := NewVocabulary(cfg.VocabSize)
+	if err != nil {
+		return fmt.Errorf("ggufgen: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("ggufgen: %w", err)
+	}
+	defer os.Remove(f.Name()) // after a successful rename, there is nothing to remove
+	if err := ggml.WriteGGUF(f, metadata(cfg, vocab), tensors(cfg)); err != nil {
+		f.Close()
+		return fmt.Errorf("ggufgen: write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("ggufgen: %w", err)
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return fmt.Errorf("ggufgen: %w", err)
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// metadata is the GGUF key/values. llama.cpp falls back to defaults that
+// are wrong for Gemma 3 when attention.key_length/value_length (it would
+// use embedding/heads), rope.freq_base (10000) or attention.sliding_window
+// (no sliding window at all) are missing, so all of them are written.
+func metadata(cfg Config, v Vocabulary) ggml.KV {
+	const arch = "gemma3"
+	return ggml.KV{
+		"general.architecture":         arch,
+		"general.name":                 cfg.Name,
+		"general.file_type":            ggml.FileTypeQ8_0,
+		"general.quantization_version": uint32(2),
+
+		arch + ".context_length":                   uint32(cfg.ContextLength),
+		arch + ".embedding_length":                 uint32(cfg.EmbeddingLength),
+		arch + ".block_count":                      uint32(cfg.BlockCount),
+		arch + ".feed_forward_length":              uint32(cfg.FFNLength),
+		arch + ".attention.head_count":             uint32(cfg.HeadCount),
+		arch + ".attention.head_count_kv":          uint32(cfg.HeadCountKV),
+		arch + ".attention.key_length":             uint32(cfg.HeadDim),
+		arch + ".attention.value_length":           uint32(cfg.HeadDim),
+		arch + ".attention.layer_norm_rms_epsilon": cfg.RMSEpsilon,
+		arch + ".attention.sliding_window":         uint32(cfg.SlidingWindow),
+		arch + ".rope.freq_base":                   cfg.RopeFreqBase,
+		// llama.cpp hard-codes 10000 for the local layers; ollama's own
+		// gemma3 implementation reads this key.
+		arch + ".rope.local.freq_base": cfg.RopeLocalFreqBase,
+
+		"tokenizer.ggml.model":            "llama",
+		"tokenizer.ggml.pre":              "default",
+		"tokenizer.ggml.tokens":           v.Tokens,
+		"tokenizer.ggml.scores":           v.Scores,
+		"tokenizer.ggml.token_type":       v.Types,
+		"tokenizer.ggml.bos_token_id":     uint32(BOSID),
+		"tokenizer.ggml.eos_token_id":     uint32(EOSID),
+		"tokenizer.ggml.eot_token_id":     uint32(EndOfTurnID),
+		"tokenizer.ggml.unknown_token_id": uint32(UnknownID),
+		"tokenizer.ggml.padding_token_id": uint32(PadID),
+		"tokenizer.ggml.add_bos_token":    true,
+		"tokenizer.ggml.add_eos_token":    false,
+		"tokenizer.ggml.add_space_prefix": false,
+		"tokenizer.chat_template":         Gemma3ChatTemplate,
+	}
+}
+
+// tensors lists the tensors llama.cpp's gemma3 loader asks for, with
+// shapes in GGUF order (the row length first). The output projection is
+// the token embedding (tied), so there is no output.weight.
+func tensors(cfg Config) []*ggml.Tensor {
+	embd, vocab, ff := cfg.EmbeddingLength, cfg.VocabSize, cfg.FFNLength
+	q, kv := cfg.HeadCount*cfg.HeadDim, cfg.HeadCountKV*cfg.HeadDim
+
+	ts := []*ggml.Tensor{
+		matrix(cfg, "token_embd.weight", embd, vocab),
+		norm("output_norm.weight", embd),
+	}
+	for i := range cfg.BlockCount {
+		name := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
+		ts = append(ts,
+			norm(name("attn_norm"), embd),
+			matrix(cfg, name("attn_q"), embd, q),
+			matrix(cfg, name("attn_k"), embd, kv),
+			matrix(cfg, name("attn_v"), embd, kv),
+			matrix(cfg, name("attn_output"), q, embd),
+			norm(name("attn_q_norm"), cfg.HeadDim),
+			norm(name("attn_k_norm"), cfg.HeadDim),
+			norm(name("post_attention_norm"), embd),
+			norm(name("ffn_norm"), embd),
+			matrix(cfg, name("ffn_gate"), embd, ff),
+			matrix(cfg, name("ffn_up"), embd, ff),
+			matrix(cfg, name("ffn_down"), ff, embd),
+			norm(name("post_ffw_norm"), embd),
+		)
+	}
+	return ts
+}
+
+// matrix is a Q8_0 weight matrix of rows rows of cols values each.
+func matrix(cfg Config, name string, cols, rows int) *ggml.Tensor {
+	return &ggml.Tensor{
+		Name:     name,
+		Kind:     uint32(ggml.TensorTypeQ8_0),
+		Shape:    []uint64{uint64(cols), uint64(rows)},
+		WriterTo: q8Random{blocks: cols * rows / q8Block, seed: tensorSeed(cfg.Seed, name)},
+	}
+}
+
+// norm is an RMS norm weight of n ones. Gemma's converter stores 1+w, so
+// ones leave the normalised values unchanged.
+func norm(name string, n int) *ggml.Tensor {
+	return &ggml.Tensor{
+		Name:     name,
+		Kind:     uint32(ggml.TensorTypeF32),
+		Shape:    []uint64{uint64(n)},
+		WriterTo: f32Const{n: n, value: 1},
+	}
+}
+
+// tensorSeed gives each tensor its own random stream, so the bytes do not
+// depend on the order in which WriteGGUF writes tensors (it writes them
+// concurrently).
+func tensorSeed(seed uint64, name string) [32]byte {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], seed)
+	return sha256.Sum256(append(b[:], name...))
+}
+
+// Q8_0 stores blocks of 32 values: a float16 scale, then 32 int8.
+const (
+	q8Block     = 32
+	q8BlockSize = 2 + q8Block
+)
+
+// q8Scale makes the uniformly random int8 values (standard deviation about
+// 74) into weights with a standard deviation of 0.02, the usual
+// initialisation, so activations stay finite through the layers.
+var q8Scale = float16.Fromfloat32(0.02 / 74).Bits()
+
+// q8Random writes blocks of random Q8_0 values, a chunk at a time, so that
+// even the 170 MiB embedding of gemma3-270m never sits in memory whole.
+type q8Random struct {
+	blocks int
+	seed   [32]byte
+}
+
+func (q q8Random) WriteTo(w io.Writer) (int64, error) {
+	rng := rand.NewChaCha8(q.seed)
+	buf := make([]byte, 4096*q8BlockSize)
+	var written int64
+	for left := q.blocks; left > 0; {
+		n := min(left, 4096)
+		chunk := buf[:n*q8BlockSize]
+		rng.Read(chunk)
+		for b := range n {
+			binary.LittleEndian.PutUint16(chunk[b*q8BlockSize:], q8Scale)
+		}
+		m, err := w.Write(chunk)
+		written += int64(m)
+		if err != nil {
+			return written, err
+		}
+		left -= n
+	}
+	return written, nil
+}
+
+// f32Const writes n float32 values, all equal to value.
+type f32Const struct {
+	n     int
+	value float32
+}
+
+func (c f32Const) WriteTo(w io.Writer) (int64, error) {
+	buf := make([]byte, 4*c.n)
+	for i := range c.n {
+		binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(c.value))
+	}
+	n, err := w.Write(buf)
+	return int64(n), err
+}
