@@ -36,7 +36,7 @@ consul:
 	@sh tools/consul/build.sh $(CONSUL_BIN)
 
 run: setup
-	go run ./tools/local
+	go build -o .cache/bin/local ./tools/local && exec .cache/bin/local
 
 test: setup consul
 	go vet ./...
