@@ -46,8 +46,8 @@ var (
 type Config struct {
 	// ModelPath is a local GGUF file (see internal/model for URLs).
 	ModelPath string
-	// ModelName is the name the model is served under; default: the GGUF's
-	// general.name, else the file name without extension.
+	// ModelName is the name the model is served under; default: the file
+	// name without extension.
 	ModelName string
 	// Threads used by llama.cpp; default: the number of CPUs.
 	Threads int
@@ -150,9 +150,6 @@ func Open(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	name := cfg.ModelName
-	if name == "" {
-		name = info.Name
-	}
 	if name == "" {
 		name = strings.TrimSuffix(filepath.Base(cfg.ModelPath), filepath.Ext(cfg.ModelPath))
 	}

@@ -31,7 +31,14 @@ func newRenderer(chatTemplate string) (*renderer, error) {
 	if err != nil {
 		return &renderer{name: "plain"}, nil
 	}
-	t, err := template.Parse(string(named.Bytes))
+	// The bundled template files end with a newline after their last action;
+	// it is the file's, not the format's (Gemma's prompt ends with
+	// "<start_of_turn>model\n", not a blank line).
+	text := string(named.Bytes)
+	if strings.HasSuffix(text, "}}\n") {
+		text = strings.TrimSuffix(text, "\n")
+	}
+	t, err := template.Parse(text)
 	if err != nil {
 		return nil, fmt.Errorf("parse chat template %s: %w", named.Name, err)
 	}

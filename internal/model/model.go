@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
+	"path/filepath"
 	"regexp"
 	"strings"
 )
@@ -61,6 +63,23 @@ type Source struct {
 // DefaultSource is the pinned default model.
 func DefaultSource() Source {
 	return Source{Ref: DefaultURL, SHA256: DefaultSHA256, Size: DefaultSize}
+}
+
+// Name is the name a model from this source is served under: the default
+// model's name for the default URL, else the file name without its
+// extension (of the path, or of the URL's last segment).
+func (s Source) Name() string {
+	if s.Ref == "" || s.Ref == DefaultURL {
+		return DefaultName
+	}
+	base := s.Ref
+	if s.IsURL() {
+		if u, err := url.Parse(s.Ref); err == nil {
+			base = u.Path
+		}
+	}
+	base = path.Base(filepath.ToSlash(base))
+	return strings.TrimSuffix(base, path.Ext(base))
 }
 
 // IsURL reports whether Ref is a URL rather than a local path.

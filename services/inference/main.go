@@ -27,7 +27,7 @@ func run(args []string) error {
 	addr := f.String("addr", "SLM_INFERENCE_ADDR", "127.0.0.1:7003", "listen address (host:port) for RPC, /health and /metrics")
 	modelArg := f.String("model", "SLM_MODEL", model.DefaultURL, "GGUF model: a local path or an https URL")
 	modelSHA := f.String("model-sha256", "SLM_MODEL_SHA256", "", "sha256 of the model download (required for URLs other than the default)")
-	modelName := f.String("model-name", "SLM_MODEL_NAME", "", "name the model is served under (default: from the GGUF)")
+	modelName := f.String("model-name", "SLM_MODEL_NAME", "", "name the model is served under (default: the file name without extension; gemma-3-270m-it for the default)")
 	cacheDir := f.String("cache-dir", "SLM_CACHE_DIR", "", "model download cache (default: the user cache dir)")
 	threads := f.Int("threads", "SLM_THREADS", 0, "llama.cpp threads (0: one per CPU)")
 	parallel := f.Int("parallel", "SLM_PARALLEL", 8, "sequences decoded together")
@@ -57,7 +57,11 @@ func run(args []string) error {
 	}
 
 	// /health says "loading" (503) until the model is ready.
-	path, err := model.Fetch(ctx, model.Source{Ref: *modelArg, SHA256: *modelSHA}, model.FetchOptions{
+	src := model.Source{Ref: *modelArg, SHA256: *modelSHA}
+	if *modelName == "" {
+		*modelName = src.Name()
+	}
+	path, err := model.Fetch(ctx, src, model.FetchOptions{
 		CacheDir: *cacheDir, Logger: log.Named("model"), Progress: os.Stderr,
 	})
 	if err != nil {
