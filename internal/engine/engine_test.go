@@ -29,6 +29,10 @@ func openStories(t *testing.T, cfg Config) *Engine {
 	if cfg.ContextPerSeq == 0 {
 		cfg.ContextPerSeq = 512 // the model was trained with 512
 	}
+	// One thread: for a model this small, a second thread only adds
+	// barrier waits, and on a loaded machine (go test runs packages in
+	// parallel) a descheduled spinning thread makes every step wait for it.
+	cfg.Threads = 1
 	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "engine", Level: hclog.Warn, Output: os.Stderr})
 	e, err := Open(cfg)
 	if err != nil {

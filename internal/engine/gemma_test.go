@@ -27,7 +27,7 @@ func openTinyGemma(t *testing.T) *Engine {
 		t.Fatal(err)
 	}
 	e, err := Open(Config{
-		ModelPath: p, Parallel: 2, ContextPerSeq: 256,
+		ModelPath: p, Parallel: 2, ContextPerSeq: 256, Threads: 1,
 		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr}),
 	})
 	if err != nil {
