@@ -5,6 +5,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -84,9 +85,13 @@ func (f *Flags) Duration(name, env string, def time.Duration, usage string) *tim
 	return f.fs.Duration(name, def, f.usage(env, usage))
 }
 
-// Parse parses args; a bad environment value is an error too.
+// Parse parses args; a bad environment value is an error too. -h prints
+// the usage and exits 0.
 func (f *Flags) Parse(args []string) error {
 	if err := f.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
 		return err
 	}
 	if len(f.errs) > 0 {
