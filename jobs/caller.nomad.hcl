@@ -89,7 +89,7 @@ variable "log_level" {
 }
 
 variable "drain_seconds" {
-  description = "Seconds running generations get to finish after SIGTERM. The kill timeout is 15s longer; raise the client's max_kill_timeout to match."
+  description = "Seconds running requests get to finish after SIGTERM. The kill timeout is 15s longer; raise the client's max_kill_timeout to match."
   type        = number
   default     = 60
 }
@@ -156,12 +156,6 @@ job "slm-caller" {
 
     network {
       port "rpc" {}
-    }
-
-    # Two instances on one node would fail together.
-    constraint {
-      operator = "distinct_hosts"
-      value    = "false"
     }
 
     update {

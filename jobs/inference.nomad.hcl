@@ -90,7 +90,7 @@ variable "log_level" {
 }
 
 variable "drain_seconds" {
-  description = "Seconds running generations get to finish after SIGTERM. The kill timeout is 15s longer; raise the client's max_kill_timeout to match."
+  description = "Seconds running requests get to finish after SIGTERM. The kill timeout is 15s longer; raise the client's max_kill_timeout to match."
   type        = number
   default     = 60
 }

@@ -1,0 +1,37 @@
+# Variables for running the three jobs on one machine: `nomad agent -dev`
+# (with nomad/dev.hcl) and `consul agent -dev`, with the binaries built by
+# `make build`. docs/nomad.md walks through it.
+#
+# bin_dir is not set here because it is the absolute path of your checkout;
+# pass it on the command line:
+#
+#   go run ./tools/submit -var-file jobs/local.vars.hcl -var bin_dir=$PWD/.cache/bin
+
+# The dev agent runs tasks as the agent's user without isolation.
+driver = "raw_exec"
+
+# nomad/dev.hcl gives the single dev node both roles.
+datacenters = ["dc1"]
+
+# A laptop has no host volume for the model: Nomad fetches it as an
+# artifact (checked against model_sha256) into the allocation instead.
+model_cache_volume = ""
+
+# Keep the API on loopback.
+gateway_bind = "127.0.0.1"
+
+# One instance of each tier; the dev node has room for the caller's and the
+# inference's canaries, not for a second gateway on port 3111.
+gateway_count   = 1
+caller_count    = 1
+inference_count = 1
+
+# Small enough for a laptop running everything else too.
+inference_cpu      = 1000
+inference_memory   = 1024
+inference_parallel = 4
+
+# The dev agent caps kill_timeout at its max_kill_timeout (nomad/dev.hcl).
+drain_seconds = 20
+
+log_level = "debug"
