@@ -9,6 +9,8 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,7 +45,12 @@ type Config struct {
 	// RetryAfter is the Retry-After (seconds) sent with 429 and 503;
 	// default 1.
 	RetryAfter int
-	Logger     hclog.Logger
+	// RateLimit, when positive, limits each client (API key, or address
+	// without keys) to this many chat requests per second on average, with
+	// bursts of RateBurst; above it: 429 with Retry-After.
+	RateLimit float64
+	RateBurst int
+	Logger    hclog.Logger
 }
 
 // Server is the gateway. It is an http.Handler.
@@ -60,6 +67,7 @@ type Server struct {
 	statusTTL  time.Duration
 	keys       [][]byte
 	corsOrigin map[string]bool
+	limiter    *rateLimiter // nil: no rate limit
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -94,6 +102,9 @@ func New(cfg Config) *Server {
 		s.corsOrigin[strings.TrimSpace(o)] = true
 	}
 	s.m = newMetrics(cfg.Caller)
+	if cfg.RateLimit > 0 {
+		s.limiter = newRateLimiter(cfg.RateLimit, cfg.RateBurst)
+	}
 
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
@@ -105,7 +116,7 @@ func New(cfg Config) *Server {
 	r.GET("/health", s.Health)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})))
 	v1 := r.Group("/v1", s.auth)
-	v1.POST("/chat/completions", s.ChatCompletions)
+	v1.POST("/chat/completions", s.rateLimit, s.ChatCompletions)
 	v1.GET("/models", s.Models)
 	s.router = r
 	return s
@@ -163,6 +174,21 @@ func (s *Server) auth(c *gin.Context) {
 	if match != 1 {
 		s.log.Info("rejected API key", "request_id", requestIDOf(c), "remote", c.ClientIP())
 		s.fail(c, openai.Unauthorized("incorrect API key"))
+	}
+}
+
+// rateLimit applies the per-client rate limit to chat requests.
+func (s *Server) rateLimit(c *gin.Context) {
+	if s.limiter == nil {
+		return
+	}
+	key := "ip:" + c.ClientIP()
+	if h, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer "); ok && len(s.keys) > 0 {
+		key = "key:" + h // auth already checked it is a valid key
+	}
+	if ok, wait := s.limiter.allow(key, time.Now()); !ok {
+		secs := int(math.Ceil(wait.Seconds()))
+		s.fail(c, openai.Overloaded(fmt.Sprintf("rate limit of %g requests per second exceeded", s.cfg.RateLimit), max(secs, 1)))
 	}
 }
 

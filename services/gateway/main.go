@@ -37,6 +37,8 @@ func run(args []string) error {
 	maxBody := f.Int("max-body-bytes", "SLM_MAX_BODY_BYTES", 1<<20, "largest request body")
 	maxMessages := f.Int("max-messages", "SLM_MAX_MESSAGES", 256, "most messages in a request")
 	maxChars := f.Int("max-chars", "SLM_MAX_CHARS", 200000, "most characters in all messages of a request")
+	rateLimit := f.Int("rate-limit", "SLM_RATE_LIMIT", 0, "chat requests per second allowed per API key (or client address); 0: no limit")
+	rateBurst := f.Int("rate-burst", "SLM_RATE_BURST", 10, "burst allowed above -rate-limit")
 	timeout := f.Duration("request-timeout", "SLM_REQUEST_TIMEOUT", 5*time.Minute, "longest a request may take, generation included")
 	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running requests may take to finish")
 	logLevel := f.String("log-level", "SLM_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
@@ -74,7 +76,7 @@ func run(args []string) error {
 	srv := gateway.New(gateway.Config{
 		Caller: pool, APIKeys: keys, CORSOrigins: discovery.ParseAddrs(*cors),
 		Limits:         openai.Limits{MaxBodyBytes: int64(*maxBody), MaxMessages: *maxMessages, MaxChars: *maxChars},
-		RequestTimeout: *timeout, Logger: log,
+		RequestTimeout: *timeout, RateLimit: float64(*rateLimit), RateBurst: *rateBurst, Logger: log,
 	})
 	hs, err := cli.StartHTTP(*addr, srv, log)
 	if err != nil {
