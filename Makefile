@@ -42,9 +42,19 @@ test: setup consul
 	go vet ./...
 	go test -count=1 -timeout 30m ./...
 
-bench: setup
+# bench: the RPC benchmarks, the engine on the full-size random-weight
+# gemma3-270m (generated once), then tools/bench through a local mesh on the
+# same model. BENCH_THREADS=2 pins llama.cpp's threads; BENCH_ARGS go to
+# tools/bench (e.g. BENCH_ARGS="-requests 16 -prompts 128").
+bench: BENCH_MODEL ?= $(CURDIR)/.cache/models/gemma3-270m-random.gguf
+bench: BENCH_THREADS ?= $(shell nproc)
+bench: ENGINE_BENCHTIME ?= 3x
+bench: build
 	go test -run '^$$' -bench . -benchtime 3s ./internal/rpc/
-	go run ./tools/bench
+	@test -f $(BENCH_MODEL) || { mkdir -p $(dir $(BENCH_MODEL)) && go run ./tools/gguf -preset gemma3-270m -o $(BENCH_MODEL); }
+	SLM_BENCH_MODEL=$(BENCH_MODEL) SLM_BENCH_THREADS=$(BENCH_THREADS) \
+		go test -run '^$$' -bench . -benchtime $(ENGINE_BENCHTIME) -timeout 30m ./internal/engine/
+	go run ./tools/bench -mesh $(BENCH_MODEL) -threads $(BENCH_THREADS) $(BENCH_ARGS)
 
 fuzz: setup
 	go test -run '^$$' -fuzz FuzzDecodeChatRequest -fuzztime 20s ./internal/openai/

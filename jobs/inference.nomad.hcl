@@ -138,7 +138,7 @@ variable "inference_ctx" {
 }
 
 variable "model_url" {
-  description = "https URL of the GGUF model."
+  description = "https URL of the GGUF model (with model_cache_dir and raw_exec, a path on the node also works)."
   type        = string
   default     = "https://huggingface.co/ggml-org/gemma-3-270m-it-GGUF/resolve/main/gemma-3-270m-it-Q8_0.gguf"
 }
@@ -160,6 +160,12 @@ variable "model_cache_volume" {
   default     = "slm-model-cache"
 }
 
+variable "model_cache_dir" {
+  description = "Directory on the node that caches the model, for drivers without volume mounts (raw_exec); used only when model_cache_volume is empty. Empty too: the model is an artifact."
+  type        = string
+  default     = ""
+}
+
 variable "startup_grace" {
   description = "How long a new instance may take to download and load the model before failing checks restart it."
   type        = string
@@ -171,16 +177,19 @@ locals {
   command             = local.use_binary_artifact ? "local/inference" : "${var.bin_dir}/inference"
 
   # Where the model cache volume is mounted inside the task.
-  model_cache_dir = "/srv/slm-models"
+  model_mount = "/srv/slm-models"
 
-  # With the host volume, the service downloads the model itself into the
-  # cache (checked against model_sha256) and later starts reuse it. Without
-  # it, Nomad's artifact block fetches and checks it into the task dir.
-  model_args = var.model_cache_volume != "" ? [
-    "-model=${var.model_url}",
-    "-cache-dir=${local.model_cache_dir}",
-    ] : [
+  # With a cache (the host volume, or a directory for raw_exec), the service
+  # downloads the model itself, checks it against model_sha256, and later
+  # starts on the node reuse it. Without one, Nomad's artifact block fetches
+  # and checks it into each allocation's task dir.
+  model_cache    = var.model_cache_volume != "" ? local.model_mount : var.model_cache_dir
+  model_artifact = local.model_cache == ""
+  model_args = local.model_artifact ? [
     "-model=${NOMAD_TASK_DIR}/model.gguf",
+    ] : [
+    "-model=${var.model_url}",
+    "-cache-dir=${local.model_cache}",
   ]
 }
 
@@ -306,7 +315,7 @@ job "slm-inference" {
       }
 
       dynamic "artifact" {
-        for_each = var.model_cache_volume == "" ? [var.model_url] : []
+        for_each = local.model_artifact ? [var.model_url] : []
 
         content {
           source      = artifact.value
@@ -324,7 +333,7 @@ job "slm-inference" {
 
         content {
           volume      = volume_mount.value
-          destination = local.model_cache_dir
+          destination = local.model_mount
         }
       }
 

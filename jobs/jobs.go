@@ -50,6 +50,9 @@ type Job struct {
 	ID string
 	// File is the template's file name in this package: "gateway.nomad.hcl".
 	File string
+
+	// src, when set, replaces the embedded file (tests use it).
+	src []byte
 }
 
 // All lists the jobs in deployment order. Each tier's health check needs
@@ -77,6 +80,9 @@ func Lookup(name string) (Job, error) {
 
 // Source is the template as committed.
 func (j Job) Source() []byte {
+	if j.src != nil {
+		return j.src
+	}
 	b, err := files.ReadFile(j.File)
 	if err != nil {
 		// The file list is fixed at compile time by go:embed.

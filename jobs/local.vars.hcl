@@ -14,7 +14,9 @@ driver = "raw_exec"
 datacenters = ["dc1"]
 
 # A laptop has no host volume for the model: Nomad fetches it as an
-# artifact (checked against model_sha256) into the allocation instead.
+# artifact (checked against model_sha256) into each allocation instead. To
+# download it once, add -var model_cache_dir=$HOME/.cache/slm-mesh/models
+# (the cache `make run` fills).
 model_cache_volume = ""
 
 # Keep the API on loopback.

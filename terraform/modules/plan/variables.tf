@@ -173,17 +173,6 @@ variable "caller_count" {
   }
 }
 
-variable "model_cache_dir" {
-  description = "Directory on inference nodes that backs the slm-model-cache Nomad host volume, so a restarted allocation does not download the model again."
-  type        = string
-  default     = "/opt/slm/models"
-
-  validation {
-    condition     = can(regex("^/[A-Za-z0-9._/-]+$", var.model_cache_dir)) && !strcontains(var.model_cache_dir, "..")
-    error_message = "The model_cache_dir must be an absolute path without '..'."
-  }
-}
-
 variable "service_binaries" {
   description = "Service binaries to install into /usr/local/bin on the nodes, by name (gateway, caller, inference): an https URL and its sha256. Empty: the jobs fetch them as artifacts (their *_binary_url variables) instead."
   type = map(object({
@@ -227,10 +216,11 @@ variable "nomad_gossip_key" {
 }
 
 variable "tokens" {
-  description = "ACL secrets (UUIDs) chosen by Terraform: consul_management, consul_agent, consul_nomad (what Nomad agents use to register services), nomad_management; and rpc (the services' shared RPC token, written to the Nomad Variable nomad/jobs)."
+  description = "ACL secrets (UUIDs) chosen by Terraform: consul_management, consul_agent (agents' node registration), consul_default (read-only discovery for requests without a token), consul_nomad (Nomad registering services), nomad_management; and rpc (the services' shared RPC token, written to the Nomad Variable nomad/jobs)."
   type = object({
     consul_management = string
     consul_agent      = string
+    consul_default    = string
     consul_nomad      = string
     nomad_management  = string
     rpc               = string
@@ -239,7 +229,7 @@ variable "tokens" {
 
   validation {
     condition = alltrue([
-      for k in ["consul_management", "consul_agent", "consul_nomad", "nomad_management"] :
+      for k in ["consul_management", "consul_agent", "consul_default", "consul_nomad", "nomad_management"] :
       can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.tokens[k]))
     ]) && can(regex("^[A-Za-z0-9]{32,}$", var.tokens.rpc))
     error_message = "ACL tokens must be lowercase UUIDs and the rpc token at least 32 alphanumeric characters."

@@ -1,0 +1,236 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	sdk "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/slm-mesh/slm-mesh/internal/localmesh"
+)
+
+// TestErrors gets every error status of the API from real requests to a
+// mesh with API keys and a single inference slot with a queue of one. Its
+// last subtests take the inference instance down: first with SIGTERM under
+// a streaming request, which must complete, then for good.
+func TestErrors(t *testing.T) {
+	t.Parallel()
+	m := startMesh(t, localmesh.Config{APIKeys: "key-one,key-two", Parallel: 1, Queue: 1, Ctx: 1024})
+
+	t.Run("Status", func(t *testing.T) {
+		hi := `"messages":[{"role":"user","content":"hi"}]`
+		huge := `{"messages":[{"role":"user","content":"` + strings.Repeat("a", 2<<20) + `"}]}`
+		noKey := http.Header{"Authorization": {""}}
+		tests := []struct {
+			name         string
+			method, path string
+			body         string
+			header       http.Header
+			status       int
+			typ          string
+			param, code  string
+		}{
+			{"bad JSON", "POST", "/v1/chat/completions", `{"messages":[`, nil, 400, "invalid_request_error", "", ""},
+			{"not an object", "POST", "/v1/chat/completions", `[1,2]`, nil, 400, "invalid_request_error", "", ""},
+			{"max_tokens type", "POST", "/v1/chat/completions", `{` + hi + `,"max_tokens":"ten"}`, nil, 400, "invalid_request_error", "max_tokens", ""},
+			{"temperature type", "POST", "/v1/chat/completions", `{` + hi + `,"temperature":"hot"}`, nil, 400, "invalid_request_error", "temperature", ""},
+			{"messages type", "POST", "/v1/chat/completions", `{"messages":"hi"}`, nil, 400, "invalid_request_error", "messages", ""},
+			{"stream type", "POST", "/v1/chat/completions", `{` + hi + `,"stream":"yes"}`, nil, 400, "invalid_request_error", "stream", ""},
+			{"n 2", "POST", "/v1/chat/completions", `{` + hi + `,"n":2}`, nil, 400, "invalid_request_error", "n", ""},
+			{"unknown model", "POST", "/v1/chat/completions", `{` + hi + `,"model":"gpt-nothing"}`, nil, 404, "invalid_request_error", "", "model_not_found"},
+			{"huge body", "POST", "/v1/chat/completions", huge, nil, 413, "invalid_request_error", "", "request_too_large"},
+			{"missing key", "POST", "/v1/chat/completions", `{` + hi + `}`, noKey, 401, "invalid_request_error", "", "invalid_api_key"},
+			{"wrong key", "POST", "/v1/chat/completions", `{` + hi + `}`, http.Header{"Authorization": {"Bearer key-three"}}, 401, "invalid_request_error", "", "invalid_api_key"},
+			{"models without key", "GET", "/v1/models", "", noKey, 401, "invalid_request_error", "", "invalid_api_key"},
+			{"unknown route", "GET", "/v1/nothing", "", nil, 404, "invalid_request_error", "", "unknown_url"},
+			{"wrong method", "GET", "/v1/chat/completions", "", nil, 405, "invalid_request_error", "", "method_not_allowed"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				resp, body := m.request(t, tt.method, tt.path, tt.body, tt.header)
+				var e apiError
+				if err := json.Unmarshal(body, &e); err != nil {
+					t.Fatalf("%d %q is not an error envelope: %v", resp.StatusCode, body, err)
+				}
+				if resp.StatusCode != tt.status || e.Error.Type != tt.typ || str(e.Error.Param) != tt.param ||
+					str(e.Error.Code) != tt.code || e.Error.Message == "" {
+					t.Errorf("%d %s\nwant %d type %s param %q code %q", resp.StatusCode, body, tt.status, tt.typ, tt.param, tt.code)
+				}
+				if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || resp.Header.Get("X-Request-Id") == "" {
+					t.Errorf("headers %v", resp.Header)
+				}
+				if strings.Contains(string(body), "key-one") || strings.Contains(string(body), "key-three") {
+					t.Errorf("the error shows a key: %s", body)
+				}
+			})
+		}
+	})
+
+	t.Run("APIKey", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		// Either configured key works.
+		c := m.client(option.WithAPIKey("key-two"))
+		if _, err := c.Chat.Completions.New(ctx, m.greedy(story, 3)); err != nil {
+			t.Errorf("with the second key: %v", err)
+		}
+		c = m.client(option.WithAPIKey("key-on"))
+		_, err := c.Chat.Completions.New(ctx, m.greedy(story, 3))
+		var e *sdk.Error
+		if !errors.As(err, &e) || e.StatusCode != http.StatusUnauthorized || e.Code != "invalid_api_key" {
+			t.Errorf("with a prefix of a key: %v", err)
+		}
+		// /health and /metrics stay open.
+		for _, path := range []string{"/health", "/metrics"} {
+			if resp, body := m.request(t, http.MethodGet, path, "", http.Header{"Authorization": {""}}); resp.StatusCode != http.StatusOK {
+				t.Errorf("%s without a key: %d %s", path, resp.StatusCode, body)
+			}
+		}
+	})
+
+	t.Run("UnknownModelSDK", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		p := m.greedy(story, 3)
+		p.Model = "gpt-nothing"
+		c := m.client()
+		_, err := c.Chat.Completions.New(ctx, p)
+		var e *sdk.Error
+		if !errors.As(err, &e) || e.StatusCode != http.StatusNotFound || e.Code != "model_not_found" {
+			t.Errorf("unknown model: %v", err)
+		}
+	})
+
+	t.Run("Overloaded", func(t *testing.T) {
+		// One slot and a queue of one: of requests sent together, two are
+		// admitted and the others are refused at once.
+		const clients = 5
+		type result struct {
+			status     int
+			retryAfter string
+			body       string
+		}
+		results := make([]result, clients)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Go(func() {
+				<-start
+				resp, body, err := m.send(http.MethodPost, "/v1/chat/completions",
+					`{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":600,"temperature":0}`, nil)
+				if err != nil {
+					results[i] = result{body: err.Error()}
+					return
+				}
+				results[i] = result{resp.StatusCode, resp.Header.Get("Retry-After"), string(body)}
+			})
+		}
+		close(start)
+		wg.Wait()
+		ok, refused := 0, 0
+		for _, r := range results {
+			switch r.status {
+			case http.StatusOK:
+				ok++
+			case http.StatusTooManyRequests:
+				refused++
+				var e apiError
+				_ = json.Unmarshal([]byte(r.body), &e)
+				if n, err := strconv.Atoi(r.retryAfter); err != nil || n < 1 || e.Error.Type != "rate_limit_error" || str(e.Error.Code) != "rate_limit_exceeded" {
+					t.Errorf("429 with Retry-After %q: %s", r.retryAfter, r.body)
+				}
+			default:
+				t.Errorf("status %d: %s", r.status, r.body)
+			}
+		}
+		if ok == 0 || refused == 0 {
+			t.Errorf("%d requests succeeded and %d were refused with 429, want some of each", ok, refused)
+		}
+	})
+
+	t.Run("SIGTERMDrainsInference", func(t *testing.T) {
+		testSIGTERMDrains(t, m)
+	})
+
+	t.Run("InferenceDown", func(t *testing.T) {
+		inf := m.Proc("inference-1")
+		inf.Kill() // already gone after SIGTERMDrainsInference, unless that failed
+		select {
+		case <-inf.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatal("the inference process is still running")
+		}
+
+		resp, body := m.request(t, http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":3}`, nil)
+		var e apiError
+		_ = json.Unmarshal(body, &e)
+		if resp.StatusCode != http.StatusServiceUnavailable || e.Error.Type != "server_error" || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("chat with the inference down: %d %v %s", resp.StatusCode, resp.Header, body)
+		}
+		if strings.Contains(string(body), "127.0.0.1") {
+			t.Errorf("the error shows an internal address: %s", body)
+		}
+
+		// /health remembers the last answer for a moment.
+		var h healthReport
+		var code int
+		if !eventually(10*time.Second, 100*time.Millisecond, func() bool {
+			code, h = m.gatewayHealth(t)
+			return code == http.StatusServiceUnavailable
+		}) {
+			t.Fatalf("/health with the inference down: %d %+v", code, h)
+		}
+		if h.Status == "ok" || h.Failing != "inference" || len(h.Models) != 0 {
+			t.Errorf("/health with the inference down: %+v, want it to name the inference hop", h)
+		}
+	})
+}
+
+// testSIGTERMDrains sends SIGTERM to the inference instance while a
+// streamed request is being generated: the request must complete in full,
+// and the process must then exit with status 0.
+func testSIGTERMDrains(t *testing.T, m *mesh) {
+	const maxTokens = 800
+	inf := m.Proc("inference-1")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := m.greedy(story, maxTokens)
+	p.StreamOptions = sdk.ChatCompletionStreamOptionsParam{IncludeUsage: sdk.Bool(true)}
+	c := m.client()
+	signalled := false
+	s := readStream(c.Chat.Completions.NewStreaming(ctx, p), func(string) bool {
+		if !signalled {
+			signalled = true
+			if err := inf.Signal(syscall.SIGTERM); err != nil {
+				t.Errorf("SIGTERM: %v", err)
+			}
+		}
+		return true
+	})
+	if !signalled {
+		t.Fatalf("no text arrived: %v", s.err)
+	}
+	if s.err != nil {
+		t.Errorf("the stream in flight at SIGTERM failed: %v (after %d characters)", s.err, len(s.text))
+	}
+	if s.finish != "length" || s.usage == nil || s.usage.CompletionTokens != maxTokens {
+		t.Errorf("the stream in flight at SIGTERM ended with finish_reason %q, usage %+v; want all %d tokens", s.finish, s.usage, maxTokens)
+	}
+	select {
+	case <-inf.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the inference process did not exit within 30s of SIGTERM")
+	}
+	if code := inf.ExitCode(); code != 0 {
+		t.Errorf("the inference exited with %s after SIGTERM, want status 0", inf.ExitStatus())
+	}
+}

@@ -1,0 +1,524 @@
+// Package e2e holds the end-to-end tests: the real gateway, caller and
+// inference binaries, started through internal/localmesh as the run command
+// starts them, on loopback and free ports, serving the stories260K model,
+// driven with the official OpenAI Go SDK and plain net/http.
+//
+// Each top-level test starts its own mesh and runs its subtests one after
+// the other on it, so that one subtest's load never disturbs another's
+// counters; the top-level tests run in parallel with each other.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	sdk "github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
+
+	"github.com/slm-mesh/slm-mesh/internal/consulagent"
+	"github.com/slm-mesh/slm-mesh/internal/localmesh"
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
+)
+
+// The binaries are built once per run of the test binary, on first use, so
+// that a run whose tests are all skipped (no model) builds nothing.
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// binaries builds gateway, caller and inference into a temporary directory
+// and returns it. The first cgo build of llama.cpp takes minutes; Go's build
+// cache makes later ones take seconds.
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "slm-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildDir = dir
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		defer cancel()
+		var out bytes.Buffer
+		start := time.Now()
+		if err := localmesh.Build(ctx, modeltest.RepoRoot(), dir, &out); err != nil {
+			buildErr = fmt.Errorf("%w\n%s", err, out.String())
+			return
+		}
+		t.Logf("built the services in %s", time.Since(start).Round(time.Millisecond))
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v", buildErr)
+	}
+	return buildDir
+}
+
+// consulBinary finds the Consul agent the project builds; without one the
+// test is skipped, except under CI, where it must have been built.
+func consulBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := consulagent.FindBinary(modeltest.RepoRoot())
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%v (CI is set, so this is a failure; `make consul` builds it)", err)
+		}
+		t.Skipf("no Consul agent, so the mesh cannot use Consul discovery: %v (`make consul` builds it)", err)
+	}
+	return bin
+}
+
+// mesh is a running local mesh owned by one test.
+type mesh struct {
+	*localmesh.Mesh
+	// model is the name the mesh serves the model under.
+	model string
+	// apiKey is sent by client and request; empty when the gateway needs none.
+	apiKey string
+}
+
+// startMesh starts a mesh of the real binaries on the stories260K model and
+// free loopback ports, and stops it when t ends (showing each service's last
+// log lines if t failed). Zero fields of cfg take test defaults: one thread
+// per inference instance (the machine's cores are shared with the other
+// tests, and llama.cpp's threads spin-wait: two of them on a busy pair of
+// cores run several times slower than one) and a 512-token context.
+func startMesh(t *testing.T, cfg localmesh.Config) *mesh {
+	t.Helper()
+	cfg.Model = modeltest.Stories(t)
+	cfg.BinDir = binaries(t)
+	if cfg.Threads == 0 {
+		cfg.Threads = 1
+	}
+	if cfg.Ctx == 0 {
+		cfg.Ctx = 512
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 2 * time.Minute
+	}
+	if cfg.Inference == 0 {
+		cfg.Inference = 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ReadyTimeout)
+	defer cancel()
+
+	var (
+		lm  *localmesh.Mesh
+		err error
+	)
+	// A port that was free a moment ago may be taken by another process
+	// before a service binds it; then start again on other ports.
+	for attempt := 1; attempt <= 3; attempt++ {
+		ports := freePorts(t, cfg.Inference)
+		cfg.GatewayAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+		cfg.CallerPort, cfg.InferencePort = ports[1], ports[2]
+		cfg.Dir = t.TempDir()
+		start := time.Now()
+		lm, err = localmesh.Start(ctx, cfg)
+		if err == nil {
+			t.Logf("mesh ready in %s: gateway %s, logs in %s", time.Since(start).Round(time.Millisecond), lm.URL(), cfg.Dir)
+			break
+		}
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+		t.Logf("port taken, starting again: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("start mesh: %v", err)
+	}
+	m := &mesh{Mesh: lm}
+	if cfg.APIKeys != "" {
+		m.apiKey = strings.Split(cfg.APIKeys, ",")[0]
+	}
+	names := []string{"gateway", "caller"}
+	for i := range cfg.Inference {
+		names = append(names, localmesh.InferenceName(i))
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, name := range names {
+				if p := lm.Proc(name); p != nil {
+					t.Logf("last log lines of %s (%s):\n%s", name, p.ExitStatus(), p.TailText())
+				}
+			}
+		}
+		start := time.Now()
+		lm.Stop()
+		t.Logf("mesh stopped in %s", time.Since(start).Round(time.Millisecond))
+	})
+
+	var h healthReport
+	if code := m.getJSON(t, m.URL()+"/health", &h); code != http.StatusOK || len(h.Models) != 1 {
+		t.Fatalf("/health of a ready mesh: %d %+v", code, h)
+	}
+	m.model = h.Models[0]
+	return m
+}
+
+// freePorts returns loopback ports for the gateway, the caller and n
+// inference instances, which localmesh numbers consecutively from the
+// third port.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	for range 50 {
+		var ports []int
+		for range 3 {
+			p, err := localmesh.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ports = append(ports, p)
+		}
+		for i := 1; i < n; i++ {
+			ports = append(ports, ports[2]+i)
+		}
+		if distinct(ports) && allFree(ports[3:]) {
+			return ports
+		}
+	}
+	t.Fatalf("found no %d consecutive free ports", n)
+	return nil
+}
+
+func distinct(ports []int) bool {
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] {
+			return false
+		}
+		seen[p] = true
+	}
+	return true
+}
+
+func allFree(ports []int) bool {
+	for _, p := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			return false
+		}
+		l.Close()
+	}
+	return true
+}
+
+// client is an OpenAI SDK client of the mesh's gateway, with the SDK's own
+// retries off so that every status the gateway sends is seen.
+func (m *mesh) client(opts ...option.RequestOption) sdk.Client {
+	key := m.apiKey
+	if key == "" {
+		key = "unused" // the SDK would otherwise read OPENAI_API_KEY
+	}
+	return sdk.NewClient(append([]option.RequestOption{
+		option.WithBaseURL(m.URL() + "/v1/"),
+		option.WithAPIKey(key),
+		option.WithMaxRetries(0),
+	}, opts...)...)
+}
+
+// greedy is a chat request for the story that follows prompt, with
+// temperature 0 so that the text is the same every time.
+func (m *mesh) greedy(prompt string, maxTokens int64) sdk.ChatCompletionNewParams {
+	return sdk.ChatCompletionNewParams{
+		Model:               m.model,
+		Messages:            []sdk.ChatCompletionMessageParamUnion{sdk.UserMessage(prompt)},
+		MaxCompletionTokens: sdk.Int(maxTokens),
+		Temperature:         sdk.Float(0),
+	}
+}
+
+// complete runs a non-streamed chat request and fails t on error.
+func (m *mesh) complete(t *testing.T, p sdk.ChatCompletionNewParams) *sdk.ChatCompletion {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := m.client()
+	res, err := c.Chat.Completions.New(ctx, p)
+	if err != nil {
+		t.Fatalf("chat completion: %v", err)
+	}
+	if len(res.Choices) != 1 {
+		t.Fatalf("%d choices in %s", len(res.Choices), res.RawJSON())
+	}
+	return res
+}
+
+// streamed is what a client read from one streamed chat completion.
+type streamed struct {
+	text         string
+	ids          map[string]bool
+	role         string // of the first chunk
+	finish       string
+	finishChunks int
+	usage        *sdk.CompletionUsage
+	contentParts int // chunks that carried text
+	err          error
+}
+
+// readStream reads stream to its end. onText, when set, is called after
+// each piece of text; returning false stops reading.
+func readStream(stream *ssestream.Stream[sdk.ChatCompletionChunk], onText func(string) bool) streamed {
+	defer stream.Close()
+	s := streamed{ids: map[string]bool{}}
+	first := true
+	for stream.Next() {
+		c := stream.Current()
+		s.ids[c.ID] = true
+		if first {
+			first = false
+			if len(c.Choices) == 1 {
+				s.role = c.Choices[0].Delta.Role
+			}
+		}
+		if c.JSON.Usage.Valid() {
+			u := c.Usage
+			s.usage = &u
+		}
+		for _, ch := range c.Choices {
+			if ch.Delta.Content != "" {
+				s.text += ch.Delta.Content
+				s.contentParts++
+			}
+			if ch.FinishReason != "" {
+				s.finish = ch.FinishReason
+				s.finishChunks++
+			}
+		}
+		if onText != nil && len(c.Choices) == 1 && c.Choices[0].Delta.Content != "" && !onText(s.text) {
+			return s
+		}
+	}
+	s.err = stream.Err()
+	return s
+}
+
+// healthReport is the part of the gateway's /health body the tests read.
+type healthReport struct {
+	Status    string   `json:"status"`
+	Models    []string `json:"models"`
+	Failing   string   `json:"failing"`
+	Error     string   `json:"error"`
+	Inference []struct {
+		Addr  string `json:"addr"`
+		Model string `json:"model"`
+		Error string `json:"error"`
+	} `json:"inference"`
+}
+
+// liveInstances counts the inference instances /health reports with a
+// model.
+func (h healthReport) liveInstances() int {
+	n := 0
+	for _, in := range h.Inference {
+		if in.Error == "" && in.Model != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// inferenceHealth is the part of an inference instance's /health body the
+// tests read.
+type inferenceHealth struct {
+	Status string `json:"status"`
+	Slots  int    `json:"slots"`
+	Busy   int    `json:"busy"`
+	Queued int    `json:"queued"`
+}
+
+var httpClient = &http.Client{Timeout: time.Minute}
+
+// request sends one HTTP request to the gateway, with the mesh's API key
+// unless header sets Authorization, and returns the response with its body
+// read. It fails t on a transport error, so it must run in t's goroutine;
+// send is for others.
+func (m *mesh) request(t *testing.T, method, path, body string, header http.Header) (*http.Response, []byte) {
+	t.Helper()
+	resp, b, err := m.send(method, path, body, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// send is request without t.
+func (m *mesh) send(method, path, body string, header http.Header) (*http.Response, []byte, error) {
+	req, err := http.NewRequest(method, m.URL()+path, strings.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if m.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+m.apiKey)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: read body: %w", method, path, err)
+	}
+	return resp, b, nil
+}
+
+// getJSON gets url and decodes its JSON body into v; it returns the status.
+func (m *mesh) getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("GET %s: %d %q is not JSON: %v", url, resp.StatusCode, b, err)
+	}
+	return resp.StatusCode
+}
+
+// inferenceHealth reads the /health of inference instance name.
+func (m *mesh) inferenceHealth(t *testing.T, name string) inferenceHealth {
+	t.Helper()
+	var h inferenceHealth
+	m.getJSON(t, "http://"+m.Addr(name)+"/health", &h)
+	return h
+}
+
+// gatewayHealth reads the gateway's /health.
+func (m *mesh) gatewayHealth(t *testing.T) (int, healthReport) {
+	t.Helper()
+	var h healthReport
+	code := m.getJSON(t, m.URL()+"/health", &h)
+	return code, h
+}
+
+// metrics is one scrape of a Prometheus text endpoint: each series, written
+// as in the exposition format (`name{label="value",...}`), and its value.
+type metrics map[string]float64
+
+// scrape reads the /metrics of the service listening on addr.
+func scrape(t *testing.T, addr string) metrics {
+	t.Helper()
+	resp, err := httpClient.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape %s: status %d", addr, resp.StatusCode)
+	}
+	out := metrics{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if i < 0 || err != nil {
+			t.Fatalf("scrape %s: bad line %q", addr, line)
+		}
+		out[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	return out
+}
+
+// sum adds the series of metric name whose labels include every pair in
+// labels (each written `key="value"`).
+func (ms metrics) sum(name string, labels ...string) float64 {
+	total := 0.0
+	for series, v := range ms {
+		base, rest, _ := strings.Cut(series, "{")
+		if base != name {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			if !strings.Contains(rest, l) {
+				ok = false
+			}
+		}
+		if ok {
+			total += v
+		}
+	}
+	return total
+}
+
+// has reports whether any series of metric name was exposed.
+func (ms metrics) has(name string) bool {
+	for series := range ms {
+		if base, _, _ := strings.Cut(series, "{"); base == name {
+			return true
+		}
+	}
+	return false
+}
+
+// eventually polls cond every interval until it holds or timeout passes,
+// and reports whether it held.
+func eventually(timeout, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+	}
+}
+
+// apiError is the OpenAI error envelope.
+type apiError struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	} `json:"error"`
+}
+
+func str(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}

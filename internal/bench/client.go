@@ -1,0 +1,211 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Client sends chat completions to one OpenAI-compatible endpoint.
+type Client struct {
+	// BaseURL is the API root, e.g. http://127.0.0.1:3111 (a trailing /v1
+	// is accepted too).
+	BaseURL string
+	// APIKey, when set, is sent as a bearer token.
+	APIKey string
+	// Model is sent as "model"; empty: left out (servers with one model).
+	Model string
+	// Timeout bounds one request, body included; default 5 minutes.
+	Timeout time.Duration
+	// HTTP is the client used; default: one with keep-alive connections
+	// enough for the highest concurrency.
+	HTTP *http.Client
+}
+
+// Request is one completion request of the workload.
+type Request struct {
+	Prompt      string
+	MaxTokens   int
+	Temperature float64
+	// Seed, when not nil, makes a sampled completion reproducible.
+	Seed *int64
+	// KeepText keeps the completion's text in the Sample.
+	KeepText bool
+}
+
+func (c *Client) url(path string) string {
+	base := strings.TrimRight(c.BaseURL, "/")
+	base = strings.TrimSuffix(base, "/v1")
+	return base + path
+}
+
+func (c *Client) http() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+// NewHTTPClient returns an http.Client that keeps up to conns connections
+// to one host open, so that connection setup is not measured.
+func NewHTTPClient(conns int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = max(conns, 2) * 2
+	t.MaxIdleConnsPerHost = max(conns, 2) * 2
+	// Streams are small JSON chunks; gzip would only add latency.
+	t.DisableCompression = true
+	return &http.Client{Transport: t}
+}
+
+// chunk is the part of a chat.completion.chunk the benchmark reads.
+type chunk struct {
+	Choices []struct {
+		Delta struct {
+			Content string `json:"content"`
+		} `json:"delta"`
+	} `json:"choices"`
+	Usage *struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
+	} `json:"usage"`
+	Error *struct {
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// Stream sends req as a streaming chat completion and times it from the
+// client's side: the first and last content chunk and the end of the
+// response. Token counts come from the final usage chunk
+// (stream_options.include_usage); a server that sends none is counted one
+// token per content chunk. Errors are returned in the Sample.
+func (c *Client) Stream(ctx context.Context, req Request) Sample {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	body := map[string]any{
+		"messages":       []map[string]string{{"role": "user", "content": req.Prompt}},
+		"max_tokens":     req.MaxTokens,
+		"temperature":    req.Temperature,
+		"stream":         true,
+		"stream_options": map[string]bool{"include_usage": true},
+	}
+	if c.Model != "" {
+		body["model"] = c.Model
+	}
+	if req.Seed != nil {
+		body["seed"] = *req.Seed
+	}
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return Sample{Start: time.Now(), Err: err}
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("/v1/chat/completions"), bytes.NewReader(payload))
+	if err != nil {
+		return Sample{Start: time.Now(), Err: err}
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "text/event-stream")
+	if c.APIKey != "" {
+		hreq.Header.Set("Authorization", "Bearer "+c.APIKey)
+	}
+
+	s := Sample{Start: time.Now()}
+	resp, err := c.http().Do(hreq)
+	if err != nil {
+		s.Err = err
+		return s
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+		s.Err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
+		return s
+	}
+	var text strings.Builder
+	chunks := 0
+	err = ReadSSE(resp.Body, func(data []byte) error {
+		now := time.Since(s.Start)
+		var ch chunk
+		if err := json.Unmarshal(data, &ch); err != nil {
+			return fmt.Errorf("bad chunk %.200q: %w", data, err)
+		}
+		if ch.Error != nil {
+			return fmt.Errorf("error in stream: %s", ch.Error.Message)
+		}
+		for _, choice := range ch.Choices {
+			if choice.Delta.Content == "" {
+				continue
+			}
+			if chunks == 0 {
+				s.FirstToken = now
+			}
+			s.LastToken = now
+			chunks++
+			if req.KeepText {
+				text.WriteString(choice.Delta.Content)
+			}
+		}
+		if ch.Usage != nil {
+			s.UsageReported = true
+			s.PromptTokens, s.CompletionTokens = ch.Usage.PromptTokens, ch.Usage.CompletionTokens
+		}
+		return nil
+	})
+	s.Latency = time.Since(s.Start)
+	s.Text = text.String()
+	if !s.UsageReported {
+		s.CompletionTokens = chunks
+	}
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("no complete answer within %v: %w", timeout, err)
+	}
+	s.Err = err
+	return s
+}
+
+// Models lists the endpoint's models (GET /v1/models).
+func (c *Client) Models(ctx context.Context) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/models"), nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.APIKey)
+	}
+	resp, err := c.http().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /v1/models: HTTP %d", resp.StatusCode)
+	}
+	var list struct {
+		Data []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&list); err != nil {
+		return nil, fmt.Errorf("GET /v1/models: %w", err)
+	}
+	ids := make([]string, 0, len(list.Data))
+	for _, m := range list.Data {
+		ids = append(ids, m.ID)
+	}
+	return ids, nil
+}

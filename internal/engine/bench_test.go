@@ -1,0 +1,219 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/slm-mesh/slm-mesh/internal/bench"
+	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
+)
+
+// Environment of BenchmarkGemma3_270M.
+const (
+	benchModelEnv   = "SLM_BENCH_MODEL"   // GGUF to measure; default: the generated gemma3-270m
+	benchThreadsEnv = "SLM_BENCH_THREADS" // llama.cpp threads; default: one per CPU
+	benchTokensEnv  = "SLM_BENCH_TOKENS"  // completion tokens per decode stream; default 128
+)
+
+// defaultBenchTokens is the completion length of the decode benchmarks:
+// long enough that the prompt (two tokens) is noise, short enough that the
+// whole benchmark takes minutes.
+const defaultBenchTokens = 128
+
+// BenchmarkGemma3_270M measures the engine on the full-size random-weight
+// gemma-3-270m (generated once into .cache/models/): prompt processing,
+// time to first token, single-stream and concurrent decoding, peak RSS.
+//
+//	go test -run '^$' -bench . -benchtime 1x ./internal/engine/
+//	SLM_BENCH_THREADS=2 go test -run '^$' -bench Gemma3_270M/decode ./internal/engine/
+func BenchmarkGemma3_270M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("skipped in -short mode: runs the full-size model for minutes")
+	}
+	path := benchModel(b)
+	threads := envInt(b, benchThreadsEnv, runtime.NumCPU())
+	maxTokens := envInt(b, benchTokensEnv, defaultBenchTokens)
+	e, err := Open(Config{
+		ModelPath: path, Threads: threads,
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "engine", Level: hclog.Warn, Output: os.Stderr}),
+	})
+	if err != nil {
+		b.Fatalf("open %s: %v", path, err)
+	}
+	b.Cleanup(e.Close)
+	// b.Logf of a benchmark with sub-benchmarks is not shown; the setting
+	// belongs next to the figures.
+	fmt.Fprintf(os.Stderr, "engine benchmark: %s, %d threads, %d slots, %d tokens per stream; machine: %s\n",
+		path, threads, e.cfg.Parallel, maxTokens, bench.Machine())
+
+	for _, n := range []int{128, 512} {
+		prompt := promptOf(b, e, n)
+		b.Run(fmt.Sprintf("prompt=%d", n), func(b *testing.B) {
+			// One completion token: the time is the prompt's prefill plus
+			// one sample, i.e. the time to first token with nothing else
+			// running.
+			benchGenerate(b, e, Request{Prompt: prompt, Request: sampled(1, 0)}) // warm-up
+			var total time.Duration
+			var tokens int
+			b.ResetTimer()
+			for i := range b.N {
+				start := time.Now()
+				res := benchGenerate(b, e, Request{Prompt: prompt, Request: sampled(1, int64(i))})
+				total += time.Since(start)
+				tokens += res.PromptTokens
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(tokens)/total.Seconds(), "prompt-tok/s")
+			b.ReportMetric(total.Seconds()*1000/float64(b.N), "ttft-ms")
+			reportPeakRSS(b)
+		})
+	}
+
+	for _, streams := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("decode/streams=%d", streams), func(b *testing.B) {
+			// A short warm-up lets the planner measure this batch size
+			// before the clock runs.
+			decode(b, e, streams, min(32, maxTokens), -1)
+			var total time.Duration
+			var tokens int
+			b.ResetTimer()
+			for i := range b.N {
+				n, d := decode(b, e, streams, maxTokens, int64(i))
+				tokens += n
+				total += d
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(tokens)/total.Seconds(), "tok/s")
+			b.ReportMetric(float64(tokens)/total.Seconds()/float64(streams), "tok/s/stream")
+			reportPeakRSS(b)
+		})
+	}
+}
+
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// decode runs streams generations of maxTokens each from a two-token prompt,
+// all at once, and returns the completion tokens and the wall time.
+func decode(b *testing.B, e *Engine, streams, maxTokens int, seed int64) (int, time.Duration) {
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		tokens int
+	)
+	start := time.Now()
+	for s := range streams {
+		wg.Go(func() {
+			res := benchGenerate(b, e, Request{Prompt: "Once", Request: sampled(maxTokens, seed*100+int64(s))})
+			mu.Lock()
+			tokens += res.CompletionTokens
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return tokens, time.Since(start)
+}
+
+// sampled is a request for maxTokens sampled at temperature 1: greedy
+// decoding of random weights settles into a loop, which is no workload.
+func sampled(maxTokens int, seed int64) chat.Request {
+	return chat.Request{MaxTokens: maxTokens, Temperature: f32(1), Seed: i64(seed)}
+}
+
+func benchGenerate(b *testing.B, e *Engine, req Request) chat.Result {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := e.Generate(ctx, req, nil)
+	if err != nil {
+		b.Errorf("generate: %v", err)
+	}
+	return res
+}
+
+// promptOf returns raw text of exactly n tokens (BOS included).
+func promptOf(b *testing.B, e *Engine, n int) string {
+	words := n
+	for range 8 {
+		p := bench.Prompt(words, 0)
+		toks, err := e.model.Tokenize(p, true, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(toks) == n {
+			return p
+		}
+		if len(toks) > n && words > 1 {
+			// Shorten by the excess; words and tokens are near one to one.
+			words -= max(1, (len(toks)-n)/2)
+			continue
+		}
+		words += max(1, (n-len(toks))/2)
+	}
+	p := bench.Prompt(words, 0)
+	toks, _ := e.model.Tokenize(p, true, true)
+	b.Logf("prompt of %d tokens wanted, %d used", n, len(toks))
+	return p
+}
+
+// reportPeakRSS reports the process's VmHWM so far: the model's mapped
+// pages, the KV cache and llama.cpp's buffers, plus the test binary.
+func reportPeakRSS(b *testing.B) {
+	m, err := bench.ReadMemory(os.Getpid())
+	if err != nil {
+		b.Logf("peak RSS: %v", err)
+		return
+	}
+	b.ReportMetric(float64(m.Peak)/(1<<20), "peak-RSS-MB")
+}
+
+// benchModel returns $SLM_BENCH_MODEL, else the random-weight gemma3-270m
+// under .cache/models/ at the repository root, writing it first if needed
+// (a few seconds; the same seed writes the same file).
+func benchModel(b *testing.B) string {
+	if p := os.Getenv(benchModelEnv); p != "" {
+		return p
+	}
+	p := filepath.Join(modeltest.RepoRoot(), ".cache", "models", "gemma3-270m-random.gguf")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	cfg, err := ggufgen.Preset(ggufgen.PresetGemma3_270M)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	// Written aside and renamed, so that a concurrent run never reads half
+	// a file.
+	tmp := p + "." + strconv.Itoa(os.Getpid()) + ".part"
+	if err := ggufgen.Write(tmp, cfg); err != nil {
+		os.Remove(tmp)
+		b.Fatalf("write %s: %v", p, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("wrote %s", p)
+	return p
+}

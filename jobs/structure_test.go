@@ -1,0 +1,382 @@
+package jobs
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// spec is a rendered job parsed with hcl/v2, with an evaluation context
+// holding its variables and the locals that do not depend on Nomad's
+// run-time interpolation (${NOMAD_...}), which only Nomad can evaluate.
+type spec struct {
+	t    *testing.T
+	name string
+	src  []byte
+	ctx  *hcl.EvalContext
+	job  *hclsyntax.Body
+	// iter holds the context of a dynamic block's content, where the
+	// iterator (artifact.value, ...) is defined.
+	iter map[*hclsyntax.Body]*hcl.EvalContext
+}
+
+func parseSpec(t *testing.T, name string, r *Rendered) *spec {
+	t.Helper()
+	f, diags := hclsyntax.ParseConfig(r.HCL, r.Job.File, hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatalf("%s: %s", name, diags.Error())
+	}
+	s := &spec{t: t, name: name, src: r.HCL, iter: map[*hclsyntax.Body]*hcl.EvalContext{}}
+	s.ctx = &hcl.EvalContext{Variables: map[string]cty.Value{
+		"var":   cty.ObjectVal(r.Values),
+		"local": cty.EmptyObjectVal,
+	}}
+	body := f.Body.(*hclsyntax.Body)
+	// Locals may refer to each other: evaluate until nothing new resolves.
+	locals := map[string]cty.Value{}
+	for range 3 {
+		for _, b := range blocksOf(body, "locals") {
+			for n, a := range b.Body.Attributes {
+				if v, diags := a.Expr.Value(s.ctx); !diags.HasErrors() {
+					locals[n] = v
+				}
+			}
+		}
+		s.ctx.Variables["local"] = cty.ObjectVal(locals)
+	}
+	jobs := blocksOf(body, "job")
+	if len(jobs) != 1 || len(jobs[0].Labels) != 1 || jobs[0].Labels[0] != r.Job.ID {
+		t.Fatalf("%s: want one job %q", name, r.Job.ID)
+	}
+	s.job = jobs[0].Body
+	return s
+}
+
+func blocksOf(body *hclsyntax.Body, typ string) []*hclsyntax.Block {
+	var out []*hclsyntax.Block
+	for _, b := range body.Blocks {
+		if b.Type == typ {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// one returns the only block of typ in body.
+func (s *spec) one(body *hclsyntax.Body, typ string) *hclsyntax.Body {
+	s.t.Helper()
+	bs := blocksOf(body, typ)
+	if len(bs) != 1 {
+		s.t.Fatalf("%s: want one %s block, found %d", s.name, typ, len(bs))
+	}
+	return bs[0].Body
+}
+
+// dynamic returns the content of the dynamic block of typ whose for_each
+// is not empty, or nil when every such block is switched off.
+func (s *spec) dynamic(body *hclsyntax.Body, typ string) []*hclsyntax.Body {
+	s.t.Helper()
+	var out []*hclsyntax.Body
+	for _, b := range blocksOf(body, "dynamic") {
+		if b.Labels[0] != typ {
+			continue
+		}
+		each := s.eval(b.Body, "for_each")
+		if each.LengthInt() == 0 {
+			continue
+		}
+		// The tests look at the first element only.
+		it := each.ElementIterator()
+		it.Next()
+		key, val := it.Element()
+		ctx := s.ctx.NewChild()
+		ctx.Variables = map[string]cty.Value{typ: cty.ObjectVal(map[string]cty.Value{"key": key, "value": val})}
+		content := s.one(b.Body, "content")
+		s.scope(content, ctx)
+		out = append(out, content)
+	}
+	return out
+}
+
+// scope makes ctx the evaluation context of body and its nested blocks.
+func (s *spec) scope(body *hclsyntax.Body, ctx *hcl.EvalContext) {
+	s.iter[body] = ctx
+	for _, b := range body.Blocks {
+		s.scope(b.Body, ctx)
+	}
+}
+
+func (s *spec) eval(body *hclsyntax.Body, attr string) cty.Value {
+	s.t.Helper()
+	a, ok := body.Attributes[attr]
+	if !ok {
+		s.t.Fatalf("%s: no attribute %s", s.name, attr)
+	}
+	ctx := s.ctx
+	if c, ok := s.iter[body]; ok {
+		ctx = c
+	}
+	v, diags := a.Expr.Value(ctx)
+	if diags.HasErrors() {
+		s.t.Fatalf("%s: %s: %s", s.name, attr, diags.Error())
+	}
+	return v
+}
+
+func (s *spec) str(body *hclsyntax.Body, attr string) string {
+	s.t.Helper()
+	v := s.eval(body, attr)
+	if v.Type() != cty.String {
+		s.t.Fatalf("%s: %s is a %s, want a string", s.name, attr, v.Type().FriendlyName())
+	}
+	return v.AsString()
+}
+
+func (s *spec) num(body *hclsyntax.Body, attr string) int64 {
+	s.t.Helper()
+	v := s.eval(body, attr)
+	if v.Type() != cty.Number {
+		s.t.Fatalf("%s: %s is a %s, want a number", s.name, attr, v.Type().FriendlyName())
+	}
+	n, _ := v.AsBigFloat().Int64()
+	return n
+}
+
+func (s *spec) boolean(body *hclsyntax.Body, attr string) bool {
+	s.t.Helper()
+	v := s.eval(body, attr)
+	if v.Type() != cty.Bool {
+		s.t.Fatalf("%s: %s is a %s, want a bool", s.name, attr, v.Type().FriendlyName())
+	}
+	return v.True()
+}
+
+// text is the source text of an attribute's expression.
+func (s *spec) text(body *hclsyntax.Body, attr string) string {
+	s.t.Helper()
+	a, ok := body.Attributes[attr]
+	if !ok {
+		s.t.Fatalf("%s: no attribute %s", s.name, attr)
+	}
+	return string(a.Expr.Range().SliceBytes(s.src))
+}
+
+// TestStructure checks the rules the jobs must keep, for the default
+// (cluster) and the local variables.
+func TestStructure(t *testing.T) {
+	t.Parallel()
+	type want struct {
+		role       string // value meta.slm_role must contain
+		port       string
+		static     int64 // 0: dynamic port
+		minCanary  int64
+		discovery  bool // reads its peers from Consul
+		checkRoute bool // /health check carries check_restart itself
+	}
+	wants := map[string]want{
+		"gateway":   {role: "gateway", port: "http", static: 3111, discovery: true},
+		"caller":    {role: "private", port: "rpc", minCanary: 1, discovery: true},
+		"inference": {role: "private", port: "rpc", minCanary: 1, checkRoute: true},
+	}
+	for variant, vals := range variants(t) {
+		rendered, err := RenderAll(nil, vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rendered {
+			w := wants[r.Job.Name]
+			s := parseSpec(t, variant+"/"+r.Job.Name, r)
+			if got := s.str(s.job, "type"); got != "service" {
+				t.Errorf("%s: type %q", s.name, got)
+			}
+
+			// Placement: a set_contains constraint on the node's role.
+			c := s.one(s.job, "constraint")
+			if s.text(c, "attribute") != `"${meta.slm_role}"` || s.str(c, "operator") != "set_contains" || s.str(c, "value") != w.role {
+				t.Errorf("%s: constraint %s %s %s", s.name, s.text(c, "attribute"), s.text(c, "operator"), s.text(c, "value"))
+			}
+
+			group := s.one(s.job, "group")
+			if s.num(group, "count") < 1 {
+				t.Errorf("%s: count < 1", s.name)
+			}
+
+			// Networking: the gateway on its static port, the others dynamic.
+			port := blocksOf(s.one(group, "network"), "port")
+			if len(port) != 1 || port[0].Labels[0] != w.port {
+				t.Fatalf("%s: want one port %q", s.name, w.port)
+			}
+			if _, has := port[0].Body.Attributes["static"]; has != (w.static != 0) {
+				t.Errorf("%s: static port set = %v", s.name, has)
+			} else if has && s.num(port[0].Body, "static") != w.static {
+				t.Errorf("%s: static port %d, want %d", s.name, s.num(port[0].Body, "static"), w.static)
+			}
+
+			// Update: one at a time, canaries, revert on failure.
+			u := s.one(group, "update")
+			canary := s.num(u, "canary")
+			if s.num(u, "max_parallel") != 1 || !s.boolean(u, "auto_revert") || s.str(u, "health_check") != "checks" ||
+				s.boolean(u, "auto_promote") != (canary > 0) || canary < w.minCanary {
+				t.Errorf("%s: update block max_parallel=%s canary=%d auto_promote=%s auto_revert=%s health_check=%s",
+					s.name, s.text(u, "max_parallel"), canary, s.text(u, "auto_promote"), s.text(u, "auto_revert"), s.text(u, "health_check"))
+			}
+			for _, d := range []string{"min_healthy_time", "healthy_deadline", "progress_deadline"} {
+				s.str(u, d)
+			}
+			restart := s.one(group, "restart")
+			if s.num(restart, "attempts") < 1 || s.str(restart, "mode") != "fail" {
+				t.Errorf("%s: restart block", s.name)
+			}
+			s.str(s.one(group, "reschedule"), "delay")
+
+			// Service: registered in Consul under the tier's name, with an
+			// HTTP check on /health and a check that restarts the task.
+			svc := s.one(group, "service")
+			if s.str(svc, "provider") != "consul" || s.str(svc, "name") != r.Job.ID || s.str(svc, "port") != w.port {
+				t.Errorf("%s: service provider/name/port = %s/%s/%s", s.name, s.text(svc, "provider"), s.text(svc, "name"), s.text(svc, "port"))
+			}
+			var httpHealth, restarts bool
+			for _, chk := range blocksOf(svc, "check") {
+				b := chk.Body
+				s.str(b, "interval")
+				s.str(b, "timeout")
+				isHealth := s.str(b, "type") == "http" && s.str(b, "path") == "/health"
+				httpHealth = httpHealth || isHealth
+				if cr := blocksOf(b, "check_restart"); len(cr) == 1 {
+					restarts = true
+					if s.num(cr[0].Body, "limit") < 1 {
+						t.Errorf("%s: check_restart limit < 1", s.name)
+					}
+					if isHealth != w.checkRoute {
+						t.Errorf("%s: check_restart on the /health check = %v, want %v", s.name, isHealth, w.checkRoute)
+					}
+				}
+			}
+			if !httpHealth || !restarts {
+				t.Errorf("%s: http /health check %v, check_restart %v", s.name, httpHealth, restarts)
+			}
+
+			task := s.one(group, "task")
+			driver := s.str(task, "driver")
+			if want := map[string]string{"default": "exec", "local": "raw_exec"}[variant]; driver != want {
+				t.Errorf("%s: driver %q, want %q", s.name, driver, want)
+			}
+			if s.str(task, "shutdown_delay") == "" || !strings.HasSuffix(s.str(task, "kill_timeout"), "s") {
+				t.Errorf("%s: shutdown_delay/kill_timeout", s.name)
+			}
+			config := s.one(task, "config")
+			args := s.text(config, "args")
+			if strings.Contains(args, `"-discovery=consul"`) != w.discovery {
+				t.Errorf("%s: -discovery=consul in args = %v, want %v", s.name, !w.discovery, w.discovery)
+			}
+			if w.discovery && (strings.Contains(args, "-caller=") || strings.Contains(args, "-inference=")) {
+				t.Errorf("%s: peers are rendered into the args; they come from Consul", s.name)
+			}
+			command := s.str(config, "command")
+			if !strings.HasSuffix(command, "/"+r.Job.Name) {
+				t.Errorf("%s: command %q", s.name, command)
+			}
+			if variant == "local" && command != "/home/dev/slm-mesh/.cache/bin/"+r.Job.Name {
+				t.Errorf("%s: command %q does not use bin_dir", s.name, command)
+			}
+
+			// The RPC token: from Nomad Variables, into the environment.
+			tpl := s.one(task, "template")
+			data := s.text(tpl, "data")
+			if !s.boolean(tpl, "env") || !strings.Contains(data, `nomadVar "${var.rpc_token_var}"`) || !strings.Contains(data, "SLM_RPC_TOKEN={{ .rpc_token }}") {
+				t.Errorf("%s: template env=%s data=%s", s.name, s.text(tpl, "env"), data)
+			}
+			if s.str(task, "driver") == "" || s.num(s.one(task, "resources"), "memory") < 64 {
+				t.Errorf("%s: resources", s.name)
+			}
+		}
+	}
+}
+
+// TestModelChecksum: the model is pinned by its sha256 both ways it can
+// arrive: downloaded by the service into the host volume cache (default),
+// or fetched by Nomad as an artifact (local).
+func TestModelChecksum(t *testing.T) {
+	t.Parallel()
+	inference, _ := Lookup("inference")
+	cases := variants(t)
+	cases["cachedir"] = localValues(t)
+	mustNil(t, cases["cachedir"].AddFlag("model_cache_dir=/var/cache/slm-mesh"))
+	for variant, vals := range cases {
+		r, err := Render(inference, vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := parseSpec(t, variant, r)
+		group := s.one(s.job, "group")
+		task := s.one(group, "task")
+		sha := r.String("model_sha256")
+		if len(sha) != 64 {
+			t.Fatalf("%s: model_sha256 %q", s.name, sha)
+		}
+		if args := s.text(s.one(task, "config"), "args"); !strings.Contains(args, `"-model-sha256=${var.model_sha256}"`) {
+			t.Errorf("%s: the service is not given the model's sha256: %s", s.name, args)
+		}
+		artifacts := s.dynamic(task, "artifact")
+		volumes := s.dynamic(group, "volume")
+		switch variant {
+		case "default":
+			if len(artifacts) != 0 || len(volumes) != 1 || len(s.dynamic(task, "volume_mount")) != 1 {
+				t.Fatalf("%s: want the model cache volume and no artifact; got %d artifacts, %d volumes", s.name, len(artifacts), len(volumes))
+			}
+			if s.str(volumes[0], "type") != "host" {
+				t.Errorf("%s: model cache volume type %s", s.name, s.text(volumes[0], "type"))
+			}
+		case "cachedir":
+			if len(artifacts) != 0 || len(volumes) != 0 || len(s.dynamic(task, "volume_mount")) != 0 {
+				t.Fatalf("%s: want neither artifact nor volume; got %d artifacts, %d volumes", s.name, len(artifacts), len(volumes))
+			}
+			locals := s.ctx.Variables["local"]
+			if got := locals.GetAttr("model_cache"); got.AsString() != "/var/cache/slm-mesh" {
+				t.Errorf("%s: model cache %#v", s.name, got)
+			}
+		case "local":
+			if len(artifacts) != 1 || len(volumes) != 0 {
+				t.Fatalf("%s: want the model artifact and no volume; got %d artifacts, %d volumes", s.name, len(artifacts), len(volumes))
+			}
+			if got := s.str(s.one(artifacts[0], "options"), "checksum"); got != "sha256:"+sha {
+				t.Errorf("%s: artifact checksum %q", s.name, got)
+			}
+		}
+	}
+}
+
+// TestBinaryArtifact: binaries fetched by URL always carry a checksum.
+func TestBinaryArtifact(t *testing.T) {
+	t.Parallel()
+	const sum = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	for _, j := range All {
+		var v Values
+		mustNil(t, v.AddFlag(j.Name+"_binary_url=https://releases.example.com/slm-mesh/"+j.Name))
+		mustNil(t, v.AddFlag(j.Name+"_binary_sha256="+sum))
+		r, err := Render(j, &v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := parseSpec(t, j.Name, r)
+		task := s.one(s.one(s.job, "group"), "task")
+		var found bool
+		for _, a := range s.dynamic(task, "artifact") {
+			if s.str(a, "source") == "https://releases.example.com/slm-mesh/"+j.Name {
+				found = true
+				if got := s.str(s.one(a, "options"), "checksum"); got != "sha256:"+sum {
+					t.Errorf("%s: checksum %q", j.Name, got)
+				}
+				if dest := s.str(a, "destination"); dest != s.str(s.one(task, "config"), "command") {
+					t.Errorf("%s: artifact lands in %q, command is %q", j.Name, dest, s.str(s.one(task, "config"), "command"))
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: no artifact for the binary URL", j.Name)
+		}
+	}
+}

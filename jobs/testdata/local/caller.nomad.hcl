@@ -1,0 +1,277 @@
+# slm-caller: the policy tier. It serves inference::get_response to the
+# gateways and forwards each request to a healthy slm-inference instance that
+# it finds in Consul at run time. Gateways find it through Consul too, so it
+# listens on a dynamic port.
+#
+# Rendered and submitted by `go run ./tools/submit`; docs/nomad.md explains
+# every variable.
+
+variable "region" {
+  description = "Nomad region the job runs in."
+  type        = string
+  default     = "global"
+}
+
+variable "datacenters" {
+  description = "Nomad datacenters the job may run in."
+  type        = list(string)
+  default     = ["dc1"]
+}
+
+variable "node_pool" {
+  description = "Nomad node pool the job is placed in."
+  type        = string
+  default     = "default"
+}
+
+variable "private_role" {
+  description = "Value that the client's meta.slm_role must contain (nomad/client.hcl sets it)."
+  type        = string
+  default     = "private"
+}
+
+variable "version" {
+  description = "slm-mesh version being deployed. Changing it rolls out a new deployment."
+  type        = string
+  default     = "dev"
+}
+
+variable "driver" {
+  description = "Task driver: exec on a cluster, raw_exec on a local dev agent."
+  type        = string
+  default     = "raw_exec"
+
+  validation {
+    condition     = contains(["exec", "raw_exec"], var.driver)
+    error_message = "The driver must be exec or raw_exec."
+  }
+}
+
+variable "bin_dir" {
+  description = "Absolute directory on the node holding the service binaries (used when caller_binary_url is empty). It must be under /usr for the exec driver's chroot."
+  type        = string
+  default     = "/home/dev/slm-mesh/.cache/bin"
+}
+
+variable "caller_binary_url" {
+  description = "URL of the caller binary, fetched as an artifact. Empty: run bin_dir/caller."
+  type        = string
+  default     = ""
+}
+
+variable "caller_binary_sha256" {
+  description = "sha256 of the binary at caller_binary_url (required with it)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.caller_binary_sha256 == "" || (length(var.caller_binary_sha256) == 64 && regex_replace(var.caller_binary_sha256, "[0-9a-f]", "") == "")
+    error_message = "The caller_binary_sha256 must be 64 lowercase hex digits."
+  }
+}
+
+variable "consul_addr" {
+  description = "HTTP address of the Consul agent the service reads peers from (the node's own agent)."
+  type        = string
+  default     = "127.0.0.1:8500"
+}
+
+variable "rpc_token_var" {
+  description = "Path of the Nomad Variable whose item rpc_token is the shared RPC token. Every job in the namespace may read nomad/jobs."
+  type        = string
+  default     = "nomad/jobs"
+}
+
+variable "log_level" {
+  description = "Log level of the service: trace, debug, info, warn or error."
+  type        = string
+  default     = "debug"
+}
+
+variable "drain_seconds" {
+  description = "Seconds running requests get to finish after SIGTERM. The kill timeout is 15s longer; raise the client's max_kill_timeout to match."
+  type        = number
+  default     = 20
+}
+
+variable "caller_count" {
+  description = "Number of caller instances."
+  type        = number
+  default     = 1
+}
+
+variable "caller_canary" {
+  description = "Canaries placed before an update replaces the old instances (0 disables canaries)."
+  type        = number
+  default     = 1
+}
+
+variable "caller_cpu" {
+  description = "CPU reserved per instance, in MHz."
+  type        = number
+  default     = 200
+}
+
+variable "caller_memory" {
+  description = "Memory per instance, in MiB."
+  type        = number
+  default     = 128
+}
+
+variable "caller_default_max_tokens" {
+  description = "max_tokens applied when a request sets none."
+  type        = number
+  default     = 256
+}
+
+variable "caller_max_tokens_limit" {
+  description = "Largest max_tokens a request may ask for."
+  type        = number
+  default     = 2048
+}
+
+locals {
+  use_binary_artifact = var.caller_binary_url != ""
+  command             = local.use_binary_artifact ? "local/caller" : "${var.bin_dir}/caller"
+}
+
+job "slm-caller" {
+  region      = var.region
+  datacenters = var.datacenters
+  node_pool   = var.node_pool
+  type        = "service"
+
+  meta {
+    slm_version = var.version
+  }
+
+  constraint {
+    attribute = "${meta.slm_role}"
+    operator  = "set_contains"
+    value     = var.private_role
+  }
+
+  group "caller" {
+    count = var.caller_count
+
+    network {
+      port "rpc" {}
+    }
+
+    update {
+      max_parallel      = 1
+      canary            = var.caller_canary
+      auto_promote      = var.caller_canary > 0
+      auto_revert       = true
+      health_check      = "checks"
+      min_healthy_time  = "10s"
+      healthy_deadline  = "5m"
+      progress_deadline = "10m"
+    }
+
+    restart {
+      attempts = 3
+      interval = "10m"
+      delay    = "15s"
+      mode     = "fail"
+    }
+
+    reschedule {
+      delay          = "30s"
+      delay_function = "exponential"
+      max_delay      = "10m"
+      unlimited      = true
+    }
+
+    service {
+      provider = "consul"
+      name     = "slm-caller"
+      port     = "rpc"
+      tags     = ["slm-mesh", "rpc", "version-${var.version}"]
+
+      meta {
+        version = var.version
+      }
+
+      # /health is 200 only while the caller sees a healthy inference
+      # instance: gateways are handed callers that can serve.
+      check {
+        name     = "caller health"
+        type     = "http"
+        path     = "/health"
+        interval = "10s"
+        timeout  = "3s"
+      }
+
+      # Restarts hang on this liveness check, not on /health: a caller is not
+      # broken because inference is down, and restarting every caller then
+      # would only add churn.
+      check {
+        name     = "caller alive"
+        type     = "tcp"
+        interval = "10s"
+        timeout  = "2s"
+
+        check_restart {
+          limit = 3
+          grace = "30s"
+        }
+      }
+    }
+
+    task "caller" {
+      driver = var.driver
+
+      # Consul deregisters the instance first, so gateways stop sending new
+      # requests before SIGTERM starts the drain.
+      shutdown_delay = "5s"
+      kill_timeout   = "${var.drain_seconds + 15}s"
+
+      config {
+        command = local.command
+        args = [
+          "-addr=${NOMAD_ADDR_rpc}",
+          "-discovery=consul",
+          "-consul-addr=${var.consul_addr}",
+          "-default-max-tokens=${var.caller_default_max_tokens}",
+          "-max-tokens-limit=${var.caller_max_tokens_limit}",
+          "-drain-timeout=${var.drain_seconds}s",
+          "-log-level=${var.log_level}",
+          "-log-json",
+        ]
+      }
+
+      dynamic "artifact" {
+        for_each = local.use_binary_artifact ? [var.caller_binary_url] : []
+
+        content {
+          source      = artifact.value
+          destination = "local/caller"
+          mode        = "file"
+
+          options {
+            checksum = "sha256:${var.caller_binary_sha256}"
+          }
+        }
+      }
+
+      # The shared RPC token comes from Nomad Variables at run time; it is
+      # never part of the job. The task waits until the variable exists.
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/rpc.env"
+        env         = true
+        change_mode = "restart"
+        data        = <<-EOT
+        {{- with nomadVar "${var.rpc_token_var}" }}
+        SLM_RPC_TOKEN={{ .rpc_token }}
+        {{- end }}
+        EOT
+      }
+
+      resources {
+        cpu    = var.caller_cpu
+        memory = var.caller_memory
+      }
+    }
+  }
+}

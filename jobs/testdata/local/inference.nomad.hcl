@@ -1,0 +1,359 @@
+# slm-inference: loads one GGUF model with llama.cpp and serves
+# inference::run_inference to the callers. Callers find it through Consul
+# (service "slm-inference"), so it listens on a dynamic port.
+#
+# Rendered and submitted by `go run ./tools/submit`; docs/nomad.md explains
+# every variable. The same file runs on AWS (exec driver, binaries in
+# bin_dir, model cached on a host volume) and on a laptop with
+# jobs/local.vars.hcl (raw_exec, the checkout's binaries, model artifact).
+
+variable "region" {
+  description = "Nomad region the job runs in."
+  type        = string
+  default     = "global"
+}
+
+variable "datacenters" {
+  description = "Nomad datacenters the job may run in."
+  type        = list(string)
+  default     = ["dc1"]
+}
+
+variable "node_pool" {
+  description = "Nomad node pool the job is placed in."
+  type        = string
+  default     = "default"
+}
+
+variable "private_role" {
+  description = "Value that the client's meta.slm_role must contain (nomad/client.hcl sets it)."
+  type        = string
+  default     = "private"
+}
+
+variable "version" {
+  description = "slm-mesh version being deployed. Changing it rolls out a new deployment."
+  type        = string
+  default     = "dev"
+}
+
+variable "driver" {
+  description = "Task driver: exec on a cluster, raw_exec on a local dev agent."
+  type        = string
+  default     = "raw_exec"
+
+  validation {
+    condition     = contains(["exec", "raw_exec"], var.driver)
+    error_message = "The driver must be exec or raw_exec."
+  }
+}
+
+variable "bin_dir" {
+  description = "Absolute directory on the node holding the service binaries (used when inference_binary_url is empty). It must be under /usr for the exec driver's chroot."
+  type        = string
+  default     = "/home/dev/slm-mesh/.cache/bin"
+}
+
+variable "inference_binary_url" {
+  description = "URL of the inference binary, fetched as an artifact. Empty: run bin_dir/inference."
+  type        = string
+  default     = ""
+}
+
+variable "inference_binary_sha256" {
+  description = "sha256 of the binary at inference_binary_url (required with it)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.inference_binary_sha256 == "" || (length(var.inference_binary_sha256) == 64 && regex_replace(var.inference_binary_sha256, "[0-9a-f]", "") == "")
+    error_message = "The inference_binary_sha256 must be 64 lowercase hex digits."
+  }
+}
+
+variable "consul_addr" {
+  description = "HTTP address of the Consul agent the service reads peers from (the node's own agent)."
+  type        = string
+  default     = "127.0.0.1:8500"
+}
+
+variable "rpc_token_var" {
+  description = "Path of the Nomad Variable whose item rpc_token is the shared RPC token. Every job in the namespace may read nomad/jobs."
+  type        = string
+  default     = "nomad/jobs"
+}
+
+variable "log_level" {
+  description = "Log level of the service: trace, debug, info, warn or error."
+  type        = string
+  default     = "debug"
+}
+
+variable "drain_seconds" {
+  description = "Seconds running requests get to finish after SIGTERM. The kill timeout is 15s longer; raise the client's max_kill_timeout to match."
+  type        = number
+  default     = 20
+}
+
+variable "inference_count" {
+  description = "Number of inference instances."
+  type        = number
+  default     = 1
+}
+
+variable "inference_canary" {
+  description = "Canaries placed before an update replaces the old instances (0 disables canaries)."
+  type        = number
+  default     = 1
+}
+
+variable "inference_cpu" {
+  description = "CPU reserved per instance, in MHz."
+  type        = number
+  default     = 1000
+}
+
+variable "inference_memory" {
+  description = "Memory per instance, in MiB: the model plus the KV cache of every parallel sequence."
+  type        = number
+  default     = 1024
+}
+
+variable "inference_threads" {
+  description = "llama.cpp threads (0: one per CPU)."
+  type        = number
+  default     = 0
+}
+
+variable "inference_parallel" {
+  description = "Sequences decoded together (continuous batching)."
+  type        = number
+  default     = 4
+}
+
+variable "inference_ctx" {
+  description = "Context per request in tokens (prompt plus completion)."
+  type        = number
+  default     = 2048
+}
+
+variable "model_url" {
+  description = "https URL of the GGUF model (with model_cache_dir and raw_exec, a path on the node also works)."
+  type        = string
+  default     = "https://huggingface.co/ggml-org/gemma-3-270m-it-GGUF/resolve/main/gemma-3-270m-it-Q8_0.gguf"
+}
+
+variable "model_sha256" {
+  description = "sha256 of the model file; the download is refused when it differs."
+  type        = string
+  default     = "0ef57d2c838458a1952664260dcba38e5bdda37494f3af732f06e4add24068e3"
+
+  validation {
+    condition     = length(var.model_sha256) == 64 && regex_replace(var.model_sha256, "[0-9a-f]", "") == ""
+    error_message = "The model_sha256 must be 64 lowercase hex digits."
+  }
+}
+
+variable "model_cache_volume" {
+  description = "Client host volume that caches the model across restarts and deployments (nomad/client.hcl declares it). Empty: fetch the model as an artifact into each allocation instead."
+  type        = string
+  default     = ""
+}
+
+variable "model_cache_dir" {
+  description = "Directory on the node that caches the model, for drivers without volume mounts (raw_exec); used only when model_cache_volume is empty. Empty too: the model is an artifact."
+  type        = string
+  default     = ""
+}
+
+variable "startup_grace" {
+  description = "How long a new instance may take to download and load the model before failing checks restart it."
+  type        = string
+  default     = "10m"
+}
+
+locals {
+  use_binary_artifact = var.inference_binary_url != ""
+  command             = local.use_binary_artifact ? "local/inference" : "${var.bin_dir}/inference"
+
+  # Where the model cache volume is mounted inside the task.
+  model_mount = "/srv/slm-models"
+
+  # With a cache (the host volume, or a directory for raw_exec), the service
+  # downloads the model itself, checks it against model_sha256, and later
+  # starts on the node reuse it. Without one, Nomad's artifact block fetches
+  # and checks it into each allocation's task dir.
+  model_cache    = var.model_cache_volume != "" ? local.model_mount : var.model_cache_dir
+  model_artifact = local.model_cache == ""
+  model_args = local.model_artifact ? [
+    "-model=${NOMAD_TASK_DIR}/model.gguf",
+    ] : [
+    "-model=${var.model_url}",
+    "-cache-dir=${local.model_cache}",
+  ]
+}
+
+job "slm-inference" {
+  region      = var.region
+  datacenters = var.datacenters
+  node_pool   = var.node_pool
+  type        = "service"
+
+  meta {
+    slm_version = var.version
+  }
+
+  constraint {
+    attribute = "${meta.slm_role}"
+    operator  = "set_contains"
+    value     = var.private_role
+  }
+
+  group "inference" {
+    count = var.inference_count
+
+    network {
+      port "rpc" {}
+    }
+
+    dynamic "volume" {
+      for_each = var.model_cache_volume != "" ? [var.model_cache_volume] : []
+      labels   = ["models"]
+
+      content {
+        type      = "host"
+        source    = volume.value
+        read_only = false
+      }
+    }
+
+    update {
+      max_parallel      = 1
+      canary            = var.inference_canary
+      auto_promote      = var.inference_canary > 0
+      auto_revert       = true
+      health_check      = "checks"
+      min_healthy_time  = "10s"
+      healthy_deadline  = "15m"
+      progress_deadline = "20m"
+    }
+
+    restart {
+      attempts = 3
+      interval = "10m"
+      delay    = "15s"
+      mode     = "fail"
+    }
+
+    reschedule {
+      delay          = "30s"
+      delay_function = "exponential"
+      max_delay      = "10m"
+      unlimited      = true
+    }
+
+    service {
+      provider = "consul"
+      name     = "slm-inference"
+      port     = "rpc"
+      tags     = ["slm-mesh", "rpc", "version-${var.version}"]
+
+      meta {
+        version = var.version
+      }
+
+      # /health answers 503 while the model loads and 200 once it serves, so
+      # Consul only hands callers ready instances.
+      check {
+        name     = "inference health"
+        type     = "http"
+        path     = "/health"
+        interval = "10s"
+        timeout  = "3s"
+
+        check_restart {
+          limit = 3
+          grace = var.startup_grace
+        }
+      }
+    }
+
+    task "inference" {
+      driver = var.driver
+
+      # Consul deregisters the instance first, so callers stop sending new
+      # requests before SIGTERM starts the drain.
+      shutdown_delay = "5s"
+      kill_timeout   = "${var.drain_seconds + 15}s"
+
+      config {
+        command = local.command
+        args = concat([
+          "-addr=${NOMAD_ADDR_rpc}",
+          "-model-sha256=${var.model_sha256}",
+          "-threads=${var.inference_threads}",
+          "-parallel=${var.inference_parallel}",
+          "-ctx=${var.inference_ctx}",
+          "-drain-timeout=${var.drain_seconds}s",
+          "-log-level=${var.log_level}",
+          "-log-json",
+        ], local.model_args)
+      }
+
+      dynamic "artifact" {
+        for_each = local.use_binary_artifact ? [var.inference_binary_url] : []
+
+        content {
+          source      = artifact.value
+          destination = "local/inference"
+          mode        = "file"
+
+          options {
+            checksum = "sha256:${var.inference_binary_sha256}"
+          }
+        }
+      }
+
+      dynamic "artifact" {
+        for_each = local.model_artifact ? [var.model_url] : []
+
+        content {
+          source      = artifact.value
+          destination = "local/model.gguf"
+          mode        = "file"
+
+          options {
+            checksum = "sha256:${var.model_sha256}"
+          }
+        }
+      }
+
+      dynamic "volume_mount" {
+        for_each = var.model_cache_volume != "" ? ["models"] : []
+
+        content {
+          volume      = volume_mount.value
+          destination = local.model_mount
+        }
+      }
+
+      # The shared RPC token comes from Nomad Variables at run time; it is
+      # never part of the job. The task waits until the variable exists.
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/rpc.env"
+        env         = true
+        change_mode = "restart"
+        data        = <<-EOT
+        {{- with nomadVar "${var.rpc_token_var}" }}
+        SLM_RPC_TOKEN={{ .rpc_token }}
+        {{- end }}
+        EOT
+      }
+
+      resources {
+        cpu    = var.inference_cpu
+        memory = var.inference_memory
+      }
+    }
+  }
+}

@@ -1,0 +1,51 @@
+# Two security groups: the gateway node's and the private nodes'. Every rule
+# comes from module.plan, where the tests check that no cluster port is open
+# to the internet and that private nodes admit nothing from outside the VPC.
+
+resource "aws_security_group" "gateway" {
+  name_prefix = "${local.name}-gateway-"
+  description = "slm-mesh gateway node: API from allowed CIDRs, cluster ports inside the VPC"
+  vpc_id      = aws_vpc.this.id
+
+  tags = { Name = "${local.name}-gateway" }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_security_group" "private" {
+  name_prefix = "${local.name}-private-"
+  description = "slm-mesh caller and inference nodes: traffic from inside the VPC only"
+  vpc_id      = aws_vpc.this.id
+
+  tags = { Name = "${local.name}-private" }
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+locals {
+  security_groups = {
+    gateway = aws_security_group.gateway.id
+    private = aws_security_group.private.id
+  }
+}
+
+resource "aws_security_group_rule" "this" {
+  for_each = module.plan.security_group_rules
+
+  security_group_id = local.security_groups[each.value.sg]
+  type              = each.value.type
+  protocol          = each.value.protocol
+  from_port         = each.value.from_port
+  to_port           = each.value.to_port
+  # tfsec cannot see through the for_each, so the two public rules are
+  # explained here: the API port is the service itself and is open to
+  # allowed_api_cidrs (the internet by default); egress to the internet is
+  # limited to tcp/80 and tcp/443 for packages, the model and AWS APIs.
+  #tfsec:ignore:aws-ec2-no-public-ingress-sgr tfsec:ignore:aws-ec2-no-public-egress-sgr
+  cidr_blocks = each.value.cidr_blocks
+  description = each.value.description
+}

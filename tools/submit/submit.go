@@ -1,0 +1,521 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+	"github.com/slm-mesh/slm-mesh/jobs"
+)
+
+// Errors of the submitter; the messages carry the detail.
+var (
+	// ErrUnreachable: no Nomad agent answers at the configured address.
+	ErrUnreachable = errors.New("no Nomad agent reachable")
+	// ErrACLDenied: Nomad refused the request for lack of ACL permissions.
+	ErrACLDenied = errors.New("permission denied by Nomad ACLs")
+	// ErrParse: the Nomad server could not parse a rendered job.
+	ErrParse = errors.New("Nomad could not parse the job")
+	// ErrMissingSecret: the Nomad Variable that holds the RPC token is absent.
+	ErrMissingSecret = errors.New("the RPC token is not in Nomad Variables")
+	// ErrDeploymentFailed: a deployment failed (and was rolled back when
+	// auto_revert could).
+	ErrDeploymentFailed = errors.New("deployment failed")
+	// ErrDeploymentTimeout: a deployment did not finish in time.
+	ErrDeploymentTimeout = errors.New("deployment did not finish in time")
+)
+
+// Submitter talks to one Nomad cluster on behalf of the commands.
+type Submitter struct {
+	// Purge makes Stop remove the jobs from Nomad's state as well.
+	Purge bool
+	// Timeout bounds Run's wait for all deployments.
+	Timeout time.Duration
+	// Poll is how often deployments are checked.
+	Poll time.Duration
+
+	client *api.Client
+	addr   string
+	out    io.Writer
+}
+
+// New returns a Submitter for the Nomad API described by cfg, printing to
+// out. It does not contact Nomad.
+func New(cfg *api.Config, out io.Writer) (*Submitter, error) {
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("nomad client for %s: %w", cfg.Address, err)
+	}
+	return &Submitter{Timeout: 30 * time.Minute, Poll: 2 * time.Second, client: client, addr: cfg.Address, out: out}, nil
+}
+
+func (s *Submitter) printf(format string, args ...any) {
+	fmt.Fprintf(s.out, format, args...)
+}
+
+// explain turns an error of the Nomad API into one that says what to do.
+// what names the request ("register slm-gateway").
+func (s *Submitter) explain(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	var resp api.UnexpectedResponseError
+	if errors.As(err, &resp) && resp.HasStatusCode() {
+		body := strings.TrimSpace(resp.Body())
+		switch resp.StatusCode() {
+		case http.StatusForbidden, http.StatusUnauthorized:
+			return fmt.Errorf("%w: %s at %s: %s (set NOMAD_TOKEN to a token whose policy allows it)", ErrACLDenied, what, s.addr, body)
+		default:
+			return fmt.Errorf("%s at %s: HTTP %d: %s", what, s.addr, resp.StatusCode(), body)
+		}
+	}
+	var urlErr *url.Error
+	var netErr *net.OpError
+	if errors.As(err, &urlErr) || errors.As(err, &netErr) {
+		return fmt.Errorf("%w at %s (set NOMAD_ADDR or -address): %s: %v", ErrUnreachable, s.addr, what, err)
+	}
+	return fmt.Errorf("%s at %s: %w", what, s.addr, err)
+}
+
+// reachable checks that a Nomad agent answers and has a leader. The status
+// endpoint needs no ACL token, so a failure here is about the address.
+func (s *Submitter) reachable() error {
+	leader, err := s.client.Status().Leader()
+	if err != nil {
+		return s.explain(err, "read the cluster leader")
+	}
+	if leader == "" {
+		return fmt.Errorf("%w: Nomad at %s has no leader yet", ErrUnreachable, s.addr)
+	}
+	return nil
+}
+
+// parse has the server turn each rendered job into its API form, so that
+// the server's own jobspec (its version, its functions) decides.
+func (s *Submitter) parse(rendered []*jobs.Rendered) ([]*api.Job, error) {
+	out := make([]*api.Job, len(rendered))
+	for i, r := range rendered {
+		job, err := s.client.Jobs().ParseHCLOpts(&api.JobsParseRequest{
+			JobHCL:       string(r.HCL),
+			Variables:    string(r.Variables),
+			Canonicalize: true,
+		})
+		if err != nil {
+			var resp api.UnexpectedResponseError
+			if errors.As(err, &resp) && resp.StatusCode() == http.StatusBadRequest {
+				return nil, fmt.Errorf("%w %s (jobs/%s): %s", ErrParse, r.Job.ID, r.Job.File, strings.TrimSpace(resp.Body()))
+			}
+			return nil, s.explain(err, "parse "+r.Job.ID)
+		}
+		out[i] = job
+	}
+	return out, nil
+}
+
+// Render prints the rendered jobs; it does not contact Nomad.
+func (s *Submitter) Render(_ context.Context, rendered []*jobs.Rendered) error {
+	for i, r := range rendered {
+		if i > 0 {
+			s.printf("\n")
+		}
+		s.printf("# ---- %s (jobs/%s) ----\n", r.Job.ID, r.Job.File)
+		s.out.Write(r.HCL)
+	}
+	return nil
+}
+
+// Plan prints what registering each job would change (Jobs().Plan).
+func (s *Submitter) Plan(_ context.Context, rendered []*jobs.Rendered) error {
+	if err := s.reachable(); err != nil {
+		return err
+	}
+	parsed, err := s.parse(rendered)
+	if err != nil {
+		return err
+	}
+	for i, job := range parsed {
+		id := rendered[i].Job.ID
+		plan, _, err := s.client.Jobs().Plan(job, true, nil)
+		if err != nil {
+			return s.explain(err, "plan "+id)
+		}
+		kind := "None"
+		if plan.Diff != nil {
+			kind = plan.Diff.Type
+		}
+		s.printf("%s %s: %s\n", diffMark(kind), id, kind)
+		if plan.Diff != nil {
+			printDiff(s.out, "  ", plan.Diff.Fields, plan.Diff.Objects)
+			for _, tg := range plan.Diff.TaskGroups {
+				if tg.Type == "None" {
+					continue
+				}
+				s.printf("  %s group %q\n", diffMark(tg.Type), tg.Name)
+				printDiff(s.out, "    ", tg.Fields, tg.Objects)
+				for _, t := range tg.Tasks {
+					if t.Type == "None" {
+						continue
+					}
+					s.printf("    %s task %q %s\n", diffMark(t.Type), t.Name, strings.Join(t.Annotations, ", "))
+					printDiff(s.out, "      ", t.Fields, t.Objects)
+				}
+			}
+		}
+		if plan.Annotations != nil {
+			for _, group := range sortedKeys(plan.Annotations.DesiredTGUpdates) {
+				u := plan.Annotations.DesiredTGUpdates[group]
+				s.printf("  group %s: %d to place, %d canary, %d in-place, %d destructive, %d to stop, %d unchanged\n",
+					group, u.Place, u.Canary, u.InPlaceUpdate, u.DestructiveUpdate, u.Stop, u.Ignore)
+			}
+		}
+		printPlacementFailures(s.out, "  ", plan.FailedTGAllocs)
+		if plan.Warnings != "" {
+			s.printf("  warnings: %s\n", strings.TrimSpace(plan.Warnings))
+		}
+	}
+	return nil
+}
+
+func diffMark(kind string) string {
+	switch kind {
+	case "Added":
+		return "+"
+	case "Deleted":
+		return "-"
+	case "Edited":
+		return "~"
+	}
+	return " "
+}
+
+// printDiff prints the changed fields and objects of a plan diff.
+func printDiff(w io.Writer, indent string, fields []*api.FieldDiff, objects []*api.ObjectDiff) {
+	for _, f := range fields {
+		if f.Type == "None" {
+			continue
+		}
+		fmt.Fprintf(w, "%s%s %s: %q => %q\n", indent, diffMark(f.Type), f.Name, f.Old, f.New)
+	}
+	for _, o := range objects {
+		if o.Type == "None" {
+			continue
+		}
+		fmt.Fprintf(w, "%s%s %s {\n", indent, diffMark(o.Type), o.Name)
+		printDiff(w, indent+"  ", o.Fields, o.Objects)
+		fmt.Fprintf(w, "%s}\n", indent)
+	}
+}
+
+// printPlacementFailures says why the scheduler could not place groups:
+// most often no node has the slm_role meta the constraint asks for.
+func printPlacementFailures(w io.Writer, indent string, failed map[string]*api.AllocationMetric) {
+	for _, group := range sortedKeys(failed) {
+		m := failed[group]
+		fmt.Fprintf(w, "%sgroup %s cannot be placed: %d nodes evaluated, %d filtered, %d exhausted\n",
+			indent, group, m.NodesEvaluated, m.NodesFiltered, m.NodesExhausted)
+		for _, c := range sortedKeys(m.ConstraintFiltered) {
+			fmt.Fprintf(w, "%s  constraint %s filtered %d nodes\n", indent, c, m.ConstraintFiltered[c])
+		}
+		for _, d := range sortedKeys(m.DimensionExhausted) {
+			fmt.Fprintf(w, "%s  %s exhausted on %d nodes\n", indent, d, m.DimensionExhausted[d])
+		}
+	}
+}
+
+// checkToken makes sure the Nomad Variable the jobs read the RPC token
+// from exists: otherwise every task would wait for it until its deployment
+// failed, which is a slow way to learn it.
+func (s *Submitter) checkToken(rendered []*jobs.Rendered) error {
+	var paths []string
+	for _, r := range rendered {
+		if p := r.String("rpc_token_var"); p != "" && !slices.Contains(paths, p) {
+			paths = append(paths, p)
+		}
+	}
+	for _, path := range paths {
+		v, _, err := s.client.Variables().Peek(path, nil)
+		if err != nil {
+			var resp api.UnexpectedResponseError
+			if errors.As(err, &resp) && resp.StatusCode() == http.StatusForbidden {
+				s.printf("note: cannot read Nomad Variable %s with this token; not checking the RPC token\n", path)
+				continue
+			}
+			return s.explain(err, "read Nomad Variable "+path)
+		}
+		if v == nil || v.Items["rpc_token"] == "" {
+			return fmt.Errorf("%w: Nomad Variable %s has no item rpc_token; create it first, e.g.\n  nomad var put %s rpc_token=$(openssl rand -hex 32)",
+				ErrMissingSecret, path, path)
+		}
+	}
+	return nil
+}
+
+// Run registers the jobs in order and waits until each deployment is
+// healthy before registering the next.
+func (s *Submitter) Run(ctx context.Context, rendered []*jobs.Rendered) error {
+	if err := s.reachable(); err != nil {
+		return err
+	}
+	// Parse everything first: a mistake in the last job should not leave the
+	// first one half rolled out.
+	parsed, err := s.parse(rendered)
+	if err != nil {
+		return err
+	}
+	if err := s.checkToken(rendered); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	defer cancel()
+	for i, job := range parsed {
+		r := rendered[i]
+		resp, _, err := s.client.Jobs().RegisterOpts(job, &api.RegisterOptions{
+			Submission: &api.JobSubmission{Source: string(r.HCL), Format: "hcl2", Variables: string(r.Variables)},
+		}, nil)
+		if err != nil {
+			return s.explain(err, "register "+r.Job.ID)
+		}
+		s.printf("==> %s registered (evaluation %s)\n", r.Job.ID, short(resp.EvalID))
+		if w := strings.TrimSpace(resp.Warnings); w != "" {
+			s.printf("    warnings: %s\n", w)
+		}
+		if err := s.await(ctx, r.Job.ID, resp.EvalID); err != nil {
+			return err
+		}
+	}
+	s.printf("==> all %d jobs are deployed and healthy\n", len(parsed))
+	return nil
+}
+
+// await waits for the evaluation of a registration, then for the
+// deployment it started.
+func (s *Submitter) await(ctx context.Context, jobID, evalID string) error {
+	var eval *api.Evaluation
+	for {
+		e, _, err := s.client.Evaluations().Info(evalID, nil)
+		if err != nil {
+			return s.explain(err, "read evaluation of "+jobID)
+		}
+		if e.Status != "pending" {
+			eval = e
+			break
+		}
+		if err := s.sleep(ctx); err != nil {
+			return fmt.Errorf("%w: %s: evaluation %s still pending", ErrDeploymentTimeout, jobID, short(evalID))
+		}
+	}
+	if len(eval.FailedTGAllocs) > 0 {
+		s.printf("    %s: some allocations cannot be placed yet; Nomad keeps trying while the deployment waits\n", jobID)
+		printPlacementFailures(s.out, "    ", eval.FailedTGAllocs)
+	}
+
+	deploymentID := eval.DeploymentID
+	if deploymentID == "" {
+		// An unchanged job starts no deployment; report the latest one.
+		d, _, err := s.client.Jobs().LatestDeployment(jobID, nil)
+		if err != nil {
+			return s.explain(err, "read latest deployment of "+jobID)
+		}
+		if d == nil {
+			s.printf("    %s: no deployment to wait for\n", jobID)
+			return nil
+		}
+		deploymentID = d.ID
+	}
+
+	last := ""
+	for {
+		d, _, err := s.client.Deployments().Info(deploymentID, nil)
+		if err != nil {
+			return s.explain(err, "read deployment of "+jobID)
+		}
+		if line := progress(d); line != last {
+			s.printf("    %s\n", line)
+			last = line
+		}
+		switch d.Status {
+		case api.DeploymentStatusSuccessful:
+			s.printf("==> %s healthy\n", jobID)
+			return nil
+		case api.DeploymentStatusFailed, api.DeploymentStatusCancelled:
+			s.printFailing(deploymentID, false)
+			return fmt.Errorf("%w: %s: %s", ErrDeploymentFailed, jobID, d.StatusDescription)
+		}
+		if err := s.sleep(ctx); err != nil {
+			s.printFailing(deploymentID, true)
+			return fmt.Errorf("%w: %s: deployment %s is still %s (%s)", ErrDeploymentTimeout, jobID, short(d.ID), d.Status, d.StatusDescription)
+		}
+	}
+}
+
+// sleep waits one poll interval, or returns ctx's error.
+func (s *Submitter) sleep(ctx context.Context) error {
+	t := time.NewTimer(s.Poll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// progress is one line of a deployment's state, like `nomad job run`
+// shows: per group, allocations placed, healthy and unhealthy.
+func progress(d *api.Deployment) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "deployment %s %s", short(d.ID), d.Status)
+	for _, name := range sortedKeys(d.TaskGroups) {
+		g := d.TaskGroups[name]
+		fmt.Fprintf(&b, "; %s: %d/%d placed, %d healthy, %d unhealthy", name, g.PlacedAllocs, g.DesiredTotal, g.HealthyAllocs, g.UnhealthyAllocs)
+		if g.DesiredCanaries > 0 {
+			fmt.Fprintf(&b, ", canaries %d/%d", len(g.PlacedCanaries), g.DesiredCanaries)
+			if g.Promoted {
+				b.WriteString(" promoted")
+			}
+		}
+	}
+	return b.String()
+}
+
+// printFailing prints the task events of the deployment's allocations that
+// failed or are unhealthy (or, with unfinished, not yet healthy).
+func (s *Submitter) printFailing(deploymentID string, unfinished bool) {
+	allocs, _, err := s.client.Deployments().Allocations(deploymentID, nil)
+	if err != nil {
+		s.printf("    (cannot list the deployment's allocations: %v)\n", s.explain(err, "list allocations"))
+		return
+	}
+	for _, a := range allocs {
+		decided := a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil
+		healthy := decided && *a.DeploymentStatus.Healthy
+		failing := a.ClientStatus == "failed" || (decided && !healthy)
+		if !failing && (!unfinished || healthy) {
+			continue
+		}
+		s.printf("    allocation %s (%s) on %s: %s\n", short(a.ID), a.Name, a.NodeName, a.ClientStatus)
+		for _, task := range sortedKeys(a.TaskStates) {
+			st := a.TaskStates[task]
+			s.printf("      task %s: %s, %d restarts\n", task, st.State, st.Restarts)
+			events := st.Events
+			if len(events) > 6 {
+				events = events[len(events)-6:]
+			}
+			for _, e := range events {
+				msg := e.DisplayMessage
+				if msg == "" {
+					msg = e.Message
+				}
+				s.printf("        %s  %-16s %s\n", time.Unix(0, e.Time).UTC().Format(time.RFC3339), e.Type, msg)
+			}
+		}
+	}
+}
+
+// Status prints each job's state, latest deployment and allocations.
+func (s *Submitter) Status(_ context.Context, rendered []*jobs.Rendered) error {
+	if err := s.reachable(); err != nil {
+		return err
+	}
+	for _, r := range rendered {
+		job, _, err := s.client.Jobs().Info(r.Job.ID, nil)
+		if notFound(err) {
+			s.printf("%s: not registered\n", r.Job.ID)
+			continue
+		}
+		if err != nil {
+			return s.explain(err, "read job "+r.Job.ID)
+		}
+		s.printf("%s: %s, version %d\n", r.Job.ID, deref(job.Status), derefU(job.Version))
+		if d, _, err := s.client.Jobs().LatestDeployment(r.Job.ID, nil); err != nil {
+			return s.explain(err, "read deployment of "+r.Job.ID)
+		} else if d != nil {
+			s.printf("  %s: %s\n", progress(d), d.StatusDescription)
+		}
+		allocs, _, err := s.client.Jobs().Allocations(r.Job.ID, false, nil)
+		if err != nil {
+			return s.explain(err, "list allocations of "+r.Job.ID)
+		}
+		for _, a := range allocs {
+			if a.ClientStatus == "complete" {
+				continue
+			}
+			health := "health unknown"
+			if a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil {
+				health = map[bool]string{true: "healthy", false: "unhealthy"}[*a.DeploymentStatus.Healthy]
+			}
+			s.printf("  allocation %s on %s: %s, %s\n", short(a.ID), a.NodeName, a.ClientStatus, health)
+		}
+	}
+	return nil
+}
+
+// Stop deregisters the jobs, the public gateway first.
+func (s *Submitter) Stop(_ context.Context, rendered []*jobs.Rendered) error {
+	if err := s.reachable(); err != nil {
+		return err
+	}
+	for i := len(rendered) - 1; i >= 0; i-- {
+		id := rendered[i].Job.ID
+		if _, _, err := s.client.Jobs().Info(id, nil); notFound(err) {
+			s.printf("%s: not registered\n", id)
+			continue
+		} else if err != nil {
+			return s.explain(err, "read job "+id)
+		}
+		evalID, _, err := s.client.Jobs().Deregister(id, s.Purge, nil)
+		if err != nil {
+			return s.explain(err, "stop "+id)
+		}
+		verb := "stopped"
+		if s.Purge {
+			verb = "stopped and purged"
+		}
+		s.printf("%s: %s (evaluation %s)\n", id, verb, short(evalID))
+	}
+	return nil
+}
+
+func notFound(err error) bool {
+	var resp api.UnexpectedResponseError
+	return errors.As(err, &resp) && resp.StatusCode() == http.StatusNotFound
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+func derefU(p *uint64) uint64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,398 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+	"github.com/slm-mesh/slm-mesh/jobs"
+)
+
+// fakeNomad is an HTTP test double of the few Nomad API endpoints the
+// submitter calls: status/leader, jobs/parse, jobs (register), job plan,
+// evaluation, deployment, deployment allocations, job info, job
+// allocations, latest deployment, deregister and variables. No Nomad server
+// can be installed on CI machines, so the submitter is tested against this
+// double; it answers with the shapes of the real API and records what it
+// was sent, and the tests assert on both sides. It listens on loopback only
+// (httptest).
+type fakeNomad struct {
+	mu sync.Mutex
+
+	// Behaviour, set before the test runs.
+	forbidden  bool                // every call but status/leader gets 403
+	parseError string              // jobs/parse answers 400 with this
+	variable   map[string]string   // items of nomad/jobs; nil: no variable
+	deploy     map[string][]string // statuses a job's deployment goes through; last one sticks
+
+	// Record of the calls.
+	parsed       []api.JobsParseRequest
+	registered   []string
+	submissions  []*api.JobSubmission
+	planned      []string
+	deregistered []string
+	polls        map[string]int
+}
+
+func newFake(t *testing.T) (*fakeNomad, *httptest.Server) {
+	f := &fakeNomad{
+		variable: map[string]string{"rpc_token": "from-nomad-variables"},
+		deploy:   map[string][]string{},
+		polls:    map[string]int{},
+	}
+	srv := httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(srv.Close)
+	return f, srv
+}
+
+var jobLine = regexp.MustCompile(`(?m)^job "([^"]+)"`)
+
+func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	reply := func(v any) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v)
+	}
+	path := r.URL.Path
+	if path == "/v1/status/leader" {
+		reply("127.0.0.1:4647")
+		return
+	}
+	if f.forbidden {
+		http.Error(w, "Permission denied", http.StatusForbidden)
+		return
+	}
+	switch {
+	case r.Method == http.MethodPut && path == "/v1/jobs/parse":
+		var req api.JobsParseRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		f.parsed = append(f.parsed, req)
+		if f.parseError != "" {
+			http.Error(w, f.parseError, http.StatusBadRequest)
+			return
+		}
+		m := jobLine.FindStringSubmatch(req.JobHCL)
+		if m == nil {
+			http.Error(w, "no job block", http.StatusBadRequest)
+			return
+		}
+		reply(&api.Job{ID: &m[1], Name: &m[1]})
+	case r.Method == http.MethodPut && path == "/v1/jobs":
+		var req api.JobRegisterRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		id := *req.Job.ID
+		f.registered = append(f.registered, id)
+		f.submissions = append(f.submissions, req.Submission)
+		reply(&api.JobRegisterResponse{EvalID: "eval-" + id, JobModifyIndex: 10})
+	case r.Method == http.MethodGet && strings.HasPrefix(path, "/v1/evaluation/eval-"):
+		id := strings.TrimPrefix(path, "/v1/evaluation/eval-")
+		reply(&api.Evaluation{ID: "eval-" + id, Status: "complete", DeploymentID: "dep-" + id})
+	case r.Method == http.MethodGet && strings.HasPrefix(path, "/v1/deployment/allocations/dep-"):
+		id := strings.TrimPrefix(path, "/v1/deployment/allocations/dep-")
+		unhealthy := false
+		reply([]*api.AllocationListStub{{
+			ID: "alloc-" + id + "-0001", Name: id + ".group[0]", NodeName: "node-a", ClientStatus: "failed",
+			DeploymentStatus: &api.AllocDeploymentStatus{Healthy: &unhealthy},
+			TaskStates: map[string]*api.TaskState{"task": {State: "dead", Failed: true, Restarts: 3, Events: []*api.TaskEvent{
+				{Type: "Driver Failure", Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano(), DisplayMessage: "exec: no such file: /usr/local/bin/" + id},
+			}}},
+		}})
+	case r.Method == http.MethodGet && strings.HasPrefix(path, "/v1/deployment/dep-"):
+		id := strings.TrimPrefix(path, "/v1/deployment/dep-")
+		seq := f.deploy[id]
+		if len(seq) == 0 {
+			seq = []string{"running", "successful"}
+		}
+		n := f.polls[id]
+		f.polls[id]++
+		status := seq[min(n, len(seq)-1)]
+		healthy := 0
+		if status == "successful" {
+			healthy = 1
+		}
+		reply(&api.Deployment{ID: "dep-" + id, JobID: id, Status: status, StatusDescription: "Deployment is " + status,
+			TaskGroups: map[string]*api.DeploymentState{"group": {DesiredTotal: 1, PlacedAllocs: 1, HealthyAllocs: healthy, DesiredCanaries: 1, PlacedCanaries: []string{"alloc"}}}})
+	case r.Method == http.MethodPut && strings.HasSuffix(path, "/plan"):
+		id := strings.TrimSuffix(strings.TrimPrefix(path, "/v1/job/"), "/plan")
+		f.planned = append(f.planned, id)
+		reply(&api.JobPlanResponse{
+			Diff: &api.JobDiff{Type: "Edited", ID: id, TaskGroups: []*api.TaskGroupDiff{{
+				Type: "Edited", Name: "group",
+				Fields: []*api.FieldDiff{{Type: "Edited", Name: "Count", Old: "1", New: "2"}},
+			}}},
+			Annotations: &api.PlanAnnotations{DesiredTGUpdates: map[string]*api.DesiredUpdates{"group": {Place: 1, Ignore: 1}}},
+		})
+	case r.Method == http.MethodGet && strings.HasPrefix(path, "/v1/var/"):
+		if f.variable == nil {
+			http.Error(w, "variable not found", http.StatusNotFound)
+			return
+		}
+		reply(&api.Variable{Path: strings.TrimPrefix(path, "/v1/var/"), Items: f.variable})
+	case strings.HasPrefix(path, "/v1/job/"):
+		rest := strings.TrimPrefix(path, "/v1/job/")
+		id, sub, _ := strings.Cut(rest, "/")
+		if !slices.Contains(f.registered, id) {
+			http.Error(w, "job not found", http.StatusNotFound)
+			return
+		}
+		switch {
+		case r.Method == http.MethodDelete && sub == "":
+			f.deregistered = append(f.deregistered, id+" purge="+r.URL.Query().Get("purge"))
+			reply(&api.JobDeregisterResponse{EvalID: "eval-stop-" + id})
+		case sub == "":
+			status, version := "running", uint64(3)
+			reply(&api.Job{ID: &id, Status: &status, Version: &version})
+		case sub == "deployment":
+			reply(&api.Deployment{ID: "dep-" + id, Status: "successful", StatusDescription: "Deployment completed successfully",
+				TaskGroups: map[string]*api.DeploymentState{"group": {DesiredTotal: 1, PlacedAllocs: 1, HealthyAllocs: 1}}})
+		case sub == "allocations":
+			healthy := true
+			reply([]*api.AllocationListStub{{ID: "alloc-" + id + "-0002", NodeName: "node-b", ClientStatus: "running",
+				DeploymentStatus: &api.AllocDeploymentStatus{Healthy: &healthy}}})
+		default:
+			http.NotFound(w, r)
+		}
+	default:
+		http.Error(w, "the test double does not serve "+r.Method+" "+path, http.StatusNotImplemented)
+	}
+}
+
+// submit runs the command line against the double, with a short poll.
+func submit(t *testing.T, srv *httptest.Server, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	// The environment must not point the test at a real cluster.
+	for _, v := range []string{"NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_REGION", "NOMAD_NAMESPACE"} {
+		t.Setenv(v, "")
+	}
+	if srv != nil {
+		args = append(args, "-address", srv.URL)
+	}
+	pollInterval = time.Millisecond
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	code = run(ctx, args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestRunRegistersInOrderAndWaits(t *testing.T) {
+	f, srv := newFake(t)
+	code, out, errOut := submit(t, srv, "-var", "version=1.4.0", "-var", "caller_count=3")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	want := []string{"slm-inference", "slm-caller", "slm-gateway"}
+	if !slices.Equal(f.registered, want) {
+		t.Errorf("registered %v, want %v", f.registered, want)
+	}
+	// Every job was parsed by the server before the first registration,
+	// with the operator's values.
+	if len(f.parsed) != 3 {
+		t.Fatalf("parsed %d jobs, want 3", len(f.parsed))
+	}
+	for _, req := range f.parsed {
+		if !strings.Contains(req.JobHCL, `default     = "1.4.0"`) || !strings.Contains(req.Variables, `"1.4.0"`) {
+			t.Errorf("parse request does not carry version 1.4.0:\n%s", req.Variables)
+		}
+		if strings.Contains(req.JobHCL, "from-nomad-variables") {
+			t.Error("the RPC token was written into the job")
+		}
+	}
+	if !strings.Contains(f.parsed[1].Variables, "caller_count = 3") {
+		t.Errorf("caller variables: %q", f.parsed[1].Variables)
+	}
+	for _, sub := range f.submissions {
+		if sub == nil || sub.Format != "hcl2" || !strings.Contains(sub.Source, "1.4.0") {
+			t.Errorf("job submission %+v", sub)
+		}
+	}
+	for _, line := range []string{
+		"==> slm-inference registered (evaluation eval-slm)",
+		"deployment dep-slm- running; group: 1/1 placed, 0 healthy, 0 unhealthy, canaries 1/1",
+		"==> slm-gateway healthy",
+		"==> all 3 jobs are deployed and healthy",
+	} {
+		if !strings.Contains(out, line) {
+			t.Errorf("output lacks %q:\n%s", line, out)
+		}
+	}
+}
+
+func TestRunFailedDeployment(t *testing.T) {
+	f, srv := newFake(t)
+	f.deploy["slm-caller"] = []string{"running", "failed"}
+	code, out, errOut := submit(t, srv)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if !slices.Equal(f.registered, []string{"slm-inference", "slm-caller"}) {
+		t.Errorf("registered %v: the gateway must not follow a failed caller", f.registered)
+	}
+	if !strings.Contains(errOut, "deployment failed: slm-caller: Deployment is failed") {
+		t.Errorf("stderr: %s", errOut)
+	}
+	// The failing allocation's task events are shown.
+	if !strings.Contains(out, "allocation alloc-sl (slm-caller.group[0]) on node-a: failed") ||
+		!strings.Contains(out, "Driver Failure") || !strings.Contains(out, "no such file: /usr/local/bin/slm-caller") {
+		t.Errorf("task events missing:\n%s", out)
+	}
+}
+
+func TestRunTimeout(t *testing.T) {
+	f, srv := newFake(t)
+	f.deploy["slm-inference"] = []string{"running"}
+	code, out, errOut := submit(t, srv, "-timeout", "50ms")
+	if code != 1 || !strings.Contains(errOut, "deployment did not finish in time: slm-inference") {
+		t.Fatalf("exit %d, stderr %s", code, errOut)
+	}
+	if !strings.Contains(out, "Driver Failure") {
+		t.Errorf("the unhealthy allocation is not shown:\n%s", out)
+	}
+	if len(f.registered) != 1 {
+		t.Errorf("registered %v after a timeout", f.registered)
+	}
+}
+
+func TestRunNeedsTheTokenVariable(t *testing.T) {
+	f, srv := newFake(t)
+	f.variable = nil
+	code, _, errOut := submit(t, srv)
+	if code != 1 || !strings.Contains(errOut, "nomad var put nomad/jobs rpc_token=") {
+		t.Fatalf("exit %d, stderr %s", code, errOut)
+	}
+	if len(f.registered) != 0 {
+		t.Errorf("registered %v without the token", f.registered)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	dir := t.TempDir()
+	badFile := filepath.Join(dir, "bad.vars.hcl")
+	os.WriteFile(badFile, []byte("caller_count = \n"), 0o644)
+
+	tests := []struct {
+		name   string
+		setup  func(*fakeNomad)
+		noSrv  bool
+		args   []string
+		code   int
+		stderr string
+	}{
+		{name: "unreachable", noSrv: true, args: []string{"status", "-address", "http://127.0.0.1:1"}, code: 1,
+			stderr: "no Nomad agent reachable at http://127.0.0.1:1"},
+		{name: "acl denied", setup: func(f *fakeNomad) { f.forbidden = true }, code: 1,
+			stderr: "permission denied by Nomad ACLs: parse slm-inference"},
+		{name: "parse error", setup: func(f *fakeNomad) { f.parseError = "1:1: Unsupported argument" }, code: 1,
+			stderr: "Nomad could not parse the job slm-inference (jobs/inference.nomad.hcl): 1:1: Unsupported argument"},
+		{name: "bad var file", args: []string{"-var-file", badFile}, code: 1, stderr: "bad.vars.hcl:1"},
+		{name: "missing var file", args: []string{"-var-file", filepath.Join(dir, "nope.hcl")}, code: 1, stderr: "nope.hcl"},
+		{name: "undeclared variable", args: []string{"-var", "model=x"}, code: 1, stderr: "not declared by any job: model"},
+		{name: "unknown job", args: []string{"plan", "-job", "router"}, code: 1, stderr: `unknown job "router"`},
+		{name: "unknown command", args: []string{"deploy"}, code: 2, stderr: `unknown command "deploy"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, srv := newFake(t)
+			if tc.setup != nil {
+				tc.setup(f)
+			}
+			if tc.noSrv {
+				srv = nil
+			}
+			code, _, errOut := submit(t, srv, tc.args...)
+			if code != tc.code || !strings.Contains(errOut, tc.stderr) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errOut, tc.code, tc.stderr)
+			}
+			if len(f.registered) != 0 {
+				t.Errorf("registered %v", f.registered)
+			}
+		})
+	}
+}
+
+func TestACLDeniedIsTyped(t *testing.T) {
+	f, srv := newFake(t)
+	f.forbidden = true
+	s, err := New(&api.Config{Address: srv.URL}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := jobs.RenderAll(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Plan(context.Background(), rendered); !errors.Is(err, ErrACLDenied) {
+		t.Errorf("err = %v, want ErrACLDenied", err)
+	}
+}
+
+func TestPlan(t *testing.T) {
+	f, srv := newFake(t)
+	code, out, errOut := submit(t, srv, "plan", "-job", "gateway", "-job", "caller")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !slices.Equal(f.planned, []string{"slm-caller", "slm-gateway"}) {
+		t.Errorf("planned %v", f.planned)
+	}
+	for _, line := range []string{`~ slm-caller: Edited`, `~ group "group"`, `~ Count: "1" => "2"`, "group group: 1 to place"} {
+		if !strings.Contains(out, line) {
+			t.Errorf("plan output lacks %q:\n%s", line, out)
+		}
+	}
+	if len(f.registered) != 0 {
+		t.Error("plan registered a job")
+	}
+}
+
+func TestStatusAndStop(t *testing.T) {
+	f, srv := newFake(t)
+	f.registered = []string{"slm-caller", "slm-gateway"} // inference is not running
+
+	code, out, errOut := submit(t, srv, "status")
+	if code != 0 {
+		t.Fatalf("status exit %d: %s", code, errOut)
+	}
+	for _, line := range []string{"slm-inference: not registered", "slm-caller: running, version 3", "allocation alloc-sl on node-b: running, healthy"} {
+		if !strings.Contains(out, line) {
+			t.Errorf("status output lacks %q:\n%s", line, out)
+		}
+	}
+
+	code, out, errOut = submit(t, srv, "stop", "-purge")
+	if code != 0 {
+		t.Fatalf("stop exit %d: %s", code, errOut)
+	}
+	// The public edge goes first.
+	if want := []string{"slm-gateway purge=true", "slm-caller purge=true"}; !slices.Equal(f.deregistered, want) {
+		t.Errorf("deregistered %v, want %v", f.deregistered, want)
+	}
+	if !strings.Contains(out, "slm-gateway: stopped and purged") || !strings.Contains(out, "slm-inference: not registered") {
+		t.Errorf("stop output:\n%s", out)
+	}
+}
+
+func TestRenderTouchesNothing(t *testing.T) {
+	code, out, errOut := submit(t, nil, "render", "-address", "http://127.0.0.1:1", "-var-file", "../../jobs/local.vars.hcl", "-var", "bin_dir=/srv/slm/bin")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, s := range []string{`# ---- slm-inference (jobs/inference.nomad.hcl) ----`, `job "slm-gateway"`, `default     = "raw_exec"`, `default     = "/srv/slm/bin"`} {
+		if !strings.Contains(out, s) {
+			t.Errorf("render output lacks %q", s)
+		}
+	}
+}
