@@ -119,54 +119,87 @@ func TestFailover(t *testing.T) {
 		}
 	})
 
-	t.Run("CallerRestart", func(t *testing.T) {
-		gateway := m.Proc("gateway").Pid()
-		stop := make(chan struct{})
-		outcomes := make(chan []outcome, 1)
-		go func() { outcomes <- m.load(3, 100, 32, stop) }()
-		time.Sleep(300 * time.Millisecond)
+	t.Run("CallerRestart", func(t *testing.T) { testCallerRestart(t, m, false) })
+	t.Run("CallerCrash", func(t *testing.T) { testCallerRestart(t, m, true) })
+}
 
-		restartAt := time.Now()
-		if err := m.Restart("caller"); err != nil {
+// testCallerRestart restarts the caller under load — gracefully, or after
+// a crash (SIGKILL) — and checks that the gateway, not restarted, serves
+// requests again within a bound, and that no request hangs meanwhile.
+func testCallerRestart(t *testing.T, m *mesh, crash bool) {
+	gateway := m.Proc("gateway").Pid()
+	stop := make(chan struct{})
+	outcomes := make(chan []outcome, 1)
+	go func() { outcomes <- m.load(3, 100, 32, stop) }()
+	defer func() {
+		select {
+		case <-stop:
+		default:
 			close(stop)
 			<-outcomes
-			t.Fatal(err)
 		}
-		t.Logf("caller restarted in %s", time.Since(restartAt).Round(time.Millisecond))
-		// The gateway reconnects by itself: within a bound, requests
-		// succeed again, several in a row.
-		var recoveredAt time.Time
-		streak := 0
-		deadline := time.Now().Add(30 * time.Second)
-		for streak < 5 && time.Now().Before(deadline) {
-			if o := m.call(32); o.err == nil {
-				if streak == 0 {
-					recoveredAt = time.Now()
-				}
-				streak++
-			} else {
-				streak = 0
-				time.Sleep(100 * time.Millisecond)
+	}()
+	time.Sleep(300 * time.Millisecond)
+
+	restartAt := time.Now()
+	if crash {
+		m.Proc("caller").Kill()
+		// While the caller is down the gateway says so, and requests fail
+		// at once rather than wait.
+		var h healthReport
+		var code int
+		if !eventually(10*time.Second, 100*time.Millisecond, func() bool {
+			code, h = m.gatewayHealth(t)
+			return code == http.StatusServiceUnavailable
+		}) || h.Failing != "caller" {
+			t.Errorf("/health with the caller down: %d %+v, want 503 naming the caller", code, h)
+		}
+		if o := m.call(8); o.err == nil || o.hung || time.Since(o.start) > 10*time.Second {
+			t.Errorf("a request with the caller down: error %v after %s, want a quick 503", o.err, time.Since(o.start).Round(time.Millisecond))
+		}
+	}
+	if err := m.Restart("caller"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("caller restarted %s after the test began stopping it", time.Since(restartAt).Round(time.Millisecond))
+
+	// The gateway reconnects by itself: within a bound, requests succeed
+	// again, several in a row.
+	var recoveredAt time.Time
+	streak := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for streak < 5 && time.Now().Before(deadline) {
+		if o := m.call(32); o.err == nil {
+			if streak == 0 {
+				recoveredAt = time.Now()
 			}
+			streak++
+		} else {
+			streak = 0
+			time.Sleep(100 * time.Millisecond)
 		}
-		close(stop)
-		all := <-outcomes
-		if streak < 5 {
-			t.Fatalf("the gateway did not recover within 30s of the caller's restart")
+	}
+	close(stop)
+	all := <-outcomes
+	if streak < 5 {
+		t.Fatalf("the gateway did not recover within 30s of the caller's restart")
+	}
+	t.Logf("requests succeed again %s after the caller was stopped", recoveredAt.Sub(restartAt).Round(time.Millisecond))
+	failed := 0
+	for _, o := range all {
+		switch {
+		case o.hung:
+			t.Errorf("a request hung: %v", o.err)
+		case o.err != nil && o.start.After(recoveredAt):
+			t.Errorf("a request failed after the gateway had recovered: %v", o.err)
+		case o.err != nil:
+			failed++
 		}
-		t.Logf("requests succeed again %s after the restart began", recoveredAt.Sub(restartAt).Round(time.Millisecond))
-		for _, o := range all {
-			switch {
-			case o.hung:
-				t.Errorf("a request hung: %v", o.err)
-			case o.err != nil && o.start.After(recoveredAt):
-				t.Errorf("a request failed after the gateway had recovered: %v", o.err)
-			}
-		}
-		if p := m.Proc("gateway"); p.Pid() != gateway || p.ExitStatus() != "running" {
-			t.Errorf("the gateway was restarted or stopped: %s", p.ExitStatus())
-		}
-	})
+	}
+	t.Logf("%d requests under load, %d failed while the caller was away", len(all), failed)
+	if p := m.Proc("gateway"); p.Pid() != gateway || p.ExitStatus() != "running" {
+		t.Errorf("the gateway was restarted or stopped: %s", p.ExitStatus())
+	}
 }
 
 // okCount is the number of generations inference instance name has

@@ -65,7 +65,7 @@ variable "caller_binary_sha256" {
   default     = ""
 
   validation {
-    condition     = var.caller_binary_sha256 == "" || (length(var.caller_binary_sha256) == 64 && regex_replace(var.caller_binary_sha256, "[0-9a-f]", "") == "")
+    condition     = var.caller_binary_sha256 == "" || (strlen(var.caller_binary_sha256) == 64 && regex_replace(var.caller_binary_sha256, "[0-9a-f]", "") == "")
     error_message = "The caller_binary_sha256 must be 64 lowercase hex digits."
   }
 }

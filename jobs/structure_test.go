@@ -7,6 +7,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
 )
 
 // spec is a rendered job parsed with hcl/v2, with an evaluation context
@@ -377,6 +379,79 @@ func TestBinaryArtifact(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("%s: no artifact for the binary URL", j.Name)
+		}
+	}
+}
+
+// nomadFunctions are the functions the templates call, under the names
+// Nomad's jobspec gives them. Nomad's `length` takes collections only (the
+// string length is strlen) and it has no `regex`; a template that calls a
+// function missing here fails TestVariableValidations, which is how such
+// a mix-up is caught without a Nomad server.
+var nomadFunctions = map[string]function.Function{
+	"concat":        stdlib.ConcatFunc,
+	"contains":      stdlib.ContainsFunc,
+	"length":        stdlib.LengthFunc,
+	"regex_replace": stdlib.RegexReplaceFunc,
+	"strlen":        stdlib.StrlenFunc,
+}
+
+// validations evaluates the condition of every variable validation block of
+// r and returns the names of the variables whose condition is false.
+func validations(t *testing.T, r *Rendered) []string {
+	t.Helper()
+	f, diags := hclsyntax.ParseConfig(r.HCL, r.Job.File, hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	ctx := &hcl.EvalContext{
+		Variables: map[string]cty.Value{"var": cty.ObjectVal(r.Values)},
+		Functions: nomadFunctions,
+	}
+	var failed []string
+	for _, b := range blocksOf(f.Body.(*hclsyntax.Body), "variable") {
+		for _, v := range blocksOf(b.Body, "validation") {
+			cond, diags := v.Body.Attributes["condition"].Expr.Value(ctx)
+			if diags.HasErrors() {
+				t.Fatalf("%s: variable %s: %s", r.Job.Name, b.Labels[0], diags.Error())
+			}
+			if cond.False() {
+				failed = append(failed, b.Labels[0])
+			}
+		}
+	}
+	return failed
+}
+
+func TestVariableValidations(t *testing.T) {
+	t.Parallel()
+	for variant, vals := range variants(t) {
+		rendered, err := RenderAll(nil, vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rendered {
+			if failed := validations(t, r); len(failed) > 0 {
+				t.Errorf("%s/%s: validation fails for %v", variant, r.Job.Name, failed)
+			}
+		}
+	}
+
+	// Values the validations must refuse.
+	inference, _ := Lookup("inference")
+	for flag, want := range map[string]string{
+		"driver=docker":         "driver",
+		"model_sha256=0ef57d2c": "model_sha256",
+		"inference_binary_sha256=" + strings.Repeat("G", 64): "inference_binary_sha256",
+	} {
+		var v Values
+		mustNil(t, v.AddFlag(flag))
+		r, err := Render(inference, &v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if failed := validations(t, r); len(failed) != 1 || failed[0] != want {
+			t.Errorf("-var %s: failed validations %v, want [%s]", flag, failed, want)
 		}
 	}
 }

@@ -15,7 +15,8 @@ import (
 // Client sends chat completions to one OpenAI-compatible endpoint.
 type Client struct {
 	// BaseURL is the API root, e.g. http://127.0.0.1:3111 (a trailing /v1
-	// is accepted too).
+	// is accepted too), or rpc://host:port of one inference instance, called
+	// directly over the mesh's RPC (APIKey is then the RPC token).
 	BaseURL string
 	// APIKey, when set, is sent as a bearer token.
 	APIKey string
@@ -88,6 +89,9 @@ func (c *Client) Stream(ctx context.Context, req Request) Sample {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
+	}
+	if c.isRPC() {
+		return c.streamRPC(ctx, req, timeout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -180,6 +184,9 @@ func (c *Client) Stream(ctx context.Context, req Request) Sample {
 func (c *Client) Models(ctx context.Context) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if c.isRPC() {
+		return c.modelsRPC(ctx)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/models"), nil)
 	if err != nil {
 		return nil, err

@@ -18,14 +18,20 @@ type HTTPServer struct {
 	log  hclog.Logger
 }
 
-// StartHTTP listens on addr and serves h in the background.
-func StartHTTP(addr string, h http.Handler, log hclog.Logger) (*HTTPServer, error) {
+// StartHTTP listens on addr and serves h in the background. Headers must
+// arrive within 10 s and idle keep-alive connections close after 2 minutes;
+// opts may set more on the server (the gateway bounds body reads).
+func StartHTTP(addr string, h http.Handler, log hclog.Logger, opts ...func(*http.Server)) (*HTTPServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	for _, o := range opts {
+		o(srv)
+	}
 	s := &HTTPServer{
-		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second},
+		srv:  srv,
 		ln:   ln,
 		errc: make(chan error, 1),
 		log:  log,

@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -78,7 +79,11 @@ func run(args []string) error {
 		Limits:         openai.Limits{MaxBodyBytes: int64(*maxBody), MaxMessages: *maxMessages, MaxChars: *maxChars},
 		RequestTimeout: *timeout, RateLimit: float64(*rateLimit), RateBurst: *rateBurst, Logger: log,
 	})
-	hs, err := cli.StartHTTP(*addr, srv, log)
+	// A slow client (slowloris) may not hold a connection by trickling its
+	// request: the whole request must be read within a minute. There is no
+	// write timeout: a streamed generation legitimately takes long, and
+	// -request-timeout bounds it.
+	hs, err := cli.StartHTTP(*addr, srv, log, func(s *http.Server) { s.ReadTimeout = time.Minute })
 	if err != nil {
 		return err
 	}

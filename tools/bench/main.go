@@ -6,6 +6,7 @@
 //	go run ./tools/bench -a http://127.0.0.1:3111 -b http://127.0.0.1:11434   # A B A B, ratio B/A
 //	go run ./tools/bench -mesh .cache/models/gemma3-270m-random.gguf -threads 2
 //	go run ./tools/bench -a http://127.0.0.1:3111 -single "What color is apple?"
+//	go run ./tools/bench -a rpc://127.0.0.1:7003 -b http://127.0.0.1:3111   # inference alone vs the mesh
 //
 // Rows are prompt length × concurrency; each request streams, so time to
 // first token is seen from the client. Token counts come from the server's
@@ -39,7 +40,7 @@ func main() {
 func run(args []string) error {
 	f := cli.New("bench")
 	fs := f.Set()
-	urlA := f.String("a", "SLM_BENCH_URL", "http://127.0.0.1:3111", "endpoint A: the base URL of an OpenAI-compatible API")
+	urlA := f.String("a", "SLM_BENCH_URL", "http://127.0.0.1:3111", "endpoint A: the base URL of an OpenAI-compatible API, or rpc://host:port of an inference instance called directly")
 	urlB := f.String("b", "SLM_BENCH_URL_B", "", "endpoint B, measured alternately with A (A B A B per row); the ratio B/A is printed")
 	modelA := f.String("model", "SLM_BENCH_MODEL_NAME", "", `"model" sent to A (empty: the first of GET /v1/models)`)
 	modelB := f.String("model-b", "SLM_BENCH_MODEL_NAME_B", "", `"model" sent to B (empty: the first of GET /v1/models)`)

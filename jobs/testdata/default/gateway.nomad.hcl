@@ -64,7 +64,7 @@ variable "gateway_binary_sha256" {
   default     = ""
 
   validation {
-    condition     = var.gateway_binary_sha256 == "" || (length(var.gateway_binary_sha256) == 64 && regex_replace(var.gateway_binary_sha256, "[0-9a-f]", "") == "")
+    condition     = var.gateway_binary_sha256 == "" || (strlen(var.gateway_binary_sha256) == 64 && regex_replace(var.gateway_binary_sha256, "[0-9a-f]", "") == "")
     error_message = "The gateway_binary_sha256 must be 64 lowercase hex digits."
   }
 }

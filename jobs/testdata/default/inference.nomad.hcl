@@ -66,7 +66,7 @@ variable "inference_binary_sha256" {
   default     = ""
 
   validation {
-    condition     = var.inference_binary_sha256 == "" || (length(var.inference_binary_sha256) == 64 && regex_replace(var.inference_binary_sha256, "[0-9a-f]", "") == "")
+    condition     = var.inference_binary_sha256 == "" || (strlen(var.inference_binary_sha256) == 64 && regex_replace(var.inference_binary_sha256, "[0-9a-f]", "") == "")
     error_message = "The inference_binary_sha256 must be 64 lowercase hex digits."
   }
 }
@@ -149,7 +149,7 @@ variable "model_sha256" {
   default     = "0ef57d2c838458a1952664260dcba38e5bdda37494f3af732f06e4add24068e3"
 
   validation {
-    condition     = length(var.model_sha256) == 64 && regex_replace(var.model_sha256, "[0-9a-f]", "") == ""
+    condition     = strlen(var.model_sha256) == 64 && regex_replace(var.model_sha256, "[0-9a-f]", "") == ""
     error_message = "The model_sha256 must be 64 lowercase hex digits."
   }
 }

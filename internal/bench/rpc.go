@@ -1,0 +1,120 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/rpc"
+)
+
+// rpcScheme marks an endpoint that is an inference instance spoken to
+// directly over the mesh's RPC (rpc://127.0.0.1:7003), without gateway and
+// caller: the baseline that shows what the two hops cost.
+const rpcScheme = "rpc://"
+
+// isRPC reports whether the client talks RPC to an inference instance.
+func (c *Client) isRPC() bool { return strings.HasPrefix(c.BaseURL, rpcScheme) }
+
+// rpcConns holds one connection per inference address for the whole run.
+var rpcConns = struct {
+	sync.Mutex
+	m map[string]*rpc.Conn
+}{m: map[string]*rpc.Conn{}}
+
+func (c *Client) rpcConn(ctx context.Context) (*rpc.Conn, error) {
+	addr := strings.TrimPrefix(c.BaseURL, rpcScheme)
+	rpcConns.Lock()
+	defer rpcConns.Unlock()
+	if conn := rpcConns.m[addr]; conn != nil && conn.Err() == nil {
+		return conn, nil
+	}
+	conn, err := rpc.Dial(ctx, addr, rpc.ClientConfig{Token: c.APIKey})
+	if err != nil {
+		return nil, err
+	}
+	rpcConns.m[addr] = conn
+	return conn, nil
+}
+
+// streamRPC is Stream for an rpc:// endpoint: inference::run_inference.
+func (c *Client) streamRPC(ctx context.Context, req Request, timeout time.Duration) Sample {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s := Sample{Start: time.Now()}
+	conn, err := c.rpcConn(ctx)
+	if err != nil {
+		s.Err = err
+		return s
+	}
+	temp := float32(req.Temperature)
+	creq := chat.Request{
+		Model:       c.Model,
+		Messages:    []chat.Message{{Role: chat.RoleUser, Content: req.Prompt}},
+		MaxTokens:   req.MaxTokens,
+		Temperature: &temp,
+		Seed:        req.Seed,
+	}
+	var text strings.Builder
+	chunks := 0
+	raw, err := conn.Call(ctx, rpc.MethodRunInference, creq, func(chunk json.RawMessage) error {
+		now := time.Since(s.Start)
+		var d chat.Delta
+		if err := json.Unmarshal(chunk, &d); err != nil {
+			return err
+		}
+		if d.Content == "" {
+			return nil
+		}
+		if chunks == 0 {
+			s.FirstToken = now
+		}
+		s.LastToken = now
+		chunks++
+		if req.KeepText {
+			text.WriteString(d.Content)
+		}
+		return nil
+	})
+	s.Latency = time.Since(s.Start)
+	s.Text = text.String()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no complete answer within %v: %w", timeout, err)
+		}
+		s.Err = err
+		return s
+	}
+	var res chat.Result
+	if err := json.Unmarshal(raw, &res); err != nil {
+		s.Err = err
+		return s
+	}
+	s.UsageReported = true
+	s.PromptTokens, s.CompletionTokens = res.PromptTokens, res.CompletionTokens
+	return s
+}
+
+// modelsRPC is Models for an rpc:// endpoint: inference::info.
+func (c *Client) modelsRPC(ctx context.Context) ([]string, error) {
+	conn, err := c.rpcConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := conn.Call(ctx, rpc.MethodInfo, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	var info struct {
+		Model string `json:"model"`
+	}
+	if err := json.Unmarshal(raw, &info); err != nil {
+		return nil, err
+	}
+	return []string{info.Model}, nil
+}
