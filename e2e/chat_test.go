@@ -164,6 +164,9 @@ func testAPI(t *testing.T, m *mesh) {
 		if s.err != nil || s.text != want || s.finish != "stop" {
 			t.Errorf("streamed with stop %q: %q, finish_reason %q, error %v\nwant %q, finish_reason stop", stop, s.text, s.finish, s.err, want)
 		}
+		if s.usage != nil {
+			t.Errorf("a usage chunk although include_usage was not set: %+v", s.usage)
+		}
 	})
 
 	t.Run("Seed", func(t *testing.T) {

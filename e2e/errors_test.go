@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +25,7 @@ import (
 // TestErrors gets every error status of the API from real requests to a
 // mesh with API keys and a single inference slot with a queue of one. Its
 // last subtests take the inference instance down: first with SIGTERM under
-// a streaming request, which must complete, then for good.
+// a streaming request, which must complete, then for good; and back.
 func TestErrors(t *testing.T) {
 	t.Parallel()
 	m := startMesh(t, localmesh.Config{APIKeys: "key-one,key-two", Parallel: 1, Queue: 1, Ctx: 1024})
@@ -38,21 +42,29 @@ func TestErrors(t *testing.T) {
 			status       int
 			typ          string
 			param, code  string
+			message      string // a part of the message, when it matters
 		}{
-			{"bad JSON", "POST", "/v1/chat/completions", `{"messages":[`, nil, 400, "invalid_request_error", "", ""},
-			{"not an object", "POST", "/v1/chat/completions", `[1,2]`, nil, 400, "invalid_request_error", "", ""},
-			{"max_tokens type", "POST", "/v1/chat/completions", `{` + hi + `,"max_tokens":"ten"}`, nil, 400, "invalid_request_error", "max_tokens", ""},
-			{"temperature type", "POST", "/v1/chat/completions", `{` + hi + `,"temperature":"hot"}`, nil, 400, "invalid_request_error", "temperature", ""},
-			{"messages type", "POST", "/v1/chat/completions", `{"messages":"hi"}`, nil, 400, "invalid_request_error", "messages", ""},
-			{"stream type", "POST", "/v1/chat/completions", `{` + hi + `,"stream":"yes"}`, nil, 400, "invalid_request_error", "stream", ""},
-			{"n 2", "POST", "/v1/chat/completions", `{` + hi + `,"n":2}`, nil, 400, "invalid_request_error", "n", ""},
-			{"unknown model", "POST", "/v1/chat/completions", `{` + hi + `,"model":"gpt-nothing"}`, nil, 404, "invalid_request_error", "", "model_not_found"},
-			{"huge body", "POST", "/v1/chat/completions", huge, nil, 413, "invalid_request_error", "", "request_too_large"},
-			{"missing key", "POST", "/v1/chat/completions", `{` + hi + `}`, noKey, 401, "invalid_request_error", "", "invalid_api_key"},
-			{"wrong key", "POST", "/v1/chat/completions", `{` + hi + `}`, http.Header{"Authorization": {"Bearer key-three"}}, 401, "invalid_request_error", "", "invalid_api_key"},
-			{"models without key", "GET", "/v1/models", "", noKey, 401, "invalid_request_error", "", "invalid_api_key"},
-			{"unknown route", "GET", "/v1/nothing", "", nil, 404, "invalid_request_error", "", "unknown_url"},
-			{"wrong method", "GET", "/v1/chat/completions", "", nil, 405, "invalid_request_error", "", "method_not_allowed"},
+			{"bad JSON", "POST", "/v1/chat/completions", `{"messages":[`, nil, 400, "invalid_request_error", "", "", ""},
+			{"not an object", "POST", "/v1/chat/completions", `[1,2]`, nil, 400, "invalid_request_error", "", "", ""},
+			{"max_tokens type", "POST", "/v1/chat/completions", `{` + hi + `,"max_tokens":"ten"}`, nil, 400, "invalid_request_error", "max_tokens", "", ""},
+			{"temperature type", "POST", "/v1/chat/completions", `{` + hi + `,"temperature":"hot"}`, nil, 400, "invalid_request_error", "temperature", "", ""},
+			{"messages type", "POST", "/v1/chat/completions", `{"messages":"hi"}`, nil, 400, "invalid_request_error", "messages", "", ""},
+			{"stream type", "POST", "/v1/chat/completions", `{` + hi + `,"stream":"yes"}`, nil, 400, "invalid_request_error", "stream", "", ""},
+			{"n 2", "POST", "/v1/chat/completions", `{` + hi + `,"n":2}`, nil, 400, "invalid_request_error", "n", "", ""},
+			{"temperature range", "POST", "/v1/chat/completions", `{` + hi + `,"temperature":3}`, nil, 400, "invalid_request_error", "temperature", "", ""},
+			{"no messages", "POST", "/v1/chat/completions", `{"messages":[]}`, nil, 400, "invalid_request_error", "messages", "", ""},
+			// Refused by the inference, which knows the context (1024).
+			{"max_tokens over the context", "POST", "/v1/chat/completions", `{` + hi + `,"max_tokens":1500}`, nil, 400, "invalid_request_error", "", "", "1024"},
+			// Refused by the caller's policy (at most 2048).
+			{"max_tokens over the limit", "POST", "/v1/chat/completions", `{` + hi + `,"max_tokens":5000}`, nil, 400, "invalid_request_error", "", "", "2048"},
+			{"unknown model", "POST", "/v1/chat/completions", `{` + hi + `,"model":"gpt-nothing"}`, nil, 404, "invalid_request_error", "", "model_not_found", ""},
+			{"huge body", "POST", "/v1/chat/completions", huge, nil, 413, "invalid_request_error", "", "request_too_large", ""},
+			{"missing key", "POST", "/v1/chat/completions", `{` + hi + `}`, noKey, 401, "invalid_request_error", "", "invalid_api_key", ""},
+			{"wrong key", "POST", "/v1/chat/completions", `{` + hi + `}`, http.Header{"Authorization": {"Bearer key-three"}}, 401, "invalid_request_error", "", "invalid_api_key", ""},
+			{"models without key", "GET", "/v1/models", "", noKey, 401, "invalid_request_error", "", "invalid_api_key", ""},
+			{"unknown route", "GET", "/v1/nothing", "", nil, 404, "invalid_request_error", "", "unknown_url", ""},
+			{"wrong method", "GET", "/v1/chat/completions", "", nil, 405, "invalid_request_error", "", "method_not_allowed", ""},
+			{"wrong method on health", "DELETE", "/health", "", nil, 405, "invalid_request_error", "", "method_not_allowed", ""},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +74,7 @@ func TestErrors(t *testing.T) {
 					t.Fatalf("%d %q is not an error envelope: %v", resp.StatusCode, body, err)
 				}
 				if resp.StatusCode != tt.status || e.Error.Type != tt.typ || str(e.Error.Param) != tt.param ||
-					str(e.Error.Code) != tt.code || e.Error.Message == "" {
+					str(e.Error.Code) != tt.code || e.Error.Message == "" || !strings.Contains(e.Error.Message, tt.message) {
 					t.Errorf("%d %s\nwant %d type %s param %q code %q", resp.StatusCode, body, tt.status, tt.typ, tt.param, tt.code)
 				}
 				if !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || resp.Header.Get("X-Request-Id") == "" {
@@ -97,6 +109,18 @@ func TestErrors(t *testing.T) {
 		}
 	})
 
+	t.Run("RequestID", func(t *testing.T) {
+		resp, body := m.request(t, http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}`,
+			http.Header{"X-Request-Id": {"e2e-request-42"}})
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Request-Id") != "e2e-request-42" {
+			t.Errorf("%d, X-Request-Id %q: %s", resp.StatusCode, resp.Header.Get("X-Request-Id"), body)
+		}
+		resp, _ = m.request(t, http.MethodGet, "/v1/models", "", nil)
+		if id := resp.Header.Get("X-Request-Id"); id == "" || id == "e2e-request-42" {
+			t.Errorf("a request without an id got X-Request-Id %q", id)
+		}
+	})
+
 	t.Run("UnknownModelSDK", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -112,26 +136,29 @@ func TestErrors(t *testing.T) {
 
 	t.Run("Overloaded", func(t *testing.T) {
 		// One slot and a queue of one: of requests sent together, two are
-		// admitted and the others are refused at once.
-		const clients = 5
+		// admitted and the others are refused at once, streamed or not.
+		const clients = 6
 		type result struct {
-			status     int
-			retryAfter string
-			body       string
+			stream      bool
+			status      int
+			contentType string
+			retryAfter  string
+			body        string
 		}
 		results := make([]result, clients)
 		start := make(chan struct{})
 		var wg sync.WaitGroup
 		for i := range clients {
 			wg.Go(func() {
+				stream := i%2 == 1
+				body := `{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":600,"temperature":0,"stream":` + strconv.FormatBool(stream) + `}`
 				<-start
-				resp, body, err := m.send(http.MethodPost, "/v1/chat/completions",
-					`{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":600,"temperature":0}`, nil)
+				resp, b, err := m.send(http.MethodPost, "/v1/chat/completions", body, nil)
 				if err != nil {
-					results[i] = result{body: err.Error()}
+					results[i] = result{stream: stream, body: err.Error()}
 					return
 				}
-				results[i] = result{resp.StatusCode, resp.Header.Get("Retry-After"), string(body)}
+				results[i] = result{stream, resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Retry-After"), string(b)}
 			})
 		}
 		close(start)
@@ -141,21 +168,27 @@ func TestErrors(t *testing.T) {
 			switch r.status {
 			case http.StatusOK:
 				ok++
+				if r.stream && !strings.HasSuffix(r.body, "data: [DONE]\n\n") {
+					t.Errorf("an admitted stream did not end with [DONE]: ...%s", r.body[max(0, len(r.body)-200):])
+				}
 			case http.StatusTooManyRequests:
 				refused++
 				var e apiError
 				_ = json.Unmarshal([]byte(r.body), &e)
-				if n, err := strconv.Atoi(r.retryAfter); err != nil || n < 1 || e.Error.Type != "rate_limit_error" || str(e.Error.Code) != "rate_limit_exceeded" {
-					t.Errorf("429 with Retry-After %q: %s", r.retryAfter, r.body)
+				if n, err := strconv.Atoi(r.retryAfter); err != nil || n < 1 || e.Error.Type != "rate_limit_error" ||
+					str(e.Error.Code) != "rate_limit_exceeded" || !strings.HasPrefix(r.contentType, "application/json") {
+					t.Errorf("429 (stream %v) with Retry-After %q, Content-Type %q: %s", r.stream, r.retryAfter, r.contentType, r.body)
 				}
 			default:
-				t.Errorf("status %d: %s", r.status, r.body)
+				t.Errorf("status %d (stream %v): %s", r.status, r.stream, r.body)
 			}
 		}
 		if ok == 0 || refused == 0 {
 			t.Errorf("%d requests succeeded and %d were refused with 429, want some of each", ok, refused)
 		}
 	})
+
+	t.Run("Timeout", func(t *testing.T) { testTimeout(t, m) })
 
 	t.Run("SIGTERMDrainsInference", func(t *testing.T) {
 		testSIGTERMDrains(t, m)
@@ -170,14 +203,16 @@ func TestErrors(t *testing.T) {
 			t.Fatal("the inference process is still running")
 		}
 
-		resp, body := m.request(t, http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":3}`, nil)
-		var e apiError
-		_ = json.Unmarshal(body, &e)
-		if resp.StatusCode != http.StatusServiceUnavailable || e.Error.Type != "server_error" || resp.Header.Get("Retry-After") == "" {
-			t.Errorf("chat with the inference down: %d %v %s", resp.StatusCode, resp.Header, body)
-		}
-		if strings.Contains(string(body), "127.0.0.1") {
-			t.Errorf("the error shows an internal address: %s", body)
+		for _, stream := range []string{"false", "true"} {
+			resp, body := m.request(t, http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stream":`+stream+`}`, nil)
+			var e apiError
+			_ = json.Unmarshal(body, &e)
+			if resp.StatusCode != http.StatusServiceUnavailable || e.Error.Type != "server_error" || resp.Header.Get("Retry-After") == "" {
+				t.Errorf("chat (stream %s) with the inference down: %d %v %s", stream, resp.StatusCode, resp.Header, body)
+			}
+			if strings.Contains(string(body), "127.0.0.1") {
+				t.Errorf("the error shows an internal address: %s", body)
+			}
 		}
 
 		// /health remembers the last answer for a moment.
@@ -191,6 +226,20 @@ func TestErrors(t *testing.T) {
 		}
 		if h.Status == "ok" || h.Failing != "inference" || len(h.Models) != 0 {
 			t.Errorf("/health with the inference down: %+v, want it to name the inference hop", h)
+		}
+	})
+
+	t.Run("InferenceBack", func(t *testing.T) {
+		// The mesh heals when the inference comes back; WaitReady must not
+		// mistake the earlier process's exit for the new one's.
+		if err := m.Restart("inference-1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.WaitReady(context.Background(), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if res := m.complete(t, m.greedy(story, 4)); res.Usage.CompletionTokens != 4 {
+			t.Errorf("after the restart: %s", res.RawJSON())
 		}
 	})
 }
@@ -232,5 +281,59 @@ func testSIGTERMDrains(t *testing.T, m *mesh) {
 	}
 	if code := inf.ExitCode(); code != 0 {
 		t.Errorf("the inference exited with %s after SIGTERM, want status 0", inf.ExitStatus())
+	}
+}
+
+// testTimeout starts a second gateway beside m's, with a request timeout
+// far shorter than a long generation, and checks that it answers 504 and
+// that the generation is cancelled down to the inference slot.
+func testTimeout(t *testing.T, m *mesh) {
+	port, err := localmesh.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	var out bytes.Buffer
+	cmd := exec.Command(filepath.Join(binaries(t), "gateway"), "-addr", addr, "-discovery", "static",
+		"-caller", m.Addr("caller"), "-request-timeout", "300ms")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// Like localmesh's processes: gone with the test binary.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("the second gateway's log:\n%s", out.String())
+		}
+	})
+	if !eventually(30*time.Second, 50*time.Millisecond, func() bool {
+		resp, err := httpClient.Get("http://" + addr + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) {
+		t.Fatal("the second gateway did not become healthy")
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/chat/completions",
+		strings.NewReader(`{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":1000}`))
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var e apiError
+	_ = json.Unmarshal(body, &e)
+	if resp.StatusCode != http.StatusGatewayTimeout || e.Error.Type != "server_error" || str(e.Error.Code) != "timeout" {
+		t.Errorf("a generation longer than the request timeout: %d %s, want 504", resp.StatusCode, body)
+	}
+	if !eventually(5*time.Second, 20*time.Millisecond, func() bool { return m.inferenceHealth(t, "inference-1").Busy == 0 }) {
+		t.Error("the inference slot is still busy after the gateway's timeout")
 	}
 }

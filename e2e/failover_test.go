@@ -192,8 +192,14 @@ func testCallerRestart(t *testing.T, m *mesh, crash bool) {
 			t.Errorf("a request hung: %v", o.err)
 		case o.err != nil && o.start.After(recoveredAt):
 			t.Errorf("a request failed after the gateway had recovered: %v", o.err)
+		case o.err != nil && o.text != "" && !crash:
+			// A graceful stop lets the calls in flight finish.
+			t.Errorf("a stream was cut off by the caller's graceful restart: %v", o.err)
 		case o.err != nil:
 			failed++
+			if failed <= 3 {
+				t.Logf("failed %s after the caller was stopped, after %d characters: %v", o.start.Sub(restartAt).Round(time.Millisecond), len(o.text), o.err)
+			}
 		}
 	}
 	t.Logf("%d requests under load, %d failed while the caller was away", len(all), failed)

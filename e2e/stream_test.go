@@ -42,6 +42,7 @@ func testConcurrentStreams(t *testing.T, m *mesh) {
 		want[i] = m.complete(t, m.greedy(p, maxTokens)).Choices[0].Message.Content
 	}
 
+	before := scrape(t, m.Addr("inference-1"))
 	start := make(chan struct{})
 	results := make([]rawStream, clients)
 	var wg sync.WaitGroup
@@ -63,6 +64,16 @@ func testConcurrentStreams(t *testing.T, m *mesh) {
 	}
 	close(start)
 	wg.Wait()
+
+	// The streams were generated together, not one after another: the
+	// engine decoded their tokens in shared steps.
+	after := scrape(t, m.Addr("inference-1"))
+	steps := after.sum("slm_inference_decode_steps_total") - before.sum("slm_inference_decode_steps_total")
+	tokens := after.sum("slm_inference_generation_tokens_total") - before.sum("slm_inference_generation_tokens_total")
+	t.Logf("%v tokens in %v decode steps", tokens, steps)
+	if tokens != clients*maxTokens || steps >= tokens/2 {
+		t.Errorf("%v tokens in %v decode steps: the streams did not run concurrently", tokens, steps)
+	}
 
 	ids := map[string]int{}
 	for i, s := range results {
@@ -237,53 +248,78 @@ func (s rawStream) check(model, wantText string, maxTokens int) []string {
 	return problems
 }
 
-// testDisconnectFreesSlot starts a long stream, hangs up after its first
-// text, and watches the inference instance's slot: it must be free within a
+// testDisconnectFreesSlot starts a long generation, hangs up while it runs
+// and watches the inference instance's slot: it must be free within a
 // second, and the inference must count the generation as cancelled, having
-// generated far fewer tokens than asked for.
+// generated fewer tokens than asked for. A streaming client hangs up after
+// its first text; a non-streaming one while its slot is busy.
 func testDisconnectFreesSlot(t *testing.T, m *mesh) {
-	const maxTokens = 1000
-	inf := m.Addr("inference-1")
-	if !eventually(10*time.Second, 20*time.Millisecond, func() bool { return m.inferenceHealth(t, "inference-1").Busy == 0 }) {
-		t.Fatal("the inference instance is busy before the test")
-	}
-	before := scrape(t, inf)
+	for _, stream := range []bool{true, false} {
+		name := "NonStreaming"
+		if stream {
+			name = "Streaming"
+		}
+		t.Run(name, func(t *testing.T) {
+			const maxTokens = 1000
+			inf := m.Addr("inference-1")
+			if !eventually(10*time.Second, 20*time.Millisecond, func() bool { return m.inferenceHealth(t, "inference-1").Busy == 0 }) {
+				t.Fatal("the inference instance is busy before the test")
+			}
+			before := scrape(t, inf)
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c := m.client()
-	var busy int
-	s := readStream(c.Chat.Completions.NewStreaming(ctx, m.greedy(story, maxTokens)), func(string) bool {
-		busy = m.inferenceHealth(t, "inference-1").Busy
-		cancel() // the client goes away
-		return false
-	})
-	hungUp := time.Now()
-	if s.text == "" {
-		t.Fatalf("no text before the disconnect: %v", s.err)
-	}
-	if busy != 1 {
-		t.Fatalf("%d slots busy while streaming, want 1", busy)
-	}
-	if !eventually(time.Second, 10*time.Millisecond, func() bool { return m.inferenceHealth(t, "inference-1").Busy == 0 }) {
-		t.Fatalf("the slot is still busy %s after the client hung up", time.Since(hungUp).Round(time.Millisecond))
-	}
-	t.Logf("slot freed %s after the client hung up", time.Since(hungUp).Round(time.Millisecond))
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c := m.client()
+			busy := 0
+			if stream {
+				s := readStream(c.Chat.Completions.NewStreaming(ctx, m.greedy(story, maxTokens)), func(string) bool {
+					busy = m.inferenceHealth(t, "inference-1").Busy
+					cancel() // the client goes away
+					return false
+				})
+				if s.text == "" {
+					t.Fatalf("no text before the disconnect: %v", s.err)
+				}
+			} else {
+				done := make(chan error, 1)
+				go func() {
+					_, err := c.Chat.Completions.New(ctx, m.greedy(story, maxTokens))
+					done <- err
+				}()
+				eventually(10*time.Second, 5*time.Millisecond, func() bool {
+					busy = m.inferenceHealth(t, "inference-1").Busy
+					return busy > 0
+				})
+				cancel()
+				if err := <-done; !errors.Is(err, context.Canceled) {
+					t.Fatalf("the request ended with %v before the client hung up", err)
+				}
+			}
+			hungUp := time.Now()
+			if busy != 1 {
+				t.Fatalf("%d slots busy during the generation, want 1", busy)
+			}
+			if !eventually(time.Second, 10*time.Millisecond, func() bool { return m.inferenceHealth(t, "inference-1").Busy == 0 }) {
+				t.Fatalf("the slot is still busy %s after the client hung up", time.Since(hungUp).Round(time.Millisecond))
+			}
+			t.Logf("slot freed %s after the client hung up", time.Since(hungUp).Round(time.Millisecond))
 
-	const canceled = `code="canceled"`
-	var after metrics
-	if !eventually(5*time.Second, 20*time.Millisecond, func() bool {
-		after = scrape(t, inf)
-		return after.sum("slm_inference_requests_total", canceled) > before.sum("slm_inference_requests_total", canceled)
-	}) {
-		t.Errorf("the inference did not count a cancelled generation: %v", after.sum("slm_inference_requests_total", canceled))
-	}
-	if n := after.sum("slm_inference_generation_tokens_total") - before.sum("slm_inference_generation_tokens_total"); n >= maxTokens {
-		t.Errorf("the inference generated %v tokens for a client that hung up after the first text", n)
-	}
+			const canceled = `code="canceled"`
+			var after metrics
+			if !eventually(5*time.Second, 20*time.Millisecond, func() bool {
+				after = scrape(t, inf)
+				return after.sum("slm_inference_requests_total", canceled) > before.sum("slm_inference_requests_total", canceled)
+			}) {
+				t.Errorf("the inference did not count a cancelled generation: %v", after.sum("slm_inference_requests_total", canceled))
+			}
+			if n := after.sum("slm_inference_generation_tokens_total") - before.sum("slm_inference_generation_tokens_total"); n >= maxTokens {
+				t.Errorf("the inference generated %v tokens for a client that hung up midway", n)
+			}
 
-	// The mesh still answers.
-	if res := m.complete(t, m.greedy(story, 4)); res.Usage.CompletionTokens != 4 {
-		t.Errorf("after the disconnect: %s", res.RawJSON())
+			// The mesh still answers.
+			if res := m.complete(t, m.greedy(story, 4)); res.Usage.CompletionTokens != 4 {
+				t.Errorf("after the disconnect: %s", res.RawJSON())
+			}
+		})
 	}
 }

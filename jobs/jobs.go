@@ -12,7 +12,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
@@ -337,18 +336,4 @@ func RenderAll(jobs []Job, vals *Values) ([]*Rendered, error) {
 		out = append(out, r)
 	}
 	return out, nil
-}
-
-// Declared lists the variables a job declares, sorted.
-func Declared(j Job) ([]string, error) {
-	decls, err := declarations(j)
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, len(decls))
-	for i, d := range decls {
-		names[i] = d.name
-	}
-	slices.Sort(names)
-	return names, nil
 }

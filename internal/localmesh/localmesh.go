@@ -276,7 +276,11 @@ func (m *Mesh) WaitReady(ctx context.Context, timeout time.Duration) error {
 		}
 		select {
 		case p := <-m.exited:
-			return fmt.Errorf("%s exited while the mesh was starting: %s\n%s", p.Name, p.ExitStatus(), p.TailText())
+			// A process killed before a Restart left its exit here; only
+			// the current process of a service counts.
+			if m.Proc(p.Name) == p {
+				return fmt.Errorf("%s exited while the mesh was starting: %s\n%s", p.Name, p.ExitStatus(), p.TailText())
+			}
 		case <-ctx.Done():
 			return fmt.Errorf("the mesh did not become healthy (last /health: %s): %w", last, ctx.Err())
 		case <-time.After(100 * time.Millisecond):

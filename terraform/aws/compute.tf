@@ -27,7 +27,7 @@ resource "aws_instance" "gateway" {
   # packages before the Elastic IP below is attached (it then replaces it).
   #tfsec:ignore:aws-ec2-no-public-ip
   associate_public_ip_address = true
-  user_data                   = module.plan.user_data["gateway"]
+  user_data_base64            = module.plan.user_data_base64gzip["gateway"]
 
   metadata_options {
     http_endpoint               = local.metadata_options.http_endpoint
@@ -44,13 +44,13 @@ resource "aws_instance" "gateway" {
   }
 
   tags = {
-    Name                             = "${local.name}-gateway"
-    Role                             = "gateway"
-    (module.plan.join_tag.key)       = module.plan.join_tag.value
+    Name                       = "${local.name}-gateway"
+    Role                       = "gateway"
+    (module.plan.join_tag.key) = module.plan.join_tag.value
   }
 
   lifecycle {
-    ignore_changes = [ami, user_data]
+    ignore_changes = [ami, user_data_base64]
   }
 
   depends_on = [aws_route.public_internet, aws_route_table_association.public]
@@ -80,7 +80,7 @@ resource "aws_instance" "caller" {
   iam_instance_profile        = aws_iam_instance_profile.node.name
   key_name                    = var.ssh_key_name
   associate_public_ip_address = false
-  user_data                   = module.plan.user_data["caller"]
+  user_data_base64            = module.plan.user_data_base64gzip["caller"]
 
   metadata_options {
     http_endpoint               = local.metadata_options.http_endpoint
@@ -102,7 +102,7 @@ resource "aws_instance" "caller" {
   }
 
   lifecycle {
-    ignore_changes = [ami, user_data]
+    ignore_changes = [ami, user_data_base64]
   }
 
   depends_on = [aws_route.private_nat, aws_route_table_association.private]
@@ -118,7 +118,7 @@ resource "aws_instance" "inference" {
   iam_instance_profile        = aws_iam_instance_profile.node.name
   key_name                    = var.ssh_key_name
   associate_public_ip_address = false
-  user_data                   = module.plan.user_data["inference"]
+  user_data_base64            = module.plan.user_data_base64gzip["inference"]
 
   metadata_options {
     http_endpoint               = local.metadata_options.http_endpoint
@@ -141,7 +141,7 @@ resource "aws_instance" "inference" {
   }
 
   lifecycle {
-    ignore_changes = [ami, user_data]
+    ignore_changes = [ami, user_data_base64]
   }
 
   depends_on = [aws_route.private_nat, aws_route_table_association.private]

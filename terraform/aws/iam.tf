@@ -61,7 +61,10 @@ data "aws_iam_policy_document" "flow_logs_assume" {
 
 data "aws_iam_policy_document" "flow_logs" {
   statement {
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    actions = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    # ":*" is the log streams of this one group (one per network interface,
+    # named by AWS), not a wildcard over other resources.
+    #tfsec:ignore:aws-iam-no-policy-wildcards
     resources = ["${aws_cloudwatch_log_group.flow_logs.arn}:*"]
   }
 }

@@ -106,6 +106,10 @@ resource "aws_route_table_association" "private" {
 # --- Flow logs ------------------------------------------------------------------
 # A record of accepted and rejected connections, for incident response.
 
+# Flow records hold addresses and ports, no payload; CloudWatch Logs encrypts
+# them at rest with its own key. A customer-managed KMS key (and its key
+# policy for the logs service) is left to deployments that require one.
+#tfsec:ignore:aws-cloudwatch-log-group-customer-key
 resource "aws_cloudwatch_log_group" "flow_logs" {
   name              = "/slm-mesh/${local.name}/vpc-flow-logs"
   retention_in_days = var.flow_log_retention_days

@@ -33,19 +33,33 @@ locals {
   }
 }
 
-resource "aws_security_group_rule" "this" {
-  for_each = module.plan.security_group_rules
+# Cluster and in-VPC rules. tfsec checks these without exception: a rule
+# here that opens anything to the internet fails CI.
+resource "aws_security_group_rule" "internal" {
+  for_each = { for key, r in module.plan.security_group_rules : key => r if !r.internet }
 
   security_group_id = local.security_groups[each.value.sg]
   type              = each.value.type
   protocol          = each.value.protocol
   from_port         = each.value.from_port
   to_port           = each.value.to_port
-  # tfsec cannot see through the for_each, so the two public rules are
-  # explained here: the API port is the service itself and is open to
-  # allowed_api_cidrs (the internet by default); egress to the internet is
-  # limited to tcp/80 and tcp/443 for packages, the model and AWS APIs.
-  #tfsec:ignore:aws-ec2-no-public-ingress-sgr tfsec:ignore:aws-ec2-no-public-egress-sgr
+  cidr_blocks       = each.value.cidr_blocks
+  description       = each.value.description
+}
+
+# The rules meant to reach the internet, and only those (the plan module's
+# tests pin the list): the API port, open to allowed_api_cidrs (the whole
+# internet by default, since the API is the product), and egress limited to
+# tcp/80 and tcp/443 for packages, the model download and AWS APIs.
+resource "aws_security_group_rule" "internet" {
+  for_each = { for key, r in module.plan.security_group_rules : key => r if r.internet }
+
+  security_group_id = local.security_groups[each.value.sg]
+  type              = each.value.type
+  protocol          = each.value.protocol
+  from_port         = each.value.from_port
+  to_port           = each.value.to_port
+  #tfsec:ignore:aws-vpc-no-public-ingress-sgr tfsec:ignore:aws-vpc-no-public-egress-sgr
   cidr_blocks = each.value.cidr_blocks
   description = each.value.description
 }

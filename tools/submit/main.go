@@ -144,7 +144,7 @@ func renderJobs(only, varFiles, vars []string) ([]*jobs.Rendered, error) {
 	for _, path := range varFiles {
 		src, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", jobs.ErrBadValue, err)
+			return nil, fmt.Errorf("%w: variables file: %v", jobs.ErrBadValue, err)
 		}
 		if err := values.AddFile(path, src); err != nil {
 			return nil, err

@@ -19,16 +19,16 @@ locals {
   # reachable from the internet: the agents' HTTP APIs hand out cluster
   # control, and gossip/RPC carry secrets.
   cluster_ports = {
-    nomad_http         = { protocol = "tcp", from = 4646, to = 4646 }
-    nomad_rpc          = { protocol = "tcp", from = 4647, to = 4647 }
-    nomad_serf_tcp     = { protocol = "tcp", from = 4648, to = 4648 }
-    nomad_serf_udp     = { protocol = "udp", from = 4648, to = 4648 }
-    consul_server_rpc  = { protocol = "tcp", from = 8300, to = 8300 }
-    consul_serf_tcp    = { protocol = "tcp", from = 8301, to = 8302 }
-    consul_serf_udp    = { protocol = "udp", from = 8301, to = 8302 }
-    consul_http        = { protocol = "tcp", from = 8500, to = 8500 }
-    consul_dns_tcp     = { protocol = "tcp", from = 8600, to = 8600 }
-    consul_dns_udp     = { protocol = "udp", from = 8600, to = 8600 }
+    nomad_http        = { protocol = "tcp", from = 4646, to = 4646 }
+    nomad_rpc         = { protocol = "tcp", from = 4647, to = 4647 }
+    nomad_serf_tcp    = { protocol = "tcp", from = 4648, to = 4648 }
+    nomad_serf_udp    = { protocol = "udp", from = 4648, to = 4648 }
+    consul_server_rpc = { protocol = "tcp", from = 8300, to = 8300 }
+    consul_serf_tcp   = { protocol = "tcp", from = 8301, to = 8302 }
+    consul_serf_udp   = { protocol = "udp", from = 8301, to = 8302 }
+    consul_http       = { protocol = "tcp", from = 8500, to = 8500 }
+    consul_dns_tcp    = { protocol = "tcp", from = 8600, to = 8600 }
+    consul_dns_udp    = { protocol = "udp", from = 8600, to = 8600 }
   }
 
   # Nomad's default range for dynamic ports: caller and inference listen on
@@ -156,10 +156,18 @@ locals {
     ]
   ])
 
-  security_group_rules = merge(
-    { for r in local.ingress_rules : "${r.sg}-ingress-${r.name}" => merge(r, { type = "ingress" }) },
-    { for r in local.egress_rules : "${r.sg}-egress-${r.name}" => merge(r, { type = "egress" }) },
-  )
+  # The rules that are meant to reach the internet. terraform/aws creates
+  # them apart from the others, so that tfsec's findings on them can be
+  # ignored with a reason while any other rule open to the internet fails.
+  internet_rules = ["gateway-ingress-api", "gateway-egress-http", "gateway-egress-https", "private-egress-http", "private-egress-https"]
+
+  # cidr_blocks is normalised to a list so that every rule has one type.
+  security_group_rules = {
+    for key, r in merge(
+      { for r in local.ingress_rules : "${r.sg}-ingress-${r.name}" => merge(r, { type = "ingress" }) },
+      { for r in local.egress_rules : "${r.sg}-egress-${r.name}" => merge(r, { type = "egress" }) },
+    ) : key => merge(r, { cidr_blocks = tolist(r.cidr_blocks), internet = contains(local.internet_rules, key) })
+  }
 
   # Rules that would expose a cluster port to the whole internet. Must stay
   # empty; the output below refuses to plan otherwise, and the tests check it.

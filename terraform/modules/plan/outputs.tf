@@ -18,7 +18,7 @@ output "network" {
 }
 
 output "security_group_rules" {
-  description = "Every security group rule, keyed by a stable name. Attributes: sg (gateway or private), type, protocol, from_port, to_port, cidr_blocks, description."
+  description = "Every security group rule, keyed by a stable name. Attributes: sg (gateway or private), type, protocol, from_port, to_port, cidr_blocks, description, and internet (true for the few rules meant to reach beyond the VPC)."
   value       = local.security_group_rules
 
   precondition {
@@ -56,13 +56,19 @@ output "node_kinds" {
 }
 
 output "user_data" {
-  description = "Rendered cloud-init documents by kind of node (gateway, caller, inference). They contain the gossip keys and ACL tokens."
+  description = "Rendered cloud-init documents by kind of node (gateway, caller, inference), as text for review and tests. They contain the gossip keys and ACL tokens."
   value       = local.user_data
+  sensitive   = true
+}
+
+output "user_data_base64gzip" {
+  description = "The same documents gzipped and base64-encoded, for aws_instance.user_data_base64: the gateway's is over EC2's 16 KiB limit as text, and cloud-init reads gzip natively."
+  value       = { for kind, ud in local.user_data : kind => base64gzip(ud) }
   sensitive   = true
 
   precondition {
-    condition     = alltrue([for kind, ud in local.user_data : length(ud) < 16384])
-    error_message = "A rendered user_data exceeds EC2's 16 KiB limit."
+    condition     = alltrue([for kind, ud in local.user_data : length(base64gzip(ud)) < 16384])
+    error_message = "A compressed user_data exceeds EC2's 16 KiB limit."
   }
 }
 

@@ -13,6 +13,7 @@ locals {
   # root in nomad/ and consul/ (they document their placeholders at the top).
   # The job constraints test meta.slm_role with set_contains.
   agent_config_dir = "${path.module}/../../.."
+  templates        = "${path.module}/templates"
 
   # nomad/client.hcl declares the slm-model-cache host volume at this path on
   # every client, and a Nomad client refuses to start when a host volume's

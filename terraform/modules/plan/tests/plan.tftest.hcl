@@ -79,7 +79,7 @@ run "firewall_defaults" {
   assert {
     condition = alltrue([
       for key, r in output.security_group_rules :
-      r.type != "ingress" || key == "gateway-ingress-api" || r.cidr_blocks == ["10.20.0.0/16"]
+      r.type != "ingress" || key == "gateway-ingress-api" || r.cidr_blocks == tolist(["10.20.0.0/16"])
     ])
     error_message = "Only the API rule may admit traffic from outside the VPC by default."
   }
@@ -103,6 +103,22 @@ run "firewall_defaults" {
     error_message = "A private-node rule admits traffic from outside the VPC."
   }
 
+  # Only the API and the nodes' web egress are marked as reaching the
+  # internet (terraform/aws exempts exactly those from tfsec's rule).
+  assert {
+    condition = sort([for key, r in output.security_group_rules : key if r.internet]) == sort([
+      "gateway-ingress-api", "gateway-egress-http", "gateway-egress-https", "private-egress-http", "private-egress-https",
+    ])
+    error_message = "The set of internet-facing rules changed."
+  }
+
+  assert {
+    condition = alltrue([
+      for key, r in output.security_group_rules : r.internet || alltrue([for c in r.cidr_blocks : c != "0.0.0.0/0" && c != "::/0"])
+    ])
+    error_message = "A rule not marked internet-facing is open to the internet."
+  }
+
   # Callers and inference instances listen on Nomad dynamic ports.
   assert {
     condition     = output.security_group_rules["private-ingress-vpc-dynamic-ports"].from_port == 20000 && output.security_group_rules["private-ingress-vpc-dynamic-ports"].to_port == 32000
@@ -120,12 +136,12 @@ run "firewall_with_ssh_and_admin" {
   }
 
   assert {
-    condition     = output.security_group_rules["gateway-ingress-ssh"].cidr_blocks == ["203.0.113.0/24"]
+    condition     = output.security_group_rules["gateway-ingress-ssh"].cidr_blocks == tolist(["203.0.113.0/24"])
     error_message = "SSH to the gateway must come from allowed_ssh_cidrs only."
   }
 
   assert {
-    condition     = output.security_group_rules["private-ingress-ssh-from-public-subnet"].cidr_blocks == ["10.20.0.0/24"]
+    condition     = output.security_group_rules["private-ingress-ssh-from-public-subnet"].cidr_blocks == tolist(["10.20.0.0/24"])
     error_message = "SSH to private nodes must come only from the public subnet (jump host)."
   }
 
@@ -133,13 +149,13 @@ run "firewall_with_ssh_and_admin" {
     condition = (
       output.security_group_rules["gateway-ingress-admin-nomad-http"].from_port == 4646 &&
       output.security_group_rules["gateway-ingress-admin-consul-http"].from_port == 8500 &&
-      output.security_group_rules["gateway-ingress-admin-nomad-http"].cidr_blocks == ["198.51.100.7/32"]
+      output.security_group_rules["gateway-ingress-admin-nomad-http"].cidr_blocks == tolist(["198.51.100.7/32"])
     )
     error_message = "Admin rules must open 4646 and 8500 to allowed_admin_cidrs."
   }
 
   assert {
-    condition     = output.security_group_rules["gateway-ingress-api"].cidr_blocks == ["192.0.2.0/24"]
+    condition     = output.security_group_rules["gateway-ingress-api"].cidr_blocks == tolist(["192.0.2.0/24"])
     error_message = "The API rule must follow allowed_api_cidrs."
   }
 }
@@ -147,13 +163,14 @@ run "firewall_with_ssh_and_admin" {
 run "templates_render" {
   command = plan
 
-  # Each document is YAML that cloud-init can read, under the EC2 limit.
+  # Each document is YAML that cloud-init can read and, compressed as the
+  # instances get it, fits EC2's 16 KiB limit.
   assert {
     condition = alltrue([
       for kind, ud in output.user_data :
-      startswith(ud, "#cloud-config\n") && can(yamldecode(ud)) && length(ud) < 16384
+      startswith(ud, "#cloud-config\n") && can(yamldecode(ud)) && length(output.user_data_base64gzip[kind]) < 16384
     ])
-    error_message = "A user_data document is not valid cloud-config YAML under 16 KiB."
+    error_message = "A user_data document is not valid cloud-config YAML within the 16 KiB limit."
   }
 
   # Nothing was left unrendered (an escaped or misspelt placeholder).
