@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -54,7 +55,10 @@ func RegisterSelf(ctx context.Context, consulAddr, service, listenAddr, advertis
 	if err != nil {
 		return nil, err
 	}
-	reg := Registration{Service: service, Addr: addr}
+	// Consul runs a new check first at a random moment within its interval;
+	// a short one lets a self-registered instance (a laptop, a test) take
+	// traffic within seconds of being ready. /health is cheap.
+	reg := Registration{Service: service, Addr: addr, Interval: 2 * time.Second}
 	dereg, err := Register(ctx, client, reg)
 	if err != nil {
 		if advertise == "" && errors.Is(err, ErrInvalidRegistration) {
