@@ -18,7 +18,7 @@ export GOFLAGS
 CONSUL_BIN ?= $(CURDIR)/.cache/bin/consul
 export SLM_CONSUL_BIN = $(CONSUL_BIN)
 
-.PHONY: help setup build consul run test bench fuzz lint
+.PHONY: help setup build consul run test bench fuzz iac
 
 help:
 	@echo "make run     run the whole mesh on this machine (SLM_MODEL=/path/model.gguf to pick a model)"
@@ -41,6 +41,13 @@ run: setup
 test: setup consul
 	go vet ./...
 	go test -count=1 -timeout 30m ./...
+	go test -count=1 -run '^$$' -fuzz FuzzDecodeChatRequest -fuzztime 10s ./internal/openai/
+	sh tools/iac/check.sh
+
+# iac: the offline checks of the Terraform code (OpenTofu fmt/validate/test,
+# tfsec), with the tools built once from the Go module proxy.
+iac:
+	sh tools/iac/check.sh
 
 # bench: the RPC benchmarks, the engine on the full-size random-weight
 # gemma3-270m (generated once), then tools/bench through a local mesh on the
