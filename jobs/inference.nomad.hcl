@@ -143,6 +143,12 @@ variable "model_url" {
   default     = "https://huggingface.co/ggml-org/gemma-3-270m-it-GGUF/resolve/main/gemma-3-270m-it-Q8_0.gguf"
 }
 
+variable "model_name" {
+  description = "Name the model is served under (the \"model\" of the OpenAI API)."
+  type        = string
+  default     = "gemma-3-270m-it"
+}
+
 variable "model_sha256" {
   description = "sha256 of the model file; the download is refused when it differs."
   type        = string
@@ -291,6 +297,7 @@ job "slm-inference" {
         args = concat([
           "-addr=${NOMAD_ADDR_rpc}",
           "-model-sha256=${var.model_sha256}",
+          "-model-name=${var.model_name}",
           "-threads=${var.inference_threads}",
           "-parallel=${var.inference_parallel}",
           "-ctx=${var.inference_ctx}",
