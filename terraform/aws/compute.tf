@@ -25,7 +25,6 @@ resource "aws_instance" "gateway" {
   key_name               = var.ssh_key_name
   # A public address from the first second, so cloud-init can install
   # packages before the Elastic IP below is attached (it then replaces it).
-  #tfsec:ignore:aws-ec2-no-public-ip
   associate_public_ip_address = true
   user_data_base64            = module.plan.user_data_base64gzip["gateway"]
 

@@ -19,7 +19,6 @@ data "aws_iam_policy_document" "auto_join" {
     actions = ["ec2:DescribeInstances", "ec2:DescribeTags"]
     # Describe calls do not support resource-level permissions; the region
     # condition is the narrowest scope EC2 offers for them.
-    #tfsec:ignore:aws-iam-no-policy-wildcards
     resources = ["*"]
 
     condition {
