@@ -153,7 +153,8 @@ func (s *Submitter) Plan(_ context.Context, rendered []*jobs.Rendered) error {
 			kind = plan.Diff.Type
 		}
 		s.printf("%s %s: %s\n", diffMark(kind), id, kind)
-		if plan.Diff != nil {
+		// A new job's diff is the whole job, which render already shows.
+		if plan.Diff != nil && kind != "Added" {
 			printDiff(s.out, "  ", plan.Diff.Fields, plan.Diff.Objects)
 			for _, tg := range plan.Diff.TaskGroups {
 				if tg.Type == "None" {
@@ -395,6 +396,10 @@ func (s *Submitter) printFailing(deploymentID string, unfinished bool) {
 		s.printf("    (cannot list the deployment's allocations: %v)\n", s.explain(err, "list allocations"))
 		return
 	}
+	// A failing allocation is rescheduled again and again during a
+	// deployment; the newest ones tell the story.
+	sort.Slice(allocs, func(i, j int) bool { return allocs[i].CreateTime > allocs[j].CreateTime })
+	shown, more := 0, 0
 	for _, a := range allocs {
 		decided := a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil
 		healthy := decided && *a.DeploymentStatus.Healthy
@@ -402,6 +407,11 @@ func (s *Submitter) printFailing(deploymentID string, unfinished bool) {
 		if !failing && (!unfinished || healthy) {
 			continue
 		}
+		if shown == maxAllocsShown {
+			more++
+			continue
+		}
+		shown++
 		s.printf("    allocation %s (%s) on %s: %s\n", short(a.ID), a.Name, a.NodeName, a.ClientStatus)
 		for _, task := range sortedKeys(a.TaskStates) {
 			st := a.TaskStates[task]
@@ -419,7 +429,13 @@ func (s *Submitter) printFailing(deploymentID string, unfinished bool) {
 			}
 		}
 	}
+	if more > 0 {
+		s.printf("    (%d older failing allocations not shown)\n", more)
+	}
 }
+
+// maxAllocsShown bounds the allocations printFailing describes.
+const maxAllocsShown = 3
 
 // Status prints each job's state, latest deployment and allocations.
 func (s *Submitter) Status(_ context.Context, rendered []*jobs.Rendered) error {

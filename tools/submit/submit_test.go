@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -102,14 +103,20 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 		reply(&api.Evaluation{ID: "eval-" + id, Status: "complete", DeploymentID: "dep-" + id})
 	case r.Method == http.MethodGet && strings.HasPrefix(path, "/v1/deployment/allocations/dep-"):
 		id := strings.TrimPrefix(path, "/v1/deployment/allocations/dep-")
+		// Five attempts of one failing allocation, as rescheduling leaves them.
 		unhealthy := false
-		reply([]*api.AllocationListStub{{
-			ID: "alloc-" + id + "-0001", Name: id + ".group[0]", NodeName: "node-a", ClientStatus: "failed",
-			DeploymentStatus: &api.AllocDeploymentStatus{Healthy: &unhealthy},
-			TaskStates: map[string]*api.TaskState{"task": {State: "dead", Failed: true, Restarts: 3, Events: []*api.TaskEvent{
-				{Type: "Driver Failure", Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano(), DisplayMessage: "exec: no such file: /usr/local/bin/" + id},
-			}}},
-		}})
+		var allocs []*api.AllocationListStub
+		for i := range 5 {
+			allocs = append(allocs, &api.AllocationListStub{
+				ID: fmt.Sprintf("alloc%d-%s", i, id), Name: id + ".group[0]", NodeName: "node-a", ClientStatus: "failed",
+				CreateTime:       int64(i),
+				DeploymentStatus: &api.AllocDeploymentStatus{Healthy: &unhealthy},
+				TaskStates: map[string]*api.TaskState{"task": {State: "dead", Failed: true, Restarts: 3, Events: []*api.TaskEvent{
+					{Type: "Driver Failure", Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano(), DisplayMessage: "exec: no such file: /usr/local/bin/" + id},
+				}}},
+			})
+		}
+		reply(allocs)
 	case r.Method == http.MethodGet && strings.HasPrefix(path, "/v1/deployment/dep-"):
 		id := strings.TrimPrefix(path, "/v1/deployment/dep-")
 		seq := f.deploy[id]
@@ -245,7 +252,9 @@ func TestRunFailedDeployment(t *testing.T) {
 		t.Errorf("stderr: %s", errOut)
 	}
 	// The failing allocation's task events are shown.
-	if !strings.Contains(out, "allocation alloc-sl (slm-caller.group[0]) on node-a: failed") ||
+	// The newest attempts first, the older ones counted.
+	if !strings.Contains(out, "allocation alloc4-s (slm-caller.group[0]) on node-a: failed") ||
+		strings.Contains(out, "alloc1-s") || !strings.Contains(out, "(2 older failing allocations not shown)") ||
 		!strings.Contains(out, "Driver Failure") || !strings.Contains(out, "no such file: /usr/local/bin/slm-caller") {
 		t.Errorf("task events missing:\n%s", out)
 	}

@@ -175,7 +175,7 @@ job "slm-gateway" {
       health_check      = "checks"
       min_healthy_time  = "10s"
       healthy_deadline  = "5m"
-      progress_deadline = "10m"
+      progress_deadline = "6m"
     }
 
     restart {

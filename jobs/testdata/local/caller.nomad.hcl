@@ -166,7 +166,7 @@ job "slm-caller" {
       health_check      = "checks"
       min_healthy_time  = "10s"
       healthy_deadline  = "5m"
-      progress_deadline = "10m"
+      progress_deadline = "6m"
     }
 
     restart {
