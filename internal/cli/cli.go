@@ -103,6 +103,17 @@ func (f *Flags) Parse(args []string) error {
 	return nil
 }
 
+// SplitList splits a comma-separated flag value and drops empty entries.
+func SplitList(list string) []string {
+	var out []string
+	for _, v := range strings.Split(list, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // Logger returns the service's logger: level from the flag value ("info",
 // "debug", ...), JSON lines when json is set (for log shippers under Nomad).
 func Logger(name, level string, json bool) hclog.Logger {

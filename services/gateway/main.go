@@ -51,7 +51,7 @@ func run(args []string) error {
 	ctx, stop := cli.SignalContext()
 	defer stop()
 
-	keys := discovery.ParseAddrs(*apiKeys)
+	keys := cli.SplitList(*apiKeys)
 	if *apiKeysFile != "" {
 		data, err := os.ReadFile(*apiKeysFile)
 		if err != nil {
@@ -75,7 +75,7 @@ func run(args []string) error {
 	defer pool.Close()
 
 	srv := gateway.New(gateway.Config{
-		Caller: pool, APIKeys: keys, CORSOrigins: discovery.ParseAddrs(*cors),
+		Caller: pool, APIKeys: keys, CORSOrigins: cli.SplitList(*cors),
 		Limits:         openai.Limits{MaxBodyBytes: int64(*maxBody), MaxMessages: *maxMessages, MaxChars: *maxChars},
 		RequestTimeout: *timeout, RateLimit: float64(*rateLimit), RateBurst: *rateBurst, Logger: log,
 	})
