@@ -22,9 +22,12 @@ const (
 	emaWeight = 0.1
 	// Every refreshEvery-th step re-measures one batch size in turn.
 	refreshEvery = 64
-	// A smaller batch must beat the full one by this factor to be chosen:
-	// near a tie, batching everyone is fairer.
-	preferFull = 1.05
+	// A smaller batch must beat the full one by this factor to be chosen.
+	// Near a tie batching everyone would be fairer, but on CPUs where 2
+	// tokens cost twice 1 (measured: docs/PERFORMANCE.md) any margin lets
+	// aggregate throughput fall below a single stream's; so only a clear
+	// measurement tie (1%) goes to the full batch.
+	preferFull = 1.01
 	// minSamples before an estimate is trusted (the first step of a new
 	// size also pays for building its compute graph).
 	minSamples = 3
