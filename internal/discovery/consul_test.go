@@ -16,6 +16,8 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/consultest"
 	"github.com/slm-mesh/slm-mesh/internal/discovery"
+
+	"github.com/slm-mesh/slm-mesh/internal/cli"
 )
 
 // settle bounds every wait for Consul to reflect a change: the agent's check
@@ -134,7 +136,7 @@ func TestStaticSetAndWatch(t *testing.T) {
 	}
 
 	s.Set(discovery.ServiceCaller, "127.0.0.1:9999") // another service: not ours
-	s.Set(discovery.ServiceInference, discovery.ParseAddrs(" 127.0.0.1:7001, ,127.0.0.1:7002")...)
+	s.Set(discovery.ServiceInference, cli.SplitList(" 127.0.0.1:7001, ,127.0.0.1:7002")...)
 	waitFor(t, ch, "two static instances", ids("127.0.0.1:7001", "127.0.0.1:7002"))
 
 	s.Set(discovery.ServiceInference)

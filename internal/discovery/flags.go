@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/slm-mesh/slm-mesh/internal/cli"
 )
 
 // Discovery kinds, the values of a service's -discovery flag.
@@ -24,7 +26,7 @@ func FromFlags(kind, service, staticAddrs, consulAddr string, logger hclog.Logge
 	switch strings.ToLower(strings.TrimSpace(kind)) {
 	case KindStatic, "":
 		s := NewStatic()
-		s.Set(service, ParseAddrs(staticAddrs)...)
+		s.Set(service, cli.SplitList(staticAddrs)...)
 		return s, nil
 	case KindConsul:
 		client, err := NewConsulClient(consulAddr)

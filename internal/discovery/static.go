@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"context"
-	"strings"
 	"sync"
 )
 
@@ -23,18 +22,6 @@ func NewStatic() *Static {
 		services: make(map[string][]Instance),
 		watchers: make(map[string][]chan []Instance),
 	}
-}
-
-// ParseAddrs splits a comma-separated list of host:port addresses, as given
-// in a flag or an environment variable, and drops empty entries.
-func ParseAddrs(list string) []string {
-	var out []string
-	for _, a := range strings.Split(list, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // Set replaces the instances of service with addrs and tells its watchers.

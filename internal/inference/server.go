@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -135,7 +136,7 @@ func codeFor(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, engine.ErrInvalid):
-		return rpc.Errorf(rpc.CodeInvalidArgument, "%s", trimPrefix(err, engine.ErrInvalid))
+		return rpc.Errorf(rpc.CodeInvalidArgument, "%s", strings.TrimPrefix(err.Error(), engine.ErrInvalid.Error()+": "))
 	case errors.Is(err, engine.ErrOverloaded):
 		return rpc.Errorf(rpc.CodeOverloaded, "%s", err.Error())
 	case errors.Is(err, engine.ErrClosed):
@@ -144,16 +145,6 @@ func codeFor(err error) error {
 		// Context errors and *rpc.Error (a failed send) keep their own code.
 		return err
 	}
-}
-
-// trimPrefix drops "invalid request: " so the client sees only the reason.
-func trimPrefix(err, sentinel error) string {
-	msg := err.Error()
-	p := sentinel.Error() + ": "
-	if len(msg) > len(p) && msg[:len(p)] == p {
-		return msg[len(p):]
-	}
-	return msg
 }
 
 // info serves inference::info: the same report as /health, so that the
