@@ -14,10 +14,9 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/slm-mesh/slm-mesh/internal/cli"
 	"github.com/slm-mesh/slm-mesh/internal/consultest"
 	"github.com/slm-mesh/slm-mesh/internal/discovery"
-
-	"github.com/slm-mesh/slm-mesh/internal/cli"
 )
 
 // settle bounds every wait for Consul to reflect a change: the agent's check
