@@ -46,7 +46,7 @@ func BenchmarkGemma3_270M(b *testing.B) {
 	maxTokens := envInt(b, benchTokensEnv, defaultBenchTokens)
 	e, err := Open(Config{
 		ModelPath: path, Threads: threads,
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "engine", Level: hclog.Warn, Output: os.Stderr}),
+		Logger: benchLogger(),
 	})
 	if err != nil {
 		b.Fatalf("open %s: %v", path, err)
@@ -99,6 +99,11 @@ func BenchmarkGemma3_270M(b *testing.B) {
 			reportPeakRSS(b)
 		})
 	}
+}
+
+// benchLogger shows llama.cpp's and the engine's warnings only.
+func benchLogger() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "engine", Level: hclog.Warn, Output: os.Stderr})
 }
 
 func envInt(b *testing.B, name string, def int) int {
