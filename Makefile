@@ -18,12 +18,13 @@ export GOFLAGS
 CONSUL_BIN ?= $(CURDIR)/.cache/bin/consul
 export SLM_CONSUL_BIN = $(CONSUL_BIN)
 
-.PHONY: help setup build consul run test bench fuzz iac
+.PHONY: help setup build consul run test bench bench-ollama fuzz iac
 
 help:
 	@echo "make run     run the whole mesh on this machine (SLM_MODEL=/path/model.gguf to pick a model)"
 	@echo "make test    run every test (builds the Consul agent for the discovery tests)"
 	@echo "make bench   run the benchmarks"
+	@echo "make bench-ollama  the mesh against ollama on the same model, side by side"
 	@echo "make build   build the three service binaries into .cache/bin"
 
 setup:
@@ -62,6 +63,16 @@ bench: build
 	SLM_BENCH_MODEL=$(BENCH_MODEL) SLM_BENCH_THREADS=$(BENCH_THREADS) \
 		go test -run '^$$' -bench . -benchtime $(ENGINE_BENCHTIME) -timeout 30m ./internal/engine/
 	go run ./tools/bench -mesh $(BENCH_MODEL) -threads $(BENCH_THREADS) $(BENCH_ARGS)
+
+# bench-ollama: the same workload against ollama (built from the module
+# proxy, see tools/bench/ollama.sh) as A and a local mesh as B, alternately;
+# the B/A column is slm-mesh's speed relative to ollama.
+bench-ollama: BENCH_MODEL ?= $(CURDIR)/.cache/models/gemma3-270m-random.gguf
+bench-ollama: BENCH_THREADS ?= $(shell nproc)
+bench-ollama: build
+	@test -f $(BENCH_MODEL) || { mkdir -p $(dir $(BENCH_MODEL)) && go run ./tools/gguf -preset gemma3-270m -o $(BENCH_MODEL); }
+	THREADS=$(BENCH_THREADS) sh tools/bench/ollama.sh $(BENCH_MODEL) \
+		-mesh $(BENCH_MODEL) -mesh-as b -threads $(BENCH_THREADS) $(BENCH_ARGS)
 
 fuzz: setup
 	go test -run '^$$' -fuzz FuzzDecodeChatRequest -fuzztime 20s ./internal/openai/

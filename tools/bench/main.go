@@ -7,6 +7,7 @@
 //	go run ./tools/bench -mesh .cache/models/gemma3-270m-random.gguf -threads 2
 //	go run ./tools/bench -a http://127.0.0.1:3111 -single "What color is apple?"
 //	go run ./tools/bench -a rpc://127.0.0.1:7003 -b http://127.0.0.1:3111   # inference alone vs the mesh
+//	go run ./tools/bench -a http://127.0.0.1:11434 -model slm-anchor -mesh MODEL.gguf -mesh-as b   # ollama vs the mesh
 //
 // Rows are prompt length × concurrency; each request streams, so time to
 // first token is seen from the client. Token counts come from the server's
@@ -59,7 +60,8 @@ func run(args []string) error {
 	maxTime := fs.Duration("max-time", 2*time.Hour, "bound of the whole run")
 	noCalibrate := fs.Bool("no-calibrate", false, "take one word per token instead of sizing prompts on A")
 	single := fs.String("single", "", `send this one prompt (e.g. "What color is apple?") end to end and report the wall time`)
-	mesh := fs.String("mesh", "", "start a local mesh (binaries from make build) on this GGUF model and measure its gateway as A")
+	mesh := fs.String("mesh", "", "start a local mesh (binaries from make build) on this GGUF model and measure its gateway as A (or B, see -mesh-as)")
+	meshAs := fs.String("mesh-as", "a", `with -mesh: the endpoint the mesh is, "a" or "b" (then -a is the other one, e.g. an anchor)`)
 	threads := f.Int("threads", "SLM_THREADS", 0, "with -mesh: llama.cpp threads (0: one per CPU)")
 	parallel := f.Int("parallel", "SLM_PARALLEL", 0, "with -mesh: sequences decoded together (0: the inference default)")
 	meshLogs := fs.String("mesh-log-dir", "", "with -mesh: where the services' logs go (default: a temporary directory)")
@@ -96,6 +98,11 @@ func run(args []string) error {
 	if a.PIDs, err = ints(*pidA); err != nil {
 		return fmt.Errorf("-pid: %w", err)
 	}
+	if *meshAs != "a" && *meshAs != "b" {
+		return fmt.Errorf("-mesh-as %q: want a or b", *meshAs)
+	}
+	var meshURL string
+	var meshPID int
 	if *mesh != "" {
 		m, err := startMesh(ctx, *mesh, *threads, *parallel, *apiKey, *meshLogs)
 		if err != nil {
@@ -105,8 +112,10 @@ func run(args []string) error {
 			report(m)
 			m.Stop()
 		}()
-		a.Client.BaseURL = m.URL()
-		a.PIDs = []int{m.Proc(localmesh.InferenceName(0)).Pid()}
+		meshURL, meshPID = m.URL(), m.Proc(localmesh.InferenceName(0)).Pid()
+		if *meshAs == "a" {
+			a.Client.BaseURL, a.PIDs = meshURL, []int{meshPID}
+		}
 	}
 
 	if *single != "" {
@@ -120,10 +129,13 @@ func run(args []string) error {
 	}
 
 	eps := []bench.Endpoint{a}
-	if *urlB != "" {
+	if *urlB != "" || (meshURL != "" && *meshAs == "b") {
 		b := bench.Endpoint{Name: "B", Client: newClient(*urlB, *modelB)}
 		if b.PIDs, err = ints(*pidB); err != nil {
 			return fmt.Errorf("-pid-b: %w", err)
+		}
+		if meshURL != "" && *meshAs == "b" {
+			b.Client.BaseURL, b.PIDs = meshURL, []int{meshPID}
 		}
 		eps = append(eps, b)
 	}

@@ -1,0 +1,85 @@
+#!/bin/sh
+# Serves a GGUF model with ollama, the anchor slm-mesh is compared with in
+# docs/PERFORMANCE.md, on loopback: until interrupted, or, given more
+# arguments, while tools/bench runs with them against ollama as endpoint A.
+#
+#   sh tools/bench/ollama.sh .cache/models/gemma3-270m-random.gguf
+#   THREADS=2 PARALLEL=8 PORT=11434 sh tools/bench/ollama.sh MODEL.gguf
+#   sh tools/bench/ollama.sh MODEL.gguf -mesh MODEL.gguf -mesh-as b   # make bench-ollama
+#
+# ollama is built from the Go module proxy (the same module slm-mesh takes
+# its llama package from) with the project's cgo flags into .cache/bin/ollama,
+# once. Its models live in .cache/ollama, never in the user's ~/.ollama. The
+# model is served as "slm-anchor" with THREADS threads and PARALLEL parallel
+# sequences of CTX tokens each — the settings the mesh gets from
+# `make bench-ollama`.
+set -eu
+
+version=v0.24.0
+model=${1:?usage: ollama.sh MODEL.gguf [bench arguments]}
+shift
+threads=${THREADS:-$(nproc)}
+parallel=${PARALLEL:-8}
+ctx=${CTX:-2048}
+port=${PORT:-11434}
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bin="$root/.cache/bin/ollama"
+stamp="$bin.$version"
+model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
+[ -f "$model" ] || { echo "ollama.sh: no model at $model" >&2; exit 1; }
+
+if [ ! -x "$bin" ] || [ ! -e "$stamp" ]; then
+	echo "ollama.sh: building ollama $version into $bin (minutes on a cold build cache)"
+	mkdir -p "$root/.cache/bin"
+	GOBIN="$root/.cache/bin" \
+		CGO_CFLAGS="${CGO_CFLAGS:--O3 -march=x86-64-v3}" CGO_CXXFLAGS="${CGO_CXXFLAGS:--O3 -march=x86-64-v3}" \
+		go install -trimpath "github.com/ollama/ollama@$version"
+	rm -f "$bin".v*
+	touch "$stamp"
+fi
+
+export OLLAMA_HOST="127.0.0.1:$port"
+export OLLAMA_MODELS="$root/.cache/ollama"
+export OLLAMA_NUM_PARALLEL="$parallel"
+export OLLAMA_KEEP_ALIVE=-1
+export OLLAMA_NOHISTORY=1
+
+"$bin" serve &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT INT TERM
+
+tries=0
+until "$bin" list >/dev/null 2>&1; do
+	tries=$((tries + 1))
+	if [ $tries -gt 100 ] || ! kill -0 $pid 2>/dev/null; then
+		echo "ollama.sh: ollama did not start on $OLLAMA_HOST" >&2
+		exit 1
+	fi
+	sleep 0.1
+done
+
+modelfile=$(mktemp)
+cat >"$modelfile" <<EOF
+FROM $model
+PARAMETER num_thread $threads
+PARAMETER num_ctx $ctx
+PARAMETER temperature 1
+EOF
+"$bin" create slm-anchor -f "$modelfile" >/dev/null
+rm -f "$modelfile"
+
+echo "ollama.sh: serving $model as slm-anchor at http://$OLLAMA_HOST (pid $pid, $threads threads, $parallel parallel)"
+if [ $# -eq 0 ]; then
+	echo "ollama.sh: Ctrl-C stops it"
+	wait $pid
+	exit
+fi
+
+cd "$root"
+go run ./tools/bench -a "http://$OLLAMA_HOST" -model slm-anchor "$@"
+# ollama decodes in a runner process of its own; its peak memory is the
+# figure comparable with the inference service's.
+for runner in $(pgrep -f "ollama runner" || true); do
+	echo "ollama runner (pid $runner): peak RSS $(awk '/VmHWM/ {printf "%.0f MB", $2/1024}' "/proc/$runner/status")"
+done
