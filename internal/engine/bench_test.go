@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -21,9 +22,10 @@ import (
 
 // Environment of BenchmarkGemma3_270M.
 const (
-	benchModelEnv   = "SLM_BENCH_MODEL"   // GGUF to measure; default: the generated gemma3-270m
-	benchThreadsEnv = "SLM_BENCH_THREADS" // llama.cpp threads; default: one per CPU
-	benchTokensEnv  = "SLM_BENCH_TOKENS"  // completion tokens per decode stream; default 128
+	benchModelEnv   = "SLM_BENCH_MODEL"         // GGUF to measure; default: the generated gemma3-270m
+	benchThreadsEnv = "SLM_BENCH_THREADS"       // llama.cpp threads; default: one per CPU
+	benchTokensEnv  = "SLM_BENCH_TOKENS"        // completion tokens per decode stream; default 128
+	benchChunkEnv   = "SLM_BENCH_PREFILL_CHUNK" // Config.PrefillChunk; default: the engine's
 )
 
 // defaultBenchTokens is the completion length of the decode benchmarks:
@@ -45,7 +47,7 @@ func BenchmarkGemma3_270M(b *testing.B) {
 	threads := envInt(b, benchThreadsEnv, runtime.NumCPU())
 	maxTokens := envInt(b, benchTokensEnv, defaultBenchTokens)
 	e, err := Open(Config{
-		ModelPath: path, Threads: threads,
+		ModelPath: path, Threads: threads, PrefillChunk: envInt(b, benchChunkEnv, 0),
 		Logger: benchLogger(),
 	})
 	if err != nil {
@@ -79,6 +81,24 @@ func BenchmarkGemma3_270M(b *testing.B) {
 			reportPeakRSS(b)
 		})
 	}
+
+	b.Run("prefill-stall/prompt=512", func(b *testing.B) {
+		// A stream decodes while a 512-token prompt arrives: the prompt
+		// goes in in chunks next to the stream's tokens, so the stream
+		// keeps getting one token per step; the steps that carry a chunk
+		// are longer. stall-ms is the longest gap between the stream's
+		// tokens while the prompt is processed, step-ms the median gap
+		// before it.
+		prompt := promptOf(b, e, 512)
+		var stall, step, ttft time.Duration
+		for i := range b.N {
+			st, sp, tt := prefillStall(b, e, prompt, int64(i))
+			stall, step, ttft = max(stall, st), step+sp, ttft+tt
+		}
+		b.ReportMetric(stall.Seconds()*1000, "stall-ms")
+		b.ReportMetric(step.Seconds()*1000/float64(b.N), "step-ms")
+		b.ReportMetric(ttft.Seconds()*1000/float64(b.N), "joiner-ttft-ms")
+	})
 
 	for _, streams := range []int{1, 2, 4, 8} {
 		b.Run(fmt.Sprintf("decode/streams=%d", streams), func(b *testing.B) {
@@ -137,6 +157,59 @@ func decode(b *testing.B, e *Engine, streams, maxTokens int, seed int64) (int, t
 	}
 	wg.Wait()
 	return tokens, time.Since(start)
+}
+
+// prefillStall runs one stream, lets a request with prompt join after the
+// stream's 30th token and returns the longest gap between the stream's
+// tokens while the joiner's prompt was processed, the median gap before it
+// and the joiner's time to its one token.
+func prefillStall(b *testing.B, e *Engine, prompt string, seed int64) (stall, step, ttft time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		times []time.Time
+	)
+	joinAt := make(chan struct{})
+	streamDone := make(chan struct{})
+	go func() {
+		defer close(streamDone)
+		e.Generate(ctx, Request{Prompt: "Once", Request: sampled(1000, seed)}, func(string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			times = append(times, time.Now())
+			if len(times) == 30 {
+				close(joinAt)
+			}
+			return nil
+		})
+	}()
+	select {
+	case <-joinAt:
+	case <-streamDone:
+		b.Fatal("the stream ended before the prompt joined")
+	}
+	start := time.Now()
+	benchGenerate(b, e, Request{Prompt: prompt, Request: sampled(1, seed)})
+	end := time.Now()
+	time.Sleep(200 * time.Millisecond) // a few more tokens after the prompt
+	cancel()
+	<-streamDone
+
+	mu.Lock()
+	defer mu.Unlock()
+	var before []time.Duration
+	for i := 1; i < len(times); i++ {
+		gap := times[i].Sub(times[i-1])
+		switch {
+		case times[i].Before(start):
+			before = append(before, gap)
+		case times[i-1].Before(end):
+			stall = max(stall, gap)
+		}
+	}
+	slices.Sort(before)
+	return stall, before[len(before)/2], end.Sub(start)
 }
 
 // sampled is a request for maxTokens sampled at temperature 1: greedy

@@ -58,9 +58,10 @@ type Config struct {
 	ContextPerSeq int
 	// BatchSize bounds the tokens of one decode step; default 512.
 	BatchSize int
-	// PrefillChunk bounds the prompt tokens added to a step while other
-	// sequences are generating, so that a long prompt does not stall their
-	// tokens; default 32. Alone, a prompt is processed BatchSize at a time.
+	// PrefillChunk bounds the prompt tokens processed between two decode
+	// steps while other sequences are generating, so that a long prompt
+	// delays their next token by one chunk at most; default 32. Alone, a
+	// prompt is processed BatchSize at a time.
 	PrefillChunk int
 	// QueueSize bounds the requests waiting for a free slot; past it
 	// Generate fails with ErrOverloaded. Default 4×Parallel; negative: none.

@@ -30,7 +30,7 @@ type sequence struct {
 	nPast    int    // tokens in the KV cache
 	last     int    // last sampled token, fed at the next step
 	nGen     int    // completion tokens
-	batchIdx int    // index of this sequence's logits in the current batch, -1 if none
+	batchIdx int    // index of this sequence's logits in the current batch
 	lastStep uint64 // step at which it last decoded, for round-robin fairness
 }
 
@@ -127,7 +127,7 @@ func (e *Engine) admit() int {
 		}
 		if s == nil && len(e.queue) > 0 {
 			s, e.queue = e.queue[0], e.queue[1:]
-			s.id, s.batchIdx = i, -1
+			s.id = i
 			e.slots[i] = s
 		}
 		if s != nil {
@@ -146,83 +146,106 @@ func (e *Engine) release(s *sequence) {
 	e.completionTokens.Add(uint64(s.nGen))
 }
 
-// step builds one batch — next tokens of (some of) the generating sequences
-// plus a chunk of a waiting prompt — decodes it, samples and delivers text.
+// step runs one round of the loop: a decode step for (some of) the
+// generating sequences, then a prefill step for the oldest waiting prompt.
+//
+// The two are separate llama_decode calls on purpose. Our context keeps one
+// KV stream per sequence, and llama.cpp then splits a batch into "equal"
+// micro-batches: each takes the same number of tokens from a run of
+// consecutive sequence ids, in batch order. A batch mixing one token of a
+// generating sequence with 32 of a prompt would become a 2-token and a
+// 31-token micro-batch — two passes over the weights, the first at the worst
+// size (docs/PERFORMANCE.md). Likewise the decode step lists its sequences
+// in id order, so that consecutive slots decode in one pass.
 func (e *Engine) step(step uint64) {
 	e.mu.Lock()
 	var gen, prefill []*sequence
 	for _, s := range e.slots {
-		if s == nil {
-			continue
-		}
-		s.batchIdx = -1
-		if s.generating() {
+		switch {
+		case s == nil:
+		case s.generating():
 			gen = append(gen, s)
-		} else {
+		default:
 			prefill = append(prefill, s)
 		}
 	}
 	e.mu.Unlock()
 
+	if k := e.plan.choose(len(gen), step); k > 0 {
+		// The sequences that waited longest go first.
+		slices.SortStableFunc(gen, func(a, b *sequence) int { return cmp.Compare(a.lastStep, b.lastStep) })
+		chosen := gen[:k]
+		slices.SortFunc(chosen, func(a, b *sequence) int { return cmp.Compare(a.id, b.id) })
+		if !e.decodeStep(chosen, step) {
+			return
+		}
+	}
+	if len(prefill) > 0 {
+		s := slices.MinFunc(prefill, func(a, b *sequence) int { return a.queuedAt.Compare(b.queuedAt) })
+		budget := e.cfg.BatchSize
+		if len(gen) > 0 {
+			// Next to generating sequences a prompt goes in in chunks, so
+			// that their next token is at most one chunk late.
+			budget = e.cfg.PrefillChunk
+		}
+		e.prefillStep(s, budget)
+	}
+}
+
+// decodeStep decodes the next token of each of seqs, samples and delivers
+// text. It reports false if the step failed (every slot has been failed).
+func (e *Engine) decodeStep(seqs []*sequence, step uint64) bool {
 	b := e.batch
 	b.Clear()
-
-	// Decode: the planner says how many generating sequences share this
-	// step; the ones that waited longest go first.
-	k := e.plan.choose(len(gen), step)
-	slices.SortStableFunc(gen, func(a, b *sequence) int { return cmp.Compare(a.lastStep, b.lastStep) })
-	for _, s := range gen[:k] {
+	for _, s := range seqs {
 		s.batchIdx = b.NumTokens()
 		b.Add(s.last, nil, s.nPast, true, s.id)
 		s.nPast++
 		s.lastStep = step
 	}
-
-	// Prefill: alone, a prompt goes in as fast as the batch allows; next to
-	// generating sequences, in chunks small enough not to stall them.
-	budget := e.cfg.BatchSize - k
-	if k > 0 {
-		budget = min(budget, e.cfg.PrefillChunk)
-	}
-	slices.SortStableFunc(prefill, func(a, b *sequence) int { return a.queuedAt.Compare(b.queuedAt) })
-	for _, s := range prefill {
-		if budget == 0 {
-			break
-		}
-		n := min(budget, len(s.tokens)-s.fed)
-		for j := range n {
-			last := s.fed+j == len(s.tokens)-1
-			if last {
-				s.batchIdx = b.NumTokens()
-			}
-			b.Add(s.tokens[s.fed+j], nil, s.nPast+j, last, s.id)
-		}
-		s.fed += n
-		s.nPast += n
-		budget -= n
-	}
-
 	start := time.Now()
-	err := e.lctx.Decode(b)
-	elapsed := time.Since(start)
-	e.steps.Add(1)
-	if err != nil {
-		// The KV cache state is unknown after a failed step: fail everyone
-		// in a slot rather than risk wrong text.
-		e.log.Error("decode step failed", "error", err, "tokens", b.NumTokens())
-		e.failSlots(fmt.Errorf("decode: %w", err))
-		return
+	if !e.decode(b) {
+		return false
 	}
-	if k > 0 && k == b.NumTokens() {
-		e.plan.observe(k, elapsed)
-	}
-
-	for _, s := range e.slots {
-		if s == nil || s.batchIdx < 0 {
-			continue
-		}
+	e.plan.observe(len(seqs), time.Since(start))
+	for _, s := range seqs {
 		e.sample(s)
 	}
+	return true
+}
+
+// prefillStep decodes up to budget tokens of s's prompt and, when that
+// completes the prompt, samples its first token.
+func (e *Engine) prefillStep(s *sequence, budget int) {
+	b := e.batch
+	b.Clear()
+	n := min(budget, len(s.tokens)-s.fed)
+	for j := range n {
+		last := s.fed+j == len(s.tokens)-1
+		if last {
+			s.batchIdx = b.NumTokens()
+		}
+		b.Add(s.tokens[s.fed+j], nil, s.nPast+j, last, s.id)
+	}
+	s.fed += n
+	s.nPast += n
+	if e.decode(b) && s.generating() {
+		e.sample(s)
+	}
+}
+
+// decode runs one llama_decode. The KV cache state is unknown after a
+// failed step, so on failure every sequence in a slot is failed rather than
+// risk wrong text.
+func (e *Engine) decode(b *llama.Batch) bool {
+	err := e.lctx.Decode(b)
+	e.steps.Add(1)
+	if err != nil {
+		e.log.Error("decode step failed", "error", err, "tokens", b.NumTokens())
+		e.failSlots(fmt.Errorf("decode: %w", err))
+		return false
+	}
+	return true
 }
 
 // sample draws the next token of s from this step's logits and delivers the
