@@ -46,6 +46,27 @@ func (f *Flags) String(name, env, def, usage string) *string {
 	return f.fs.String(name, def, f.usage(env, usage))
 }
 
+// Secret registers a string flag that holds a secret (a token, API keys).
+// Its value, from the environment or the command line, is never shown: the
+// usage text that -h and a flag error print shows no default for it. (Under
+// Nomad the secrets arrive in the environment, and a mistyped flag prints
+// the usage into the task's log.)
+func (f *Flags) Secret(name, env, usage string) *string {
+	v := new(string)
+	if e, ok := os.LookupEnv(env); ok {
+		*v = e
+	}
+	f.fs.Var((*secretValue)(v), name, f.usage(env, usage))
+	return v
+}
+
+// secretValue is a string flag.Value whose String is always empty, which is
+// what the flag package prints as its default.
+type secretValue string
+
+func (s *secretValue) Set(v string) error { *s = secretValue(v); return nil }
+func (s *secretValue) String() string     { return "" }
+
 // Int registers an int flag.
 func (f *Flags) Int(name, env string, def int, usage string) *int {
 	if v, ok := os.LookupEnv(env); ok {
@@ -74,6 +95,13 @@ func (f *Flags) Bool(name, env string, def bool, usage string) *bool {
 
 // Duration registers a duration flag ("30s", "2m").
 func (f *Flags) Duration(name, env string, def time.Duration, usage string) *time.Duration {
+	p := new(time.Duration)
+	f.durationVar(p, name, env, def, usage)
+	return p
+}
+
+// durationVar is Duration, storing the value in p.
+func (f *Flags) durationVar(p *time.Duration, name, env string, def time.Duration, usage string) {
 	if v, ok := os.LookupEnv(env); ok {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil {
@@ -82,7 +110,7 @@ func (f *Flags) Duration(name, env string, def time.Duration, usage string) *tim
 			def = d
 		}
 	}
-	return f.fs.Duration(name, def, f.usage(env, usage))
+	f.fs.DurationVar(p, name, def, f.usage(env, usage))
 }
 
 // Parse parses args; a bad environment value is an error too. -h prints

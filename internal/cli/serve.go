@@ -18,17 +18,58 @@ type HTTPServer struct {
 	log  hclog.Logger
 }
 
-// StartHTTP listens on addr and serves h in the background. Headers must
-// arrive within 10 s and idle keep-alive connections close after 2 minutes;
-// opts may set more on the server (the gateway bounds body reads).
-func StartHTTP(addr string, h http.Handler, log hclog.Logger, opts ...func(*http.Server)) (*HTTPServer, error) {
+// Timeouts bound how long a client may take over each part of an exchange
+// with a service's port, so that a slow or stalled client — one that
+// trickles its request (slowloris) or stops reading the response — cannot
+// hold a connection and its goroutine for ever. Zero means no bound, except
+// that a zero ReadHeader or Idle takes Read's (as in http.Server).
+type Timeouts struct {
+	// ReadHeader bounds reading a request's headers.
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, headers and body.
+	Read time.Duration
+	// Write bounds writing a response. A handler whose response may take
+	// longer — the gateway's chat completions, streamed or generated first —
+	// moves the deadline before each write, so that it bounds every write
+	// instead: a client that stops reading is cut off after Write, one that
+	// reads slowly is not.
+	Write time.Duration
+	// Idle closes a keep-alive connection with no next request for this long.
+	Idle time.Duration
+}
+
+// PrivateTimeouts suit caller and inference, whose requests carry no body
+// (the RPC upgrade, /health, /metrics) and whose responses are short. An
+// RPC WebSocket is not bound by them: the connection leaves the http.Server
+// at the upgrade, and the rpc package puts a deadline on each of its reads
+// and writes (keepalive).
+var PrivateTimeouts = Timeouts{ReadHeader: 10 * time.Second, Read: 10 * time.Second, Write: 30 * time.Second, Idle: 2 * time.Minute}
+
+// Timeouts registers -read-header-timeout, -read-timeout, -write-timeout and
+// -idle-timeout (env SLM_READ_HEADER_TIMEOUT, SLM_READ_TIMEOUT, ...) with
+// the defaults in def. The values are set by Parse.
+func (f *Flags) Timeouts(def Timeouts) *Timeouts {
+	t := new(Timeouts)
+	f.durationVar(&t.ReadHeader, "read-header-timeout", "SLM_READ_HEADER_TIMEOUT", def.ReadHeader, "longest a client may take to send a request's headers")
+	f.durationVar(&t.Read, "read-timeout", "SLM_READ_TIMEOUT", def.Read, "longest a client may take to send a whole request, body included")
+	f.durationVar(&t.Write, "write-timeout", "SLM_WRITE_TIMEOUT", def.Write, "longest writing a response may take (the gateway: each write of a stream); a client that stops reading is cut off after it")
+	f.durationVar(&t.Idle, "idle-timeout", "SLM_IDLE_TIMEOUT", def.Idle, "how long an idle keep-alive connection stays open")
+	return t
+}
+
+// StartHTTP listens on addr and serves h in the background, with the
+// timeouts t.
+func StartHTTP(addr string, h http.Handler, t Timeouts, log hclog.Logger) (*HTTPServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	for _, o := range opts {
-		o(srv)
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
 	}
 	s := &HTTPServer{
 		srv:  srv,

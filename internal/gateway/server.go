@@ -42,6 +42,14 @@ type Config struct {
 	Limits openai.Limits
 	// RequestTimeout bounds one request, generation included; default 5m.
 	RequestTimeout time.Duration
+	// WriteTimeout bounds each write to a client: every event of a stream,
+	// and a response written after a long generation, gets this long from
+	// the moment it is written. A client that stops reading is cut off
+	// after it, and its generation cancelled; one that reads slowly is not.
+	// Give it the http.Server's WriteTimeout, which it overrides: that one
+	// counts from the request and would cut long responses short. Zero: no
+	// deadline of its own.
+	WriteTimeout time.Duration
 	// RetryAfter is the Retry-After (seconds) sent with 429 and 503;
 	// default 1.
 	RetryAfter int
@@ -110,7 +118,7 @@ func New(cfg Config) *Server {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
-	r.Use(s.recover, s.requestID, s.observe, s.cors)
+	r.Use(s.recover, s.requestID, s.observe, s.writeDeadlines, s.cors)
 	r.NoRoute(func(c *gin.Context) { s.fail(c, openai.UnknownRoute(c.Request.Method, c.Request.URL.Path)) })
 	r.NoMethod(func(c *gin.Context) { s.fail(c, openai.MethodNotAllowed(c.Request.Method, c.Request.URL.Path)) })
 	r.GET("/health", s.Health)
@@ -224,6 +232,80 @@ func (s *Server) recover(c *gin.Context) {
 	}()
 	c.Next()
 }
+
+// writeDeadlines gives every write of the response WriteTimeout from the
+// moment it is made (see Config.WriteTimeout), and logs a response that
+// could not be delivered.
+func (s *Server) writeDeadlines(c *gin.Context) {
+	if s.cfg.WriteTimeout <= 0 {
+		return
+	}
+	// The controller works on net/http's writer under gin's, whose Flush
+	// reports errors (gin's drops them).
+	var inner http.ResponseWriter = c.Writer
+	if u, ok := c.Writer.(interface{ Unwrap() http.ResponseWriter }); ok {
+		inner = u.Unwrap()
+	}
+	w := &deadlineWriter{ResponseWriter: c.Writer, rc: http.NewResponseController(inner), timeout: s.cfg.WriteTimeout}
+	c.Writer = w
+	c.Next()
+	// The server still writes after the handler: the headers of an empty
+	// response, the end of a chunked body.
+	w.arm()
+	if w.err != nil {
+		s.log.Info("client did not take the response", "request_id", requestIDOf(c), "remote", c.ClientIP(), "error", w.err)
+	}
+}
+
+// deadlineWriter sets the connection's write deadline before every write
+// and flush, and remembers the first failure. (A failed write also cancels
+// the request's context, which cancels its generation.)
+type deadlineWriter struct {
+	gin.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	err     error
+}
+
+var _ gin.ResponseWriter = (*deadlineWriter)(nil)
+
+func (w *deadlineWriter) arm() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.timeout)) }
+
+func (w *deadlineWriter) fail(err error) {
+	if w.err == nil {
+		w.err = err
+	}
+}
+
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	w.arm()
+	n, err := w.ResponseWriter.Write(b)
+	if err != nil {
+		w.fail(err)
+	}
+	return n, err
+}
+
+func (w *deadlineWriter) WriteString(str string) (int, error) {
+	w.arm()
+	n, err := w.ResponseWriter.WriteString(str)
+	if err != nil {
+		w.fail(err)
+	}
+	return n, err
+}
+
+// Flush is gin's Flush (headers, then the buffered body), with the error.
+func (w *deadlineWriter) Flush() {
+	w.arm()
+	w.ResponseWriter.WriteHeaderNow()
+	if err := w.rc.Flush(); err != nil {
+		w.fail(err)
+	}
+}
+
+// Unwrap lets http.ResponseController reach the connection through w.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 const requestIDHeader = "X-Request-Id"
 

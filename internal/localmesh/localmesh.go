@@ -50,6 +50,10 @@ type Config struct {
 	APIKeys string
 	// RPCToken is the shared token between the services; empty: none.
 	RPCToken string
+	// Env is added to every service process's environment (for example
+	// CONSUL_HTTP_TOKEN). The secrets above travel in the environment too,
+	// never on the command line, which any user of the machine can read.
+	Env []string
 	// ConsulBin, when set, runs a Consul dev agent and has the services
 	// register in it and discover each other through it. Empty: static
 	// discovery (the services are given each other's addresses).
@@ -185,7 +189,7 @@ func (m *Mesh) Addr(name string) string {
 // args is the command line of a service process.
 func (m *Mesh) args(name string) (bin string, args []string) {
 	cfg := m.cfg
-	common := []string{"-addr", m.Addr(name), "-rpc-token", cfg.RPCToken}
+	common := []string{"-addr", m.Addr(name)}
 	if m.consul != nil {
 		common = append(common, "-consul-addr", m.consul.HTTPAddr(), "-consul-register")
 	}
@@ -198,9 +202,6 @@ func (m *Mesh) args(name string) (bin string, args []string) {
 	switch {
 	case name == "gateway":
 		args = append(common, discovery("-caller", m.Addr("caller"))...)
-		if cfg.APIKeys != "" {
-			args = append(args, "-api-keys", cfg.APIKeys)
-		}
 		bin = "gateway"
 	case name == "caller":
 		var infs []string
@@ -224,9 +225,20 @@ func (m *Mesh) args(name string) (bin string, args []string) {
 	return filepath.Join(cfg.BinDir, bin), append(args, cfg.ExtraArgs[bin]...)
 }
 
+// env is the environment of a service process: the runner's, Config.Env,
+// and the secrets.
+func (m *Mesh) env(name string) []string {
+	env := append(os.Environ(), m.cfg.Env...)
+	env = append(env, "SLM_RPC_TOKEN="+m.cfg.RPCToken)
+	if name == "gateway" {
+		env = append(env, "SLM_API_KEYS="+m.cfg.APIKeys)
+	}
+	return env
+}
+
 func (m *Mesh) startProc(name string) error {
 	bin, args := m.args(name)
-	p := &Proc{Name: name, bin: bin, args: args, out: m.cfg.Output, logPath: filepath.Join(m.cfg.Dir, name+".log")}
+	p := &Proc{Name: name, bin: bin, args: args, env: m.env(name), out: m.cfg.Output, logPath: filepath.Join(m.cfg.Dir, name+".log")}
 	if err := p.start(m.exited); err != nil {
 		return err
 	}
@@ -312,6 +324,7 @@ type Proc struct {
 	Name    string
 	bin     string
 	args    []string
+	env     []string
 	out     io.Writer
 	logPath string
 
@@ -330,6 +343,7 @@ func (p *Proc) start(exited chan<- *Proc) error {
 		return err
 	}
 	cmd := exec.Command(p.bin, p.args...)
+	cmd.Env = p.env
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	// Its own process group: a Ctrl-C in the terminal reaches the runner,

@@ -28,10 +28,11 @@ func run(args []string) error {
 	consulAddr := f.String("consul-addr", "SLM_CONSUL_ADDR", "", "Consul HTTP address (default: CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
 	register := f.Bool("consul-register", "SLM_CONSUL_REGISTER", false, "register in Consul with a /health check (outside Nomad)")
 	advertise := f.String("advertise", "SLM_ADVERTISE", "", "address to register in Consul (default: -addr)")
-	token := f.String("rpc-token", "SLM_RPC_TOKEN", "", "shared RPC token, presented to inference and required from gateways (empty: none)")
+	token := f.Secret("rpc-token", "SLM_RPC_TOKEN", "shared RPC token, presented to inference and required from gateways (empty: none)")
 	defMax := f.Int("default-max-tokens", "SLM_DEFAULT_MAX_TOKENS", 256, "max_tokens when a request sets none")
 	maxLimit := f.Int("max-tokens-limit", "SLM_MAX_TOKENS_LIMIT", 2048, "largest max_tokens a request may ask for")
 	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running calls may take to finish")
+	timeouts := f.Timeouts(cli.PrivateTimeouts)
 	logLevel := f.String("log-level", "SLM_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
 	logJSON := f.Bool("log-json", "SLM_LOG_JSON", false, "log JSON lines")
 	if err := f.Parse(args); err != nil {
@@ -55,7 +56,7 @@ func run(args []string) error {
 		DefaultMaxTokens: *defMax, MaxTokensLimit: *maxLimit, Inference: pool,
 		RPC: rpc.ServerConfig{Token: *token}, Logger: log,
 	})
-	hs, err := cli.StartHTTP(*addr, srv, log)
+	hs, err := cli.StartHTTP(*addr, srv, *timeouts, log)
 	if err != nil {
 		return err
 	}

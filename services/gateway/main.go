@@ -4,7 +4,6 @@ package main
 
 import (
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -31,8 +30,8 @@ func run(args []string) error {
 	consulAddr := f.String("consul-addr", "SLM_CONSUL_ADDR", "", "Consul HTTP address (default: CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
 	register := f.Bool("consul-register", "SLM_CONSUL_REGISTER", false, "register in Consul with a /health check (outside Nomad)")
 	advertise := f.String("advertise", "SLM_ADVERTISE", "", "address to register in Consul (default: -addr)")
-	token := f.String("rpc-token", "SLM_RPC_TOKEN", "", "shared RPC token presented to callers (empty: none)")
-	apiKeys := f.String("api-keys", "SLM_API_KEYS", "", "comma-separated API keys required on /v1/* (empty: no auth)")
+	token := f.Secret("rpc-token", "SLM_RPC_TOKEN", "shared RPC token presented to callers (empty: none)")
+	apiKeys := f.Secret("api-keys", "SLM_API_KEYS", "comma-separated API keys required on /v1/* (empty: no auth)")
 	apiKeysFile := f.String("api-keys-file", "SLM_API_KEYS_FILE", "", "file with one API key per line (added to -api-keys)")
 	cors := f.String("cors-origins", "SLM_CORS_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off; * for any)")
 	maxBody := f.Int("max-body-bytes", "SLM_MAX_BODY_BYTES", 1<<20, "largest request body")
@@ -42,6 +41,9 @@ func run(args []string) error {
 	rateBurst := f.Int("rate-burst", "SLM_RATE_BURST", 10, "burst allowed above -rate-limit")
 	timeout := f.Duration("request-timeout", "SLM_REQUEST_TIMEOUT", 5*time.Minute, "longest a request may take, generation included")
 	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running requests may take to finish")
+	// A client may take a minute to send a request (a body of up to
+	// -max-body-bytes), and 30 s for each write of a response to go out.
+	timeouts := f.Timeouts(cli.Timeouts{ReadHeader: 10 * time.Second, Read: time.Minute, Write: 30 * time.Second, Idle: 2 * time.Minute})
 	logLevel := f.String("log-level", "SLM_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
 	logJSON := f.Bool("log-json", "SLM_LOG_JSON", false, "log JSON lines")
 	if err := f.Parse(args); err != nil {
@@ -77,13 +79,10 @@ func run(args []string) error {
 	srv := gateway.New(gateway.Config{
 		Caller: pool, APIKeys: keys, CORSOrigins: cli.SplitList(*cors),
 		Limits:         openai.Limits{MaxBodyBytes: int64(*maxBody), MaxMessages: *maxMessages, MaxChars: *maxChars},
-		RequestTimeout: *timeout, RateLimit: float64(*rateLimit), RateBurst: *rateBurst, Logger: log,
+		RequestTimeout: *timeout, WriteTimeout: timeouts.Write,
+		RateLimit: float64(*rateLimit), RateBurst: *rateBurst, Logger: log,
 	})
-	// A slow client (slowloris) may not hold a connection by trickling its
-	// request: the whole request must be read within a minute. There is no
-	// write timeout: a streamed generation legitimately takes long, and
-	// -request-timeout bounds it.
-	hs, err := cli.StartHTTP(*addr, srv, log, func(s *http.Server) { s.ReadTimeout = time.Minute })
+	hs, err := cli.StartHTTP(*addr, srv, *timeouts, log)
 	if err != nil {
 		return err
 	}

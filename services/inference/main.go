@@ -36,8 +36,9 @@ func run(args []string) error {
 	queue := f.Int("queue", "SLM_QUEUE", 0, "requests that may wait for a slot (0: 4 x parallel)")
 	maxTokens := f.Int("default-max-tokens", "SLM_DEFAULT_MAX_TOKENS", 512, "completion length when a request sets none")
 	flash := f.String("flash-attention", "SLM_FLASH_ATTENTION", "auto", "flash attention: auto, on or off")
-	token := f.String("rpc-token", "SLM_RPC_TOKEN", "", "shared token peers must present (empty: none)")
+	token := f.Secret("rpc-token", "SLM_RPC_TOKEN", "shared token peers must present (empty: none)")
 	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running generations may take to finish")
+	timeouts := f.Timeouts(cli.PrivateTimeouts)
 	register := f.Bool("consul-register", "SLM_CONSUL_REGISTER", false, "register in Consul with a /health check (outside Nomad)")
 	consulAddr := f.String("consul-addr", "SLM_CONSUL_ADDR", "", "Consul HTTP address (default: CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
 	advertise := f.String("advertise", "SLM_ADVERTISE", "", "address to register in Consul (default: -addr)")
@@ -51,7 +52,7 @@ func run(args []string) error {
 	defer stop()
 
 	srv := inference.New(inference.Config{RPC: rpc.ServerConfig{Token: *token}, Logger: log})
-	hs, err := cli.StartHTTP(*addr, srv, log)
+	hs, err := cli.StartHTTP(*addr, srv, *timeouts, log)
 	if err != nil {
 		return err
 	}
