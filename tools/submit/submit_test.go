@@ -45,6 +45,7 @@ type fakeNomad struct {
 	planned      []string
 	deregistered []string
 	polls        map[string]int
+	tokens       []string // X-Nomad-Token of every call that had one
 }
 
 func newFake(t *testing.T) (*fakeNomad, *httptest.Server) {
@@ -66,6 +67,9 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 	reply := func(v any) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(v)
+	}
+	if tok := r.Header.Get("X-Nomad-Token"); tok != "" {
+		f.tokens = append(f.tokens, tok)
 	}
 	path := r.URL.Path
 	if path == "/v1/status/leader" {
@@ -180,10 +184,17 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 // submit runs the command line against the double, with a short poll.
 func submit(t *testing.T, srv *httptest.Server, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return submitWithToken(t, srv, "", args...)
+}
+
+// submitWithToken is submit with NOMAD_TOKEN set to token.
+func submitWithToken(t *testing.T, srv *httptest.Server, token string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	// The environment must not point the test at a real cluster.
-	for _, v := range []string{"NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_REGION", "NOMAD_NAMESPACE"} {
+	for _, v := range []string{"NOMAD_ADDR", "NOMAD_REGION", "NOMAD_NAMESPACE"} {
 		t.Setenv(v, "")
 	}
+	t.Setenv("NOMAD_TOKEN", token)
 	if srv != nil {
 		args = append(args, "-address", srv.URL)
 	}
@@ -327,6 +338,35 @@ func TestErrors(t *testing.T) {
 			}
 			if len(f.registered) != 0 {
 				t.Errorf("registered %v", f.registered)
+			}
+		})
+	}
+}
+
+// TestNomadTokenStaysOut: the operator's NOMAD_TOKEN goes to Nomad in the
+// X-Nomad-Token header and nowhere else — not in the output, not in an
+// error, not in the jobs registered.
+func TestNomadTokenStaysOut(t *testing.T) {
+	const secret = "nomad-token-5e1f0c2a-do-not-print"
+	for _, forbidden := range []bool{false, true} {
+		t.Run(fmt.Sprintf("forbidden=%v", forbidden), func(t *testing.T) {
+			f, srv := newFake(t)
+			f.forbidden = forbidden
+			code, out, errOut := submitWithToken(t, srv, secret, "run")
+			if want := forbidden; (code != 0) != want {
+				t.Fatalf("exit code %d, want failure %v\nstdout:\n%s\nstderr:\n%s", code, want, out, errOut)
+			}
+			if !slices.Contains(f.tokens, secret) {
+				t.Errorf("no call carried the token (got %d tokens): the check below would prove nothing", len(f.tokens))
+			}
+			sent, err := json.Marshal(f.submissions)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for where, text := range map[string]string{"stdout": out, "stderr": errOut, "registered jobs": string(sent)} {
+				if strings.Contains(text, secret) {
+					t.Errorf("the Nomad token appears in %s", where)
+				}
 			}
 		})
 	}
