@@ -138,6 +138,7 @@ type Engine struct {
 	plan     planner
 
 	requests, promptTokens, completionTokens, steps atomic.Uint64
+	released                                        int // sequences released since the last nudged collection (loop-owned)
 }
 
 // backendOnce initialises llama.cpp's backends once per process.
@@ -318,15 +319,11 @@ func (e *Engine) prepare(req Request) (*sequence, error) {
 	if err != nil {
 		return nil, err
 	}
-	sampler, err := llama.NewSamplingContext(e.model, sp)
-	if err != nil {
-		return nil, fmt.Errorf("sampler: %w", err)
-	}
 	stops := slices.Concat(e.render.stops, req.Stop)
 	return &sequence{
 		tokens:    tokens,
 		maxTokens: maxTokens,
-		sampler:   sampler,
+		sampling:  sp,
 		text:      newTextStream(stops),
 		out:       newOutbox(),
 		queuedAt:  time.Now(),
