@@ -45,7 +45,9 @@ export OLLAMA_NUM_PARALLEL="$parallel"
 export OLLAMA_KEEP_ALIVE=-1
 export OLLAMA_NOHISTORY=1
 
-"$bin" serve &
+mkdir -p "$OLLAMA_MODELS"
+log="$OLLAMA_MODELS/serve.log"
+"$bin" serve >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT INT TERM
 
@@ -53,7 +55,8 @@ tries=0
 until "$bin" list >/dev/null 2>&1; do
 	tries=$((tries + 1))
 	if [ $tries -gt 100 ] || ! kill -0 $pid 2>/dev/null; then
-		echo "ollama.sh: ollama did not start on $OLLAMA_HOST" >&2
+		echo "ollama.sh: ollama did not start on $OLLAMA_HOST; its log:" >&2
+		tail -n 20 "$log" >&2
 		exit 1
 	fi
 	sleep 0.1
@@ -69,7 +72,7 @@ EOF
 "$bin" create slm-anchor -f "$modelfile" >/dev/null
 rm -f "$modelfile"
 
-echo "ollama.sh: serving $model as slm-anchor at http://$OLLAMA_HOST (pid $pid, $threads threads, $parallel parallel)"
+echo "ollama.sh: serving $model as slm-anchor at http://$OLLAMA_HOST (pid $pid, $threads threads, $parallel parallel; log $log)"
 if [ $# -eq 0 ]; then
 	echo "ollama.sh: Ctrl-C stops it"
 	wait $pid
