@@ -68,6 +68,24 @@ func TestReadSSE(t *testing.T) {
 	}
 }
 
+func TestReadEventsDone(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		done bool
+	}{
+		{"data: x\n\ndata: [DONE]\n\n", true},
+		{"data: x\n\ndata: [DONE]", true},
+		{"data: x\n\n", false},
+		{"data: [DONE]x\n\n", false},
+	} {
+		done, err := ReadEvents(strings.NewReader(tc.in), func([]byte) error { return nil })
+		if err != nil || done != tc.done {
+			t.Errorf("ReadEvents(%q) = %v, %v; want done %v", tc.in, done, err, tc.done)
+		}
+	}
+}
+
 func TestWriteTable(t *testing.T) {
 	t.Parallel()
 	r := Row{

@@ -20,6 +20,14 @@ var errDone = errors.New("done")
 // OpenAI "[DONE]" sentinel arrives, or fn returns an error, which ReadSSE
 // returns. Comments, event names and ids are ignored.
 func ReadSSE(r io.Reader, fn func(data []byte) error) error {
+	_, err := ReadEvents(r, fn)
+	return err
+}
+
+// ReadEvents is ReadSSE that also reports whether the stream ended with the
+// "[DONE]" sentinel, which a client checking the server needs to know: a
+// stream cut short ends without it.
+func ReadEvents(r io.Reader, fn func(data []byte) error) (done bool, err error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), maxEventBytes)
 	var data []byte
@@ -54,15 +62,16 @@ func ReadSSE(r io.Reader, fn func(data []byte) error) error {
 		data, have = append(data, value...), true
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read event stream: %w", err)
+		return false, fmt.Errorf("read event stream: %w", err)
 	}
 	// A stream that ends without a blank line still delivers its last event.
 	return ignoreDone(dispatch())
 }
 
-func ignoreDone(err error) error {
+// ignoreDone turns the [DONE] sentinel into a clean end.
+func ignoreDone(err error) (done bool, _ error) {
 	if errors.Is(err, errDone) {
-		return nil
+		return true, nil
 	}
-	return err
+	return false, err
 }

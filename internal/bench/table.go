@@ -24,7 +24,7 @@ func WriteTable(w io.Writer, rows []Row) error {
 			mb(r.RSS), mb(r.PeakRSS), num(r.Load1, 2),
 		})
 	}
-	return writeMarkdown(w, header, cells)
+	return WriteMarkdown(w, header, cells)
 }
 
 // Ratio compares endpoint B with endpoint A on one row.
@@ -52,10 +52,12 @@ func WriteRatios(w io.Writer, ratios []Ratio) error {
 			fmt.Sprintf("%d/%d", a.Errors, b.Errors),
 		})
 	}
-	return writeMarkdown(w, header, cells)
+	return WriteMarkdown(w, header, cells)
 }
 
-func writeMarkdown(w io.Writer, header []string, rows [][]string) error {
+// WriteMarkdown writes a Markdown table: the header cells left-aligned, the
+// rows' right-aligned, every column padded to line up in a terminal.
+func WriteMarkdown(w io.Writer, header []string, rows [][]string) error {
 	width := make([]int, len(header))
 	for i, h := range header {
 		width[i] = len(h)
