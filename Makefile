@@ -24,6 +24,7 @@ help:
 	@echo "make run     run the whole mesh on this machine (SLM_MODEL=/path/model.gguf to pick a model)"
 	@echo "make test    run every test (builds the Consul agent for the discovery tests)"
 	@echo "make bench   run the benchmarks"
+	@echo "make fuzz    run every fuzz target for 30s (FUZZTIME=2m for longer)"
 	@echo "make bench-ollama  the mesh against ollama on the same model, side by side"
 	@echo "make build   build the three service binaries into .cache/bin"
 
@@ -39,10 +40,11 @@ consul:
 run: setup
 	go build -o .cache/bin/local ./tools/local && exec .cache/bin/local
 
+test: FUZZTIME = 5s
 test: setup consul
 	go vet ./...
 	go test -count=1 -timeout 30m ./...
-	go test -count=1 -run '^$$' -fuzz FuzzDecodeChatRequest -fuzztime 10s ./internal/openai/
+	$(fuzz-pure-go)
 	sh tools/iac/check.sh
 
 # iac: the offline checks of the Terraform code (OpenTofu fmt/validate/test,
@@ -74,6 +76,24 @@ bench-ollama: build
 	THREADS=$(BENCH_THREADS) sh tools/bench/ollama.sh $(BENCH_MODEL) \
 		-mesh $(BENCH_MODEL) -mesh-as b -threads $(BENCH_THREADS) $(BENCH_ARGS)
 
+# fuzz: every fuzz target for FUZZTIME (default 30s) each; `make test`
+# gives the pure-Go ones 5s each. Their seed corpora are in each package's
+# testdata/fuzz.
+fuzz: FUZZTIME ?= 30s
 fuzz: setup
-	go test -run '^$$' -fuzz FuzzDecodeChatRequest -fuzztime 20s ./internal/openai/
-	go test -run '^$$' -fuzz FuzzTextStream -fuzztime 20s ./internal/engine/
+	$(fuzz-all)
+
+# The fuzz targets run one by one: go test fuzzes one per run. The
+# engine's are apart: fuzzing instruments the llama.cpp package too, a
+# ~6-minute rebuild of it on a cold cache, so `make test` runs their seed
+# corpora as ordinary tests (every `go test` does) and fuzzes them only here.
+define fuzz-pure-go
+	go test -count=1 -run '^$$' -fuzz '^FuzzDecodeChatRequest$$' -fuzztime $(FUZZTIME) ./internal/openai/
+	go test -count=1 -run '^$$' -fuzz '^FuzzStreamWriter$$' -fuzztime $(FUZZTIME) ./internal/openai/
+	go test -count=1 -run '^$$' -fuzz '^FuzzDecodeFrames$$' -fuzztime $(FUZZTIME) ./internal/rpc/
+endef
+define fuzz-all
+	$(fuzz-pure-go)
+	go test -count=1 -run '^$$' -fuzz '^FuzzTextStream$$' -fuzztime $(FUZZTIME) ./internal/engine/
+	go test -count=1 -run '^$$' -fuzz '^FuzzPrompt$$' -fuzztime $(FUZZTIME) ./internal/engine/
+endef

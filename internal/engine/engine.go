@@ -122,6 +122,7 @@ type Engine struct {
 	log    hclog.Logger
 	name   string
 	render *renderer
+	tokens *promptTokenizer
 
 	model *llama.Model
 	lctx  *llama.Context
@@ -169,6 +170,11 @@ func Open(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", cfg.ModelPath, err)
 	}
+	tok, err := newPromptTokenizer(m)
+	if err != nil {
+		llama.FreeModel(m)
+		return nil, err
+	}
 	fa := ml.FlashAttentionAuto
 	switch cfg.FlashAttention {
 	case "on":
@@ -193,6 +199,7 @@ func Open(cfg Config) (*Engine, error) {
 		log:      cfg.Logger,
 		name:     name,
 		render:   r,
+		tokens:   tok,
 		model:    m,
 		lctx:     lctx,
 		batch:    batch,
@@ -237,7 +244,8 @@ func (e *Engine) Stats() Stats {
 }
 
 // Request is what Generate takes: a chat request, or (Prompt set) raw text
-// that is tokenized as it is, for completion-style use and tests.
+// that is tokenized as it is, control tokens included, for completion-style
+// use and tests. A client's text is only ever in Messages.
 type Request struct {
 	chat.Request
 	// Prompt, when not empty, replaces the rendered messages.
@@ -283,19 +291,9 @@ func (e *Engine) Generate(ctx context.Context, req Request, onDelta func(string)
 
 // prepare renders and tokenizes a request and checks it against the context.
 func (e *Engine) prepare(req Request) (*sequence, error) {
-	prompt := req.Prompt
-	if prompt == "" {
-		if len(req.Messages) == 0 {
-			return nil, fmt.Errorf("%w: no messages", ErrInvalid)
-		}
-		var err error
-		if prompt, err = e.render.render(req.Messages); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
-		}
-	}
-	tokens, err := e.model.Tokenize(prompt, true, true)
+	tokens, err := e.tokenize(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: tokenize: %v", ErrInvalid, err)
+		return nil, err
 	}
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("%w: the prompt is empty", ErrInvalid)
@@ -328,6 +326,31 @@ func (e *Engine) prepare(req Request) (*sequence, error) {
 		out:       newOutbox(),
 		queuedAt:  time.Now(),
 	}, nil
+}
+
+// tokenize renders and tokenizes a request's messages, or its raw prompt.
+func (e *Engine) tokenize(req Request) ([]int, error) {
+	if req.Prompt != "" {
+		// A raw prompt comes from this process (tests, benchmarks), never
+		// from a client, so it may spell control tokens.
+		tokens, err := e.model.Tokenize(req.Prompt, true, true)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tokenize: %v", ErrInvalid, err)
+		}
+		return tokens, nil
+	}
+	if len(req.Messages) == 0 {
+		return nil, fmt.Errorf("%w: no messages", ErrInvalid)
+	}
+	p, err := e.render.render(req.Messages)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	tokens, err := e.tokens.tokenize(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return tokens, nil
 }
 
 // samplingParams maps a request's sampling fields onto llama.cpp's sampler.

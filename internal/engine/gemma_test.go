@@ -16,7 +16,7 @@ import (
 // openTinyGemma generates the tiny random-weight gemma3 model (the real
 // architecture, tokenizer layout and chat template at a toy size) and opens
 // it.
-func openTinyGemma(t *testing.T) *Engine {
+func openTinyGemma(t testing.TB) *Engine {
 	t.Helper()
 	cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
 	if err != nil {
@@ -58,7 +58,7 @@ func TestGemma3TemplateAndEndOfTurn(t *testing.T) {
 		"<start_of_turn>model\nHello.<end_of_turn>\n" +
 		"<start_of_turn>user\nColor of apples?<end_of_turn>\n" +
 		"<start_of_turn>model\n"
-	if prompt != want {
+	if prompt.String() != want {
 		t.Fatalf("rendered prompt\n got: %q\nwant: %q", prompt, want)
 	}
 

@@ -52,39 +52,70 @@ func TestTextStream(t *testing.T) {
 	}
 }
 
-// FuzzTextStream checks that for any split of any text the emitted output is
-// valid UTF-8 where the input is, never contains a stop string, and equals
-// the input cut at the first stop string.
+// FuzzTextStream checks, for any text cut into pieces of any size and any
+// two stop strings, that
+//   - the output is the text up to a stop string, or all of it when there
+//     is none; no stop string that began earlier had ended by then (with two
+//     stops the pieces decide which completes first, as tokens do);
+//   - where the text and the stop strings are valid UTF-8 (as the API's
+//     are), so is every delta: a client never sees half a character;
+//   - the stream holds back at most a stop string's length less one, or an
+//     unfinished character: its memory is bounded whatever it is fed.
+//
+// Seeds are in testdata/fuzz/FuzzTextStream.
 func FuzzTextStream(f *testing.F) {
-	f.Add("hello <end> world", "<end>", 3)
-	f.Add("caf\xc3\xa9 au lait", "lait", 1)
-	f.Add("aaaaab", "aab", 2)
-	f.Fuzz(func(t *testing.T, text, stop string, chunk int) {
-		if chunk <= 0 || chunk > 64 {
-			chunk = 1 + (chunk&63+64)%64
-		}
-		ts := newTextStream([]string{stop})
+	f.Add("hello <end> world", "<end>", "", uint8(3))
+	f.Fuzz(func(t *testing.T, text, stop1, stop2 string, cut uint8) {
+		size := int(cut)%64 + 1
+		stops := []string{stop1, stop2}
+		ts := newTextStream(stops)
+		limit := max(ts.maxStop-1, utf8.UTFMax-1)
+		valid := utf8.ValidString(text) && utf8.ValidString(stop1) && utf8.ValidString(stop2)
 		var got strings.Builder
 		stopped := false
-		for i := 0; i < len(text) && !stopped; i += chunk {
-			out, s := ts.push(text[i:min(i+chunk, len(text))])
+		for i := 0; i < len(text) && !stopped; i += size {
+			out, s := ts.push(text[i:min(i+size, len(text))])
+			if valid && !utf8.ValidString(out) {
+				t.Fatalf("text %q: delta %q is not valid UTF-8", text, out)
+			}
+			if len(ts.pending) > limit {
+				t.Fatalf("text %q, stops %q: %d bytes held back, at most %d expected", text, stops, len(ts.pending), limit)
+			}
 			got.WriteString(out)
 			stopped = s
 		}
 		if !stopped {
 			got.WriteString(ts.flush())
 		}
-		want := text
-		if stop != "" {
-			if i := strings.Index(text, stop); i >= 0 {
-				want = text[:i]
+
+		out := got.String()
+		if !strings.HasPrefix(text, out) {
+			t.Fatalf("text %q, stops %q: output %q is not a beginning of it", text, stops, out)
+		}
+		if !stopped {
+			for _, stop := range stops {
+				if stop != "" && strings.Contains(text, stop) {
+					t.Fatalf("text %q: stop %q missed; output %q", text, stop, out)
+				}
+			}
+			if valid && out != text {
+				t.Fatalf("text %q, no stop: output %q", text, out)
+			}
+			return
+		}
+		end := -1 // where the stop string that ended the output ends
+		for _, stop := range stops {
+			if stop != "" && strings.HasPrefix(text[len(out):], stop) && (end < 0 || len(out)+len(stop) < end) {
+				end = len(out) + len(stop)
 			}
 		}
-		if utf8.ValidString(text) && got.String() != want {
-			t.Fatalf("text %q stop %q chunk %d: got %q want %q", text, stop, chunk, got.String(), want)
+		if end < 0 {
+			t.Fatalf("text %q, stops %q, pieces of %d: output %q is not followed by a stop string", text, stops, size, out)
 		}
-		if stop != "" && strings.Contains(got.String(), stop) {
-			t.Fatalf("output %q contains stop %q", got.String(), stop)
+		for _, stop := range stops {
+			if i := strings.Index(text[:end], stop); stop != "" && i >= 0 && i < len(out) {
+				t.Fatalf("text %q, pieces of %d: output %q, but stop %q had ended first", text, size, out, stop)
+			}
 		}
 	})
 }

@@ -14,7 +14,8 @@ var fuzzLimits = Limits{MaxBodyBytes: 4096, MaxMessages: 4, MaxChars: 200}
 
 // FuzzDecodeChatRequest checks that any body gives either a request that
 // holds every promise of ChatCompletionRequest, or a 400/413 error, and
-// never a panic. Its seeds are in testdata/fuzz/FuzzDecodeChatRequest.
+// never a panic; only a UTF-8 body is accepted. Its seeds are in
+// testdata/fuzz/FuzzDecodeChatRequest.
 func FuzzDecodeChatRequest(f *testing.F) {
 	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -30,6 +31,9 @@ func FuzzDecodeChatRequest(f *testing.F) {
 				t.Fatalf("error %+v", e)
 			}
 			return
+		}
+		if !utf8.Valid(body) {
+			t.Fatalf("accepted a body that is not UTF-8: %q", body)
 		}
 		checkRequest(t, r)
 	})
@@ -47,6 +51,9 @@ func checkRequest(t *testing.T, r *ChatCompletionRequest) {
 		case chat.RoleSystem, chat.RoleUser, chat.RoleAssistant:
 		default:
 			t.Fatalf("role %q", m.Role)
+		}
+		if !utf8.ValidString(m.Content) {
+			t.Fatalf("content %q is not UTF-8", m.Content)
 		}
 		chars += utf8.RuneCountInString(m.Content)
 	}
@@ -72,8 +79,8 @@ func checkRequest(t *testing.T, r *ChatCompletionRequest) {
 		t.Fatalf("%d stop strings", len(r.Stop))
 	}
 	for _, s := range r.Stop {
-		if s == "" {
-			t.Fatal("empty stop string")
+		if s == "" || !utf8.ValidString(s) {
+			t.Fatalf("stop string %q", s)
 		}
 	}
 	if r.IncludeUsage && !r.Stream {

@@ -125,9 +125,17 @@ type wirePart struct {
 // It returns either the request or an *Error with status 400 (or 413 for a
 // body over lim.MaxBodyBytes) whose Param names the offending field.
 // Unknown fields are ignored; fields this server cannot honour are refused.
+//
+// The body must be UTF-8, as JSON text must be (RFC 8259): encoding/json
+// would quietly turn invalid bytes into U+FFFD, changing what the client
+// wrote. Escaped characters are text like any other, so a content may hold
+// "\u0000": it reaches the model as a NUL character.
 func DecodeChatRequest(body []byte, lim Limits) (*ChatCompletionRequest, *Error) {
 	if lim.MaxBodyBytes > 0 && int64(len(body)) > lim.MaxBodyBytes {
 		return nil, BodyTooLarge(lim.MaxBodyBytes)
+	}
+	if !utf8.Valid(body) {
+		return nil, InvalidRequest("", "The request body is not valid UTF-8. Send JSON encoded as UTF-8.")
 	}
 	var w wireRequest
 	if err := json.Unmarshal(body, &w); err != nil {
@@ -351,8 +359,12 @@ func decodeSampling(r *ChatCompletionRequest, w *wireRequest) *Error {
 		if f.v == nil {
 			continue
 		}
+		in := func(v float64) bool { return v >= f.min && v <= f.max && !(f.minOpen && v == f.min) }
 		v := *f.v
-		if v < f.min || v > f.max || (f.minOpen && v == f.min) {
+		// The engine works in float32, so the value must be in range after
+		// the conversion too: a tiny top_p would otherwise become 0.
+		v32 := float32(v)
+		if !in(v) || !in(float64(v32)) {
 			lo := "["
 			if f.minOpen {
 				lo = "("
@@ -360,7 +372,6 @@ func decodeSampling(r *ChatCompletionRequest, w *wireRequest) *Error {
 			return InvalidRequest(f.param, fmt.Sprintf(
 				"Invalid '%s': must be in %s%g, %g], got %g.", f.param, lo, f.min, f.max, v))
 		}
-		v32 := float32(v)
 		*f.dst = &v32
 	}
 	r.Seed = w.Seed

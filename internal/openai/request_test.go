@@ -79,6 +79,10 @@ func TestDecodeChatRequestValid(t *testing.T) {
 			`"messages":[{"role":"assistant","content":"x","tool_calls":[]},{"role":"user","content":"hi"}]}`,
 			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleAssistant, Content: "x"}, {Role: chat.RoleUser, Content: "hi"}}}},
 		{"whitespace around body", " \n{" + user + "}\n", ChatCompletionRequest{Messages: hi()}},
+		// Escaped characters are text: NUL included, and a lone surrogate
+		// becomes U+FFFD as encoding/json decodes it.
+		{"escaped NUL and surrogate", `{"messages":[{"role":"user","content":"a\u0000b\ud800"}]}`,
+			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleUser, Content: "a\x00b\ufffd"}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,6 +115,8 @@ func TestDecodeChatRequestInvalid(t *testing.T) {
 		{name: "trailing garbage", body: `{` + user + `} x`, msg: "not valid JSON"},
 		{name: "not an object", body: `[1]`, msg: "must be a JSON object"},
 		{name: "string body", body: `"hi"`, msg: "must be a JSON object"},
+		{name: "invalid UTF-8", body: `{"messages":[{"role":"user","content":"` + "\xff" + `"}]}`, msg: "not valid UTF-8"},
+		{name: "raw NUL", body: `{"messages":[{"role":"user","content":"` + "\x00" + `"}]}`, msg: "not valid JSON"},
 		{name: "null body", body: `null`, param: "messages"},
 		{name: "too large", body: `{` + user + `}`, limits: Limits{MaxBodyBytes: 10},
 			status: http.StatusRequestEntityTooLarge, code: "request_too_large"},
@@ -178,6 +184,7 @@ func TestDecodeChatRequestInvalid(t *testing.T) {
 		{name: "temperature negative", body: `{"temperature":-0.1,` + user + `}`, param: "temperature"},
 		{name: "top_p 0", body: `{"top_p":0,` + user + `}`, param: "top_p", msg: "(0, 1]"},
 		{name: "top_p high", body: `{"top_p":1.5,` + user + `}`, param: "top_p"},
+		{name: "top_p 0 as float32", body: `{"top_p":1e-50,` + user + `}`, param: "top_p", msg: "got 1e-50"},
 		{name: "presence_penalty low", body: `{"presence_penalty":-2.5,` + user + `}`, param: "presence_penalty"},
 		{name: "frequency_penalty high", body: `{"frequency_penalty":3,` + user + `}`, param: "frequency_penalty"},
 		{name: "n 2", body: `{"n":2,` + user + `}`, param: "n", msg: "only 1"},
