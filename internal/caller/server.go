@@ -151,7 +151,9 @@ type Status struct {
 	Inference []InstanceStatus `json:"inference"`
 }
 
-// InstanceStatus is one inference instance as the caller sees it.
+// InstanceStatus is one inference instance as the caller sees it: its
+// model, or why it cannot serve (an instance the pool is reconnecting to is
+// listed "not connected").
 type InstanceStatus struct {
 	Addr  string `json:"addr"`
 	Model string `json:"model,omitempty"`
@@ -177,7 +179,9 @@ func (s *Server) status(ctx context.Context, _ json.RawMessage, _ func(any) erro
 
 func (s *Server) inferenceStatus(ctx context.Context) Status {
 	var st Status
+	answered := map[string]bool{}
 	for _, r := range s.cfg.Inference.Broadcast(ctx, rpc.MethodInfo, nil) {
+		answered[r.Addr] = true
 		in := InstanceStatus{Addr: r.Addr}
 		var info struct {
 			Model string `json:"model"`
@@ -190,6 +194,14 @@ func (s *Server) inferenceStatus(ctx context.Context) Status {
 			in.Model = info.Model
 		}
 		st.Inference = append(st.Inference, in)
+	}
+	// Broadcast reaches the connected instances only; the others are
+	// listed too, so that /health names an instance that is down rather
+	// than leaving it out.
+	for _, in := range s.cfg.Inference.Instances() {
+		if !in.Connected && !answered[in.Addr] {
+			st.Inference = append(st.Inference, InstanceStatus{Addr: in.Addr, Error: "not connected"})
+		}
 	}
 	return st
 }

@@ -311,3 +311,38 @@ func TestRegisterSelf(t *testing.T) {
 	}
 	waitFor(t, ch, "the instance deregistered", ids())
 }
+
+// A -dev agent forgets every registration when it restarts; an instance
+// registered by RegisterSelf registers again by itself (within
+// ReregisterInterval), and only until it deregisters.
+func TestRegisterSelfAfterAgentRestart(t *testing.T) {
+	t.Parallel()
+	agent := consultest.Start(t)
+	resolver := discovery.NewConsul(agent.Client(), testLogger(t))
+	// Short retries so that the watch finds the restarted agent soon.
+	resolver.MaxBackoff = time.Second
+	ch := watch(t, resolver, discovery.ServiceCaller)
+	h := newHealthServer(t)
+
+	deregister, err := discovery.RegisterSelf(context.Background(), agent.HTTPAddr(), discovery.ServiceCaller, h.addr, "", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = deregister() })
+	one := func(set []discovery.Instance) bool { return len(set) == 1 && set[0].Addr == h.addr }
+	waitFor(t, ch, "the registered instance", one)
+
+	agent.Restart()
+	waitFor(t, ch, "the instance registered again after the agent's restart", one)
+
+	if err := deregister(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ch, "the instance deregistered", ids())
+	// It stays deregistered: nothing registers it again.
+	time.Sleep(discovery.ReregisterInterval + time.Second)
+	client := agent.Client()
+	if entries, _, err := client.Health().Service(discovery.ServiceCaller, "", false, nil); err != nil || len(entries) != 0 {
+		t.Errorf("after deregistering: %d instances in Consul (%v), want none", len(entries), err)
+	}
+}

@@ -39,12 +39,19 @@ func FromFlags(kind, service, staticAddrs, consulAddr string, logger hclog.Logge
 	}
 }
 
+// ReregisterInterval is how often an instance registered by RegisterSelf
+// checks that its Consul agent still holds the registration, and registers
+// again if not (a -dev agent forgets every registration when it restarts).
+const ReregisterInterval = 5 * time.Second
+
 // RegisterSelf registers this process as an instance of service with the
 // Consul agent at consulAddr (empty: CONSUL_HTTP_ADDR), with the default
 // /health check, and logs it. The registered address is advertise, or
 // listenAddr when advertise is empty; it must be one peers can reach, so a
 // wildcard listen address needs an explicit advertise. It is for running
-// outside Nomad, whose job files register the services instead.
+// outside Nomad, whose job files register the services instead. Until
+// deregister is called, the registration is made again whenever the agent
+// has lost it (checked every ReregisterInterval).
 func RegisterSelf(ctx context.Context, consulAddr, service, listenAddr, advertise string, logger hclog.Logger) (deregister func() error, err error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
@@ -69,7 +76,9 @@ func RegisterSelf(ctx context.Context, consulAddr, service, listenAddr, advertis
 		return nil, err
 	}
 	logger.Info("registered in consul", "service", service, "addr", addr)
+	stopKeeping := keepRegistered(client, reg, ReregisterInterval, logger)
 	return func() error {
+		stopKeeping()
 		if err := dereg(); err != nil {
 			logger.Warn("consul deregistration failed", "service", service, "error", err)
 			return err

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
 )
 
 // Defaults of a Registration's check.
@@ -149,4 +151,51 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 		Tags:    r.Tags,
 		Check:   check,
 	}, nil
+}
+
+// keepRegistered checks every interval, until stop is called, that the
+// agent behind client still holds r, and registers it again when the agent
+// answers that it does not: an agent in -dev mode (or one whose data
+// directory was lost) forgets every registration when it restarts, and
+// the instance would otherwise stay out of discovery for good. While the
+// agent cannot be reached it keeps trying. stop waits for the loop to end,
+// so that a deregistration after it cannot be undone by a late register.
+func keepRegistered(client *api.Client, r Registration, interval time.Duration, log hclog.Logger) (stop func()) {
+	reg, err := r.agentRegistration()
+	if err != nil {
+		return func() {} // Register already refused it
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			qctx, qcancel := context.WithTimeout(ctx, interval)
+			_, _, err := client.Agent().Service(reg.ID, (&api.QueryOptions{}).WithContext(qctx))
+			var se api.StatusError
+			if errors.As(err, &se) && se.Code == http.StatusNotFound {
+				opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(qctx)
+				if err := client.Agent().ServiceRegisterOpts(reg, opts); err != nil {
+					log.Warn("consul lost the registration; registering again failed", "id", reg.ID, "error", err)
+				} else {
+					log.Info("consul had lost the registration; registered again", "id", reg.ID, "addr", r.Addr)
+				}
+			}
+			qcancel()
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +68,16 @@ type Config struct {
 	// ExtraArgs are added to a service's command line, by service name
 	// ("gateway", "caller", "inference").
 	ExtraArgs map[string][]string
+	// InferenceHosts, when set, are the IP addresses inference instance i
+	// listens on and is reached at (InferenceHosts[i]); instances beyond
+	// the list, and empty entries, use 127.0.0.1. The fault tests put an
+	// instance in a network namespace of its own this way.
+	InferenceHosts []string
+	// Wrap, by process name ("inference-1"), is a command that starts the
+	// process: Wrap[name] followed by the binary and its arguments, such as
+	// "ip netns exec NS". The wrapper must exec the binary, so that signals
+	// reach the service itself.
+	Wrap map[string][]string
 	// ReadyTimeout bounds the wait for the gateway's /health (it covers a
 	// model download); default 10 minutes.
 	ReadyTimeout time.Duration
@@ -181,7 +192,11 @@ func (m *Mesh) Addr(name string) string {
 		return "127.0.0.1:" + strconv.Itoa(m.cfg.CallerPort)
 	case strings.HasPrefix(name, "inference-"):
 		i, _ := strconv.Atoi(strings.TrimPrefix(name, "inference-"))
-		return "127.0.0.1:" + strconv.Itoa(m.cfg.InferencePort+i-1)
+		host := "127.0.0.1"
+		if i >= 1 && i <= len(m.cfg.InferenceHosts) && m.cfg.InferenceHosts[i-1] != "" {
+			host = m.cfg.InferenceHosts[i-1]
+		}
+		return net.JoinHostPort(host, strconv.Itoa(m.cfg.InferencePort+i-1))
 	}
 	return ""
 }
@@ -238,6 +253,9 @@ func (m *Mesh) env(name string) []string {
 
 func (m *Mesh) startProc(name string) error {
 	bin, args := m.args(name)
+	if wrap := m.cfg.Wrap[name]; len(wrap) > 0 {
+		bin, args = wrap[0], slices.Concat(wrap[1:], []string{bin}, args)
+	}
 	p := &Proc{Name: name, bin: bin, args: args, env: m.env(name), out: m.cfg.Output, logPath: filepath.Join(m.cfg.Dir, name+".log")}
 	if err := p.start(m.exited); err != nil {
 		return err
