@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -353,8 +354,8 @@ func (sc *serverConn) startCall(f *frame) {
 
 	var ctx context.Context
 	call := &serverCall{}
-	if f.TimeoutMS > 0 {
-		ctx, call.cancel = context.WithTimeout(sc.ctx, time.Duration(f.TimeoutMS)*time.Millisecond)
+	if d, ok := callTimeout(f.TimeoutMS); ok {
+		ctx, call.cancel = context.WithTimeout(sc.ctx, d)
 	} else {
 		ctx, call.cancel = context.WithCancel(sc.ctx)
 	}
@@ -457,4 +458,15 @@ func (sc *serverConn) wireError(ctx context.Context, method string, err error) *
 	}
 	sc.s.log.Error("RPC handler failed", "method", method, "request_id", RequestID(ctx), "error", err)
 	return &Error{Code: CodeInternal, Message: fmt.Sprintf("internal error (request id %q)", RequestID(ctx))}
+}
+
+// callTimeout converts a frame's timeout_ms into a duration. A value of zero
+// or less sets no deadline, and so does one too large for a time.Duration
+// (some 292 years), which would otherwise overflow into the past and expire
+// the call at once.
+func callTimeout(ms int64) (time.Duration, bool) {
+	if ms <= 0 || ms > math.MaxInt64/int64(time.Millisecond) {
+		return 0, false
+	}
+	return time.Duration(ms) * time.Millisecond, true
 }
