@@ -422,9 +422,16 @@ func (e *Engine) enqueue(s *sequence) error {
 	if e.draining {
 		return ErrClosed
 	}
-	free := slices.Contains(e.slots, nil)
-	if !free && len(e.queue) >= e.cfg.QueueSize {
-		return fmt.Errorf("%w: all %d slots busy and %d requests queued", ErrOverloaded, len(e.slots), len(e.queue))
+	// Queued requests fill free slots first (the loop admits them at its
+	// next pass); the bound applies to those left waiting after that.
+	free := 0
+	for _, slot := range e.slots {
+		if slot == nil {
+			free++
+		}
+	}
+	if len(e.queue) >= e.cfg.QueueSize+free {
+		return fmt.Errorf("%w: all %d slots busy and %d requests queued", ErrOverloaded, len(e.slots), len(e.queue)-free)
 	}
 	e.queue = append(e.queue, s)
 	e.signal()

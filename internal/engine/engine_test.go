@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -201,6 +202,39 @@ func TestOverloaded(t *testing.T) {
 	_, err := e.Generate(ctx, userMsg("Once", 4), nil)
 	if !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("third request: got %v, want ErrOverloaded", err)
+	}
+}
+
+// TestQueueBoundHoldsInABurst: requests arriving together, before the loop
+// has admitted any, are bounded by the free slots plus the queue, not let in
+// because a slot looked free.
+func TestQueueBoundHoldsInABurst(t *testing.T) {
+	const parallel, queue, burst = 2, 2, 30
+	e := openStories(t, Config{Parallel: parallel, QueueSize: queue})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var overloaded atomic.Int32
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for range burst {
+		wg.Go(func() {
+			if _, err := e.Generate(ctx, userMsg("Once", 400), nil); errors.Is(err, ErrOverloaded) {
+				overloaded.Add(1)
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		st := e.Stats()
+		if int(overloaded.Load())+st.Busy+st.Queued == burst {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if got, want := int(overloaded.Load()), burst-parallel-queue; got < want {
+		st := e.Stats()
+		t.Fatalf("%d of %d requests refused, want at least %d (busy %d, queued %d)", got, burst, want, st.Busy, st.Queued)
 	}
 }
 
