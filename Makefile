@@ -18,7 +18,7 @@ export GOFLAGS
 CONSUL_BIN ?= $(CURDIR)/.cache/bin/consul
 export SLM_CONSUL_BIN = $(CONSUL_BIN)
 
-.PHONY: help setup build consul run test bench bench-ollama fuzz iac
+.PHONY: help setup build consul run test bench bench-ollama load fuzz iac
 
 help:
 	@echo "make run     run the whole mesh on this machine (SLM_MODEL=/path/model.gguf to pick a model)"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench   run the benchmarks"
 	@echo "make fuzz    run every fuzz target for 30s (FUZZTIME=2m for longer)"
 	@echo "make bench-ollama  the mesh against ollama on the same model, side by side"
+	@echo "make load    64 checked clients for 60s through a local mesh (LOAD_MODEL=/path/model.gguf)"
 	@echo "make build   build the three service binaries into .cache/bin"
 
 setup:
@@ -75,6 +76,12 @@ bench-ollama: build
 	@test -f $(BENCH_MODEL) || { mkdir -p $(dir $(BENCH_MODEL)) && go run ./tools/gguf -preset gemma3-270m -o $(BENCH_MODEL); }
 	THREADS=$(BENCH_THREADS) sh tools/bench/ollama.sh $(BENCH_MODEL) \
 		-mesh $(BENCH_MODEL) -mesh-as b -threads $(BENCH_THREADS) $(BENCH_ARGS)
+
+# load: tools/load through a local mesh, every response checked and the
+# processes' growth judged (docs/RELIABILITY.md). LOAD_ARGS go to the tool.
+load: LOAD_MODEL ?= $(or $(SLM_TEST_MODEL),$(CURDIR)/../shared/models/stories260K.gguf)
+load: build
+	go run ./tools/load -mesh -no-build -model $(LOAD_MODEL) -threads 1 -clients 64 -duration 60s $(LOAD_ARGS)
 
 # fuzz: every fuzz target for FUZZTIME (default 30s) each; `make test`
 # gives the pure-Go ones 5s each. Their seed corpora are in each package's

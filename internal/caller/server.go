@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/prom"
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
 
@@ -61,7 +62,7 @@ func New(cfg Config) *Server {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	cfg.RPC.Logger = cfg.Logger.Named("rpc")
-	s := &Server{cfg: cfg, log: cfg.Logger, rpc: rpc.NewServer(cfg.RPC), mux: http.NewServeMux(), reg: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, log: cfg.Logger, rpc: rpc.NewServer(cfg.RPC), mux: http.NewServeMux(), reg: prom.NewRegistry()}
 	s.rpc.Handle(rpc.MethodGetResponse, s.getResponse)
 	s.rpc.Handle(rpc.MethodStatus, s.status)
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{

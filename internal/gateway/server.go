@@ -24,6 +24,7 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/caller"
 	"github.com/slm-mesh/slm-mesh/internal/openai"
+	"github.com/slm-mesh/slm-mesh/internal/prom"
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
 
@@ -422,7 +423,7 @@ type metrics struct {
 
 func newMetrics(pool *rpc.Pool) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		reg: prom.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "slm_http_requests_total", Help: "HTTP requests by route and status.",
 		}, []string{"route", "status"}),

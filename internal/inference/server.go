@@ -18,6 +18,7 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/engine"
+	"github.com/slm-mesh/slm-mesh/internal/prom"
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
 
@@ -55,7 +56,7 @@ func New(cfg Config) *Server {
 		rpc:     rpc.NewServer(cfg.RPC),
 		mux:     http.NewServeMux(),
 		started: time.Now(),
-		reg:     prometheus.NewRegistry(),
+		reg:     prom.NewRegistry(),
 	}
 	s.rpc.Handle(rpc.MethodRunInference, s.runInference)
 	s.rpc.Handle(rpc.MethodInfo, s.info)
