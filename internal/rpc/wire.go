@@ -57,12 +57,13 @@ type wire struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
-	err       *Error // why the wire closed; set before closed is closed
+	err       *Error        // why the wire closed; set before closed is closed
+	readDone  chan struct{} // closed when the read goroutine has returned
 }
 
 func newWire(ws *websocket.Conn, cfg wireConfig) *wire {
 	ws.SetReadLimit(cfg.maxFrameBytes)
-	return &wire{ws: ws, cfg: cfg, out: make(chan *frameBuf, sendQueue), closed: make(chan struct{})}
+	return &wire{ws: ws, cfg: cfg, out: make(chan *frameBuf, sendQueue), closed: make(chan struct{}), readDone: make(chan struct{})}
 }
 
 // start runs the read and write goroutines. Callers finish setting up what
@@ -112,6 +113,13 @@ func (w *wire) sendSoon(f *frameBuf) {
 // close ends the connection for reason err: it tells the peer with a close
 // frame when it can, closes the socket, and runs onClose.
 func (w *wire) close(err *Error, closeCode int) {
+	w.sayClose(err, closeCode)
+	_ = w.ws.Close()
+}
+
+// sayClose marks the wire closed, runs onClose and sends the close frame,
+// once; the socket stays open.
+func (w *wire) sayClose(err *Error, closeCode int) {
 	w.closeOnce.Do(func() {
 		w.err = err
 		close(w.closed)
@@ -122,13 +130,27 @@ func (w *wire) close(err *Error, closeCode int) {
 		}
 		msg := websocket.FormatCloseMessage(closeCode, "")
 		_ = w.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeWait))
-		_ = w.ws.Close()
 	})
+}
+
+// awaitPeerClose holds the socket open, after a close frame that followed
+// every queued frame, until the peer answers with its own close frame (its
+// read goroutine then ends ours) or closeWait passes. Closing the socket at
+// once would let a frame the peer sends meanwhile (a new call, a ping) meet
+// a closed socket, and the reset that answers it can destroy what the peer
+// has not read yet: the last frames of calls that had just finished.
+func (w *wire) awaitPeerClose() {
+	select {
+	case <-w.readDone:
+	case <-time.After(closeWait):
+	}
+	_ = w.ws.Close()
 }
 
 func (w *wire) deadPeerAfter() time.Duration { return w.cfg.pingInterval + w.cfg.pongTimeout }
 
 func (w *wire) readLoop() {
+	defer close(w.readDone)
 	var buf bytes.Buffer
 	for {
 		// Any message proves the peer alive; the keepalive makes sure there
@@ -219,7 +241,8 @@ func (w *wire) writeLoop() {
 			}
 		}
 		if next.closing != nil {
-			w.close(next.closing, websocket.CloseGoingAway)
+			w.sayClose(next.closing, websocket.CloseGoingAway)
+			w.awaitPeerClose()
 			return
 		}
 		var err error
