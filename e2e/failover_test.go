@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -229,27 +227,22 @@ const requestTimeout = 30 * time.Second
 
 // call sends one streamed greedy request for maxTokens tokens and says how
 // it ended.
-func (m *mesh) call(maxTokens int64) outcome {
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	defer cancel()
-	o := outcome{start: time.Now()}
-	c := m.client()
-	s := readStream(c.Chat.Completions.NewStreaming(ctx, m.greedy(story, maxTokens)), nil)
-	o.text, o.err = s.text, s.err
-	if o.err == nil && s.finish == "" {
-		o.err = errors.New("the stream ended without a finish_reason")
-	}
-	o.hung = errors.Is(ctx.Err(), context.DeadlineExceeded)
-	return o
-}
+func (m *mesh) call(maxTokens int64) outcome { return m.timedCall(maxTokens, nil).outcome }
 
 // load has workers send streamed requests one after another, each at most
 // perWorker, until stop is closed (nil: until each has sent perWorker), and
 // returns how every request ended.
 func (m *mesh) load(workers, perWorker int, maxTokens int64, stop <-chan struct{}) []outcome {
+	return runWorkers(workers, perWorker, stop, func() outcome { return m.call(maxTokens) })
+}
+
+// runWorkers has workers run call one after another, each at most
+// perWorker times, until stop is closed (nil: until each has run perWorker
+// times), and returns every result.
+func runWorkers[T any](workers, perWorker int, stop <-chan struct{}, call func() T) []T {
 	var (
 		mu  sync.Mutex
-		all []outcome
+		all []T
 		wg  sync.WaitGroup
 	)
 	for range workers {
@@ -260,9 +253,9 @@ func (m *mesh) load(workers, perWorker int, maxTokens int64, stop <-chan struct{
 					return
 				default:
 				}
-				o := m.call(maxTokens)
+				r := call()
 				mu.Lock()
-				all = append(all, o)
+				all = append(all, r)
 				mu.Unlock()
 			}
 		})

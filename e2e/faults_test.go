@@ -64,14 +64,7 @@ func TestKillMidStream(t *testing.T) {
 			results[i] = m.timedCall(longTokens, func() { once.Do(func() { texts <- struct{}{} }) })
 		})
 	}
-	timeout := time.After(30 * time.Second)
-	for range 4 {
-		select {
-		case <-texts:
-		case <-timeout:
-			t.Fatal("the four long streams did not all start within 30s")
-		}
-	}
+	awaitSignals(t, texts, 4, 30*time.Second, "the four long streams did not all start")
 	// The caller's pool sends each call to the instance with the fewest
 	// in flight: two long streams went to each; now one short request
 	// queues on each.
@@ -301,14 +294,7 @@ func testSIGTERMUnderLoad(t *testing.T, m *mesh, name string) {
 
 	// Signal while streams are running (four have had text), and, for
 	// the inference instance, while it is generating.
-	timeout := time.After(30 * time.Second)
-	for range 4 {
-		select {
-		case <-firsts:
-		case <-timeout:
-			t.Fatal("four streams did not start within 30s")
-		}
-	}
+	awaitSignals(t, firsts, 4, 30*time.Second, "four streams did not start")
 	if name == "inference-1" && !eventually(10*time.Second, 5*time.Millisecond, func() bool { return m.inferenceHealth(t, name).Busy > 0 }) {
 		t.Fatal("the load never reached inference-1")
 	}
@@ -389,8 +375,9 @@ type timed struct {
 	usage  *sdk.CompletionUsage
 }
 
-// timedCall is call, with include_usage, the times of the first text and
-// the end, and onFirst (if not nil) run at the first text.
+// timedCall sends one streamed greedy request for maxTokens tokens, with
+// include_usage, and says how it ended, when its first text and its end
+// arrived; onFirst (if not nil) runs at the first text. call is its outcome.
 func (m *mesh) timedCall(maxTokens int64, onFirst func()) timed {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
@@ -420,33 +407,28 @@ func (m *mesh) timedCall(maxTokens int64, onFirst func()) timed {
 // after another, each at most perWorker, until stop is closed. Each first
 // text is signalled on firsts, when there is room.
 func (m *mesh) timedLoad(workers, perWorker int, maxTokens int64, stop <-chan struct{}, firsts chan<- struct{}) []timed {
-	var (
-		mu  sync.Mutex
-		all []timed
-		wg  sync.WaitGroup
-	)
-	for range workers {
-		wg.Go(func() {
-			for range perWorker {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				o := m.timedCall(maxTokens, func() {
-					select {
-					case firsts <- struct{}{}:
-					default:
-					}
-				})
-				mu.Lock()
-				all = append(all, o)
-				mu.Unlock()
+	return runWorkers(workers, perWorker, stop, func() timed {
+		return m.timedCall(maxTokens, func() {
+			select {
+			case firsts <- struct{}{}:
+			default:
 			}
 		})
+	})
+}
+
+// awaitSignals waits for n signals on ch, failing the test with what if
+// they do not all arrive within d.
+func awaitSignals(t *testing.T, ch <-chan struct{}, n int, d time.Duration, what string) {
+	t.Helper()
+	timeout := time.After(d)
+	for range n {
+		select {
+		case <-ch:
+		case <-timeout:
+			t.Fatalf("%s within %s", what, d)
+		}
 	}
-	wg.Wait()
-	return all
 }
 
 // unavailable reports whether err is the gateway saying "unavailable,
