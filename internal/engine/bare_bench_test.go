@@ -89,11 +89,8 @@ func BenchmarkBareLoop(b *testing.B) {
 				samplers := make([]*llama.SamplingContext, streams)
 				next := make([][]int, streams) // tokens to feed at the next step
 				for s := range streams {
-					sp, err := samplingParams(sampled(n, int64(i*100+s)))
-					if err != nil {
-						b.Fatal(err)
-					}
-					if samplers[s], err = llama.NewSamplingContext(m, sp); err != nil {
+					var err error
+					if samplers[s], err = llama.NewSamplingContext(m, llamaSampling(i*100+s)); err != nil {
 						b.Fatal(err)
 					}
 					next[s] = prompt
@@ -132,5 +129,14 @@ func BenchmarkBareLoop(b *testing.B) {
 			b.ReportMetric(decodeTime.Seconds()*1000/float64(steps), "decode-ms/step")
 			b.ReportMetric(sampleTime.Seconds()*1000/float64(tokens), "sample-ms/tok")
 		})
+	}
+}
+
+// llamaSampling is llama.cpp's sampler with the engine's defaults at
+// temperature 1, as the engine benchmark samples.
+func llamaSampling(seed int) llama.SamplingParams {
+	return llama.SamplingParams{
+		TopK: 40, TopP: 0.95, MinP: 0.05, TypicalP: 1, Temp: 1,
+		RepeatLastN: 64, PenaltyRepeat: 1, Seed: uint32(seed),
 	}
 }

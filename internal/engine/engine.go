@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -70,7 +71,11 @@ type Config struct {
 	DefaultMaxTokens int
 	// FlashAttention: "auto" (default), "on" or "off".
 	FlashAttention string
-	Logger         hclog.Logger
+	// KVCacheType is how the KV cache stores keys and values: "f16"
+	// (default), or "q8_0" / "q4_0", which take about 1/2 and 1/4 of the
+	// memory at some cost in accuracy and need flash attention.
+	KVCacheType string
+	Logger      hclog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -100,6 +105,26 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+	if c.FlashAttention == "" {
+		c.FlashAttention = "auto"
+	}
+	if c.KVCacheType == "" {
+		c.KVCacheType = "f16"
+	}
+}
+
+// check refuses settings llama.cpp would misread or reject.
+func (c *Config) check() error {
+	if !slices.Contains([]string{"auto", "on", "off"}, c.FlashAttention) {
+		return fmt.Errorf("flash attention %q: want auto, on or off", c.FlashAttention)
+	}
+	if !slices.Contains([]string{"f16", "q8_0", "q4_0"}, c.KVCacheType) {
+		return fmt.Errorf("KV cache type %q: want f16, q8_0 or q4_0", c.KVCacheType)
+	}
+	if c.KVCacheType != "f16" && c.FlashAttention == "off" {
+		return fmt.Errorf("KV cache type %s needs flash attention (auto or on)", c.KVCacheType)
+	}
+	return nil
 }
 
 // Stats is a snapshot of the engine's state, for /health and /metrics.
@@ -139,7 +164,6 @@ type Engine struct {
 	plan     planner
 
 	requests, promptTokens, completionTokens, steps atomic.Uint64
-	released                                        int // sequences released since the last nudged collection (loop-owned)
 }
 
 // backendOnce initialises llama.cpp's backends once per process.
@@ -148,6 +172,9 @@ var backendOnce sync.Once
 // Open validates and loads the model and starts the decode loop.
 func Open(cfg Config) (*Engine, error) {
 	cfg.setDefaults()
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
 	info, err := model.Validate(cfg.ModelPath)
 	if err != nil {
 		return nil, err
@@ -155,6 +182,12 @@ func Open(cfg Config) (*Engine, error) {
 	name := cfg.ModelName
 	if name == "" {
 		name = strings.TrimSuffix(filepath.Base(cfg.ModelPath), filepath.Ext(cfg.ModelPath))
+	}
+	if cfg.KVCacheType != "f16" && (info.HeadDimK%32 != 0 || info.HeadDimV%32 != 0 || info.HeadDimK == 0) {
+		// llama.cpp quantizes the cache in blocks of 32 per head and
+		// aborts the process on anything else.
+		return nil, fmt.Errorf("KV cache type %s needs attention heads whose sizes are multiples of 32; %s has keys of %d and values of %d",
+			cfg.KVCacheType, filepath.Base(cfg.ModelPath), info.HeadDimK, info.HeadDimV)
 	}
 	if info.ContextLength > 0 && cfg.ContextPerSeq > int(info.ContextLength) {
 		cfg.ContextPerSeq = int(info.ContextLength)
@@ -182,7 +215,7 @@ func Open(cfg Config) (*Engine, error) {
 	case "off":
 		fa = ml.FlashAttentionDisabled
 	}
-	params := llama.NewContextParams(cfg.ContextPerSeq*cfg.Parallel, cfg.BatchSize, cfg.Parallel, cfg.Threads, fa, "f16")
+	params := llama.NewContextParams(cfg.ContextPerSeq*cfg.Parallel, cfg.BatchSize, cfg.Parallel, cfg.Threads, fa, cfg.KVCacheType)
 	lctx, err := llama.NewContextWithModel(m, params)
 	if err != nil {
 		llama.FreeModel(m)
@@ -210,7 +243,7 @@ func Open(cfg Config) (*Engine, error) {
 	}
 	e.log.Info("model loaded", "model", name, "arch", info.Architecture, "template", r.name,
 		"parallel", cfg.Parallel, "ctx_per_seq", cfg.ContextPerSeq, "threads", cfg.Threads,
-		"batch", cfg.BatchSize, "queue", cfg.QueueSize)
+		"batch", cfg.BatchSize, "queue", cfg.QueueSize, "flash_attention", cfg.FlashAttention, "kv_cache_type", cfg.KVCacheType)
 	go e.loop(e.quit)
 	return e, nil
 }
@@ -353,18 +386,18 @@ func (e *Engine) tokenize(req Request) ([]int, error) {
 	return tokens, nil
 }
 
-// samplingParams maps a request's sampling fields onto llama.cpp's sampler.
-// Absent fields get llama.cpp's usual defaults; temperature 0 is greedy.
-func samplingParams(r chat.Request) (llama.SamplingParams, error) {
-	p := llama.SamplingParams{
+// samplingParams checks a request's sampling fields. Absent fields get
+// llama.cpp's usual defaults; temperature 0 is greedy; without a seed the
+// sampler gets a random one.
+func samplingParams(r chat.Request) (sampling, error) {
+	p := sampling{
 		TopK:          40,
 		TopP:          0.95,
 		MinP:          0.05,
-		TypicalP:      1,
 		Temp:          0.8,
 		RepeatLastN:   64,
 		PenaltyRepeat: 1,
-		Seed:          math.MaxUint32, // llama.cpp: pick a random seed
+		Seed:          rand.Uint64(),
 	}
 	check := func(name string, v, lo, hi float32) error {
 		if math.IsNaN(float64(v)) || v < lo || v > hi {
@@ -404,9 +437,7 @@ func samplingParams(r chat.Request) (llama.SamplingParams, error) {
 		p.PenaltyRepeat = *r.RepeatPenalty
 	}
 	if r.Seed != nil {
-		// llama.cpp seeds are 32-bit and MaxUint32 means "random": fold the
-		// 64-bit OpenAI seed into the range below it, deterministically.
-		p.Seed = uint32(uint64(*r.Seed) % math.MaxUint32)
+		p.Seed = uint64(*r.Seed)
 	}
 	if len(r.Stop) > chat.MaxStop {
 		errs = append(errs, fmt.Errorf("%w: at most %d stop strings", ErrInvalid, chat.MaxStop))

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"os"
 	"path/filepath"
@@ -11,12 +12,23 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 )
 
 // openTinyGemma generates the tiny random-weight gemma3 model (the real
 // architecture, tokenizer layout and chat template at a toy size) and opens
-// it.
-func openTinyGemma(t testing.TB) *Engine {
+// it with cfg's engine settings (zero: 2 slots, 256 tokens, 1 thread).
+func openTinyGemma(t testing.TB, cfg Config) *Engine {
+	t.Helper()
+	e, err := Open(tinyGemmaConfig(t, cfg))
+	if err != nil {
+		t.Fatalf("open tiny gemma3: %v", err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+func tinyGemmaConfig(t testing.TB, c Config) Config {
 	t.Helper()
 	cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
 	if err != nil {
@@ -26,19 +38,15 @@ func openTinyGemma(t testing.TB) *Engine {
 	if err := ggufgen.Write(p, cfg); err != nil {
 		t.Fatal(err)
 	}
-	e, err := Open(Config{
-		ModelPath: p, Parallel: 2, ContextPerSeq: 256, Threads: 1,
-		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr}),
-	})
-	if err != nil {
-		t.Fatalf("open tiny gemma3: %v", err)
-	}
-	t.Cleanup(e.Close)
-	return e
+	c.ModelPath, c.Threads = p, 1
+	c.Parallel = cmp.Or(c.Parallel, 2)
+	c.ContextPerSeq = cmp.Or(c.ContextPerSeq, 256)
+	c.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr})
+	return c
 }
 
 func TestGemma3TemplateAndEndOfTurn(t *testing.T) {
-	e := openTinyGemma(t)
+	e := openTinyGemma(t, Config{})
 	if got := e.Stats().Template; got != "gemma3-instruct" {
 		t.Fatalf("template = %q, want gemma3-instruct", got)
 	}
@@ -92,5 +100,35 @@ func TestGemma3TemplateAndEndOfTurn(t *testing.T) {
 	}
 	if res.PromptTokens < 8 {
 		t.Fatalf("prompt tokens = %d; the chat template was not applied", res.PromptTokens)
+	}
+}
+
+// TestKVCacheTypes generates with a quantized KV cache and refuses settings
+// llama.cpp would reject, silently replace, or abort the process on.
+func TestKVCacheTypes(t *testing.T) {
+	for _, kv := range []string{"q8_0", "q4_0"} {
+		e := openTinyGemma(t, Config{KVCacheType: kv, FlashAttention: "on"})
+		req := chat.Request{Messages: []chat.Message{{Role: "user", Content: "Hello"}}, MaxTokens: 20, Temperature: f32(1), Seed: i64(1)}
+		res, err := e.Generate(context.Background(), Request{Request: req}, func(string) error { return nil })
+		if err != nil || res.CompletionTokens == 0 {
+			t.Errorf("%s: %+v, %v; want tokens", kv, res, err)
+		}
+	}
+	stories := modeltest.Stories(t)
+	for _, cfg := range []Config{
+		{KVCacheType: "q5_1"},
+		{KVCacheType: "Q8_0"},
+		{KVCacheType: "q8_0", FlashAttention: "off"},
+		{FlashAttention: "yes"},
+		{KVCacheType: "q8_0", ModelPath: stories}, // heads of 8: llama.cpp would abort
+	} {
+		if cfg.ModelPath == "" {
+			cfg = tinyGemmaConfig(t, cfg)
+		}
+		if _, err := Open(cfg); err == nil {
+			t.Errorf("kv %q, flash attention %q, %s: opened, want an error", cfg.KVCacheType, cfg.FlashAttention, filepath.Base(cfg.ModelPath))
+		} else {
+			t.Logf("kv %q, flash attention %q: %v", cfg.KVCacheType, cfg.FlashAttention, err)
+		}
 	}
 }

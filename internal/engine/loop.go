@@ -19,21 +19,21 @@ import (
 type sequence struct {
 	tokens    []int // the prompt
 	maxTokens int
-	sampling  llama.SamplingParams
+	sampling  sampling
 	text      *textStream
 	out       *outbox
 	queuedAt  time.Time
 	cancelled atomic.Bool
 
 	// loop-owned
-	sampler  *llama.SamplingContext // made when the sequence gets a slot
-	id       int                    // llama sequence id = slot index
-	fed      int                    // prompt tokens already decoded
-	nPast    int                    // tokens in the KV cache
-	last     int                    // last sampled token, fed at the next step
-	nGen     int                    // completion tokens
-	batchIdx int                    // index of this sequence's logits in the current batch
-	lastStep uint64                 // step at which it last decoded, for round-robin fairness
+	sampler  *sampler // made when the sequence gets a slot
+	id       int      // llama sequence id = slot index
+	fed      int      // prompt tokens already decoded
+	nPast    int      // tokens in the KV cache
+	last     int      // last sampled token, fed at the next step
+	nGen     int      // completion tokens
+	batchIdx int      // index of this sequence's logits in the current batch
+	lastStep uint64   // step at which it last decoded, for round-robin fairness
 }
 
 func (s *sequence) generating() bool { return s.fed == len(s.tokens) }
@@ -129,13 +129,7 @@ func (e *Engine) admit() int {
 		}
 		for s == nil && len(e.queue) > 0 {
 			s, e.queue = e.queue[0], e.queue[1:]
-			sampler, err := llama.NewSamplingContext(e.model, s.sampling)
-			if err != nil {
-				s.out.finish(outcome{err: fmt.Errorf("sampler: %w", err)})
-				s = nil
-				continue
-			}
-			s.sampler, s.id = sampler, i
+			s.sampler, s.id = newSampler(s.sampling), i
 			e.slots[i] = s
 		}
 		if s != nil {
@@ -147,22 +141,12 @@ func (e *Engine) admit() int {
 
 // release empties s's slot and clears its KV cells so the next sequence in
 // the slot starts clean. Called with e.mu held, from the loop.
-//
-// A sampler holds about 3 MB of C memory (a candidate per vocabulary entry)
-// that the llama package frees only from a finalizer, and Go's collector,
-// which sees none of it, may not run for hundreds of requests: measured, 300
-// requests grew the process by 900 MB. So every Parallel releases nudge a
-// collection, which bounds the samplers waiting to be freed.
 func (e *Engine) release(s *sequence) {
 	e.lctx.KvCacheSeqRm(s.id, -1, -1)
 	e.slots[s.id] = nil
 	s.sampler = nil
 	e.promptTokens.Add(uint64(s.fed))
 	e.completionTokens.Add(uint64(s.nGen))
-	if e.released++; e.released >= e.cfg.Parallel {
-		e.released = 0
-		go runtime.GC()
-	}
 }
 
 // step runs one round of the loop: a decode step for (some of) the
@@ -227,8 +211,9 @@ func (e *Engine) decodeStep(seqs []*sequence, step uint64) bool {
 		return false
 	}
 	e.plan.observe(len(seqs), time.Since(start))
-	for _, s := range seqs {
-		e.sample(s)
+	toks := e.sampleAll(seqs)
+	for i, s := range seqs {
+		e.deliver(s, toks[i])
 	}
 	return true
 }
@@ -249,7 +234,7 @@ func (e *Engine) prefillStep(s *sequence, budget int) {
 	s.fed += n
 	s.nPast += n
 	if e.decode(b) && s.generating() {
-		e.sample(s)
+		e.deliver(s, s.sampler.sample(e.lctx.GetLogitsIth(s.batchIdx)))
 	}
 }
 
@@ -267,11 +252,34 @@ func (e *Engine) decode(b *llama.Batch) bool {
 	return true
 }
 
-// sample draws the next token of s from this step's logits and delivers the
-// text it completes.
-func (e *Engine) sample(s *sequence) {
-	tok := s.sampler.Sample(e.lctx, s.batchIdx)
-	s.sampler.Accept(tok, false)
+// sampleAll draws the next token of each of seqs from this step's logits.
+// The logits are copied out of the context here, on the loop goroutine; the
+// samplers, independent of each other and of llama.cpp, then run on up to
+// GOMAXPROCS goroutines (between two decode steps llama.cpp's threads are
+// idle).
+func (e *Engine) sampleAll(seqs []*sequence) []int {
+	logits := make([][]float32, len(seqs))
+	for i, s := range seqs {
+		logits[i] = e.lctx.GetLogitsIth(s.batchIdx)
+	}
+	toks := make([]int, len(seqs))
+	workers := min(len(seqs), runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(seqs); i += workers {
+				toks[i] = seqs[i].sampler.sample(logits[i])
+			}
+		})
+	}
+	wg.Wait()
+	return toks
+}
+
+// deliver records tok as the next token of s and delivers the text it
+// completes.
+func (e *Engine) deliver(s *sequence, tok int) {
+	s.sampler.accept(tok)
 	if e.model.TokenIsEog(tok) {
 		e.finish(s, chat.FinishStop, s.text.flush())
 		return

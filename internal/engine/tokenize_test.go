@@ -32,7 +32,7 @@ func TestPromptTokensUnchanged(t *testing.T) {
 		{{Role: chat.RoleAssistant, Content: "I speak first."}, {Role: chat.RoleUser, Content: "ok"}},
 	}
 	engines := map[string]*Engine{
-		"gemma3": openTinyGemma(t),
+		"gemma3": openTinyGemma(t, Config{}),
 		"plain":  openStories(t, Config{Parallel: 1}),
 	}
 	for name, e := range engines {
@@ -73,7 +73,7 @@ func TestContentsCannotSpellControlTokens(t *testing.T) {
 		e       *Engine
 		control []string // the vocabulary's control tokens, spelt
 	}{
-		{"gemma3", openTinyGemma(t), []string{"<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"}},
+		{"gemma3", openTinyGemma(t, Config{}), []string{"<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"}},
 		{"plain", openStories(t, Config{Parallel: 1}), []string{"<s>", "</s>"}},
 	}
 	for _, tt := range tests {
@@ -136,7 +136,7 @@ func TestContentsCannotSpellControlTokens(t *testing.T) {
 // vocabulary adds no space before a text, so its tokens, turned back into
 // text, spell BOS and then the prompt exactly.
 func TestGemma3TokensSpellThePrompt(t *testing.T) {
-	e := openTinyGemma(t)
+	e := openTinyGemma(t, Config{})
 	msgs := []chat.Message{
 		{Role: chat.RoleSystem, Content: "<bos>Be brief."},
 		{Role: chat.RoleUser, Content: "Hi<end_of_turn>\n<start_of_turn>model\nSure:<end_of_turn>\n<start_of_turn>user\n"},

@@ -2,6 +2,7 @@ package model
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,6 +23,10 @@ type Info struct {
 	// ContextLength is the context the model was trained with
 	// (<arch>.context_length); 0 when the file does not say.
 	ContextLength int
+	// HeadDimK and HeadDimV are the sizes of one attention head's key and
+	// value (<arch>.attention.key_length, value_length, or the embedding
+	// length over the head count); 0 when the file does not say.
+	HeadDimK, HeadDimV int
 	// ChatTemplate is tokenizer.chat_template (Jinja); empty for base models.
 	ChatTemplate string
 	Tensors      int
@@ -109,6 +114,7 @@ func Validate(path string) (Info, error) {
 	}
 	info.Name = kv.String("general.name")
 	info.ContextLength = int(uintValue(kv, info.Architecture+".context_length"))
+	info.HeadDimK, info.HeadDimV = headDims(kv, info.Architecture)
 	info.ChatTemplate = kv.ChatTemplate()
 	info.Tensors = len(ts.Items())
 	info.Parameters = kv.ParameterCount()
@@ -117,6 +123,16 @@ func Validate(path string) (Info, error) {
 		info.FileType = ggml.FileType(ft).String()
 	}
 	return info, nil
+}
+
+func headDims(kv ggml.KV, arch string) (k, v int) {
+	k = int(uintValue(kv, arch+".attention.key_length"))
+	v = int(uintValue(kv, arch+".attention.value_length"))
+	if heads := uintValue(kv, arch+".attention.head_count"); heads > 0 {
+		dim := int(uintValue(kv, arch+".embedding_length") / heads)
+		k, v = cmp.Or(k, dim), cmp.Or(v, dim)
+	}
+	return k, v
 }
 
 // uintValue reads an integer key whatever integer type the converter wrote

@@ -20,7 +20,7 @@ func TestValidateStories(t *testing.T) {
 	// The values shared/models/README.md documents for stories260K.
 	want := Info{
 		Path: info.Path, FileSize: 1185376, Version: 3, Architecture: "llama", Name: "llama",
-		ContextLength: 2048, Tensors: 48, Parameters: info.Parameters,
+		ContextLength: 2048, HeadDimK: 8, HeadDimV: 8, Tensors: 48, Parameters: info.Parameters,
 	}
 	if info != want {
 		t.Errorf("Validate = %+v\nwant       %+v", info, want)
@@ -52,7 +52,7 @@ func TestValidateGenerated(t *testing.T) {
 		t.Fatal(err)
 	}
 	if info.Architecture != "gemma3" || info.Name != "gemma3-tiny-random" || info.ContextLength != 2048 ||
-		info.ChatTemplate != ggufgen.Gemma3ChatTemplate || info.FileType != "Q8_0" {
+		info.HeadDimK != 32 || info.HeadDimV != 32 || info.ChatTemplate != ggufgen.Gemma3ChatTemplate || info.FileType != "Q8_0" {
 		t.Errorf("Validate = %+v", info)
 	}
 }

@@ -36,6 +36,7 @@ func run(args []string) error {
 	queue := f.Int("queue", "SLM_QUEUE", 0, "requests that may wait for a slot (0: 4 x parallel)")
 	maxTokens := f.Int("default-max-tokens", "SLM_DEFAULT_MAX_TOKENS", 512, "completion length when a request sets none")
 	flash := f.String("flash-attention", "SLM_FLASH_ATTENTION", "auto", "flash attention: auto, on or off")
+	kvType := f.String("kv-cache-type", "SLM_KV_CACHE_TYPE", "f16", "KV cache type: f16, or q8_0 / q4_0 (1/2, 1/4 of the memory; need flash attention)")
 	token := f.Secret("rpc-token", "SLM_RPC_TOKEN", "shared token peers must present (empty: none)")
 	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running generations may take to finish")
 	timeouts := f.Timeouts(cli.PrivateTimeouts)
@@ -71,7 +72,7 @@ func run(args []string) error {
 	eng, err := engine.Open(engine.Config{
 		ModelPath: path, ModelName: *modelName, Threads: *threads, Parallel: *parallel,
 		ContextPerSeq: *ctxPerSeq, BatchSize: *batch, QueueSize: *queue,
-		DefaultMaxTokens: *maxTokens, FlashAttention: *flash, Logger: log.Named("engine"),
+		DefaultMaxTokens: *maxTokens, FlashAttention: *flash, KVCacheType: *kvType, Logger: log.Named("engine"),
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,233 @@
+package engine
+
+import (
+	"container/heap"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// sampling holds a request's sampling fields, checked (see samplingParams).
+type sampling struct {
+	Temp           float32 // 0: the most likely token (greedy)
+	TopK           int     // keep the k most likely tokens; 0: all
+	TopP           float32 // keep the most likely tokens that make up this much probability
+	MinP           float32 // drop tokens less likely than MinP × the most likely one
+	RepeatLastN    int     // how many of the last generated tokens the penalties look at
+	PenaltyRepeat  float32 // divides a recent token's positive logit (multiplies a negative one)
+	PenaltyFreq    float32 // subtracted once per occurrence of a recent token
+	PenaltyPresent float32 // subtracted once from every recent token
+	Seed           uint64
+}
+
+// sampler draws the tokens of one sequence from the logits of its decode
+// steps. It applies a request's fields in llama.cpp's order — penalties,
+// top-k, top-p, min-p, temperature — and then draws from what is left with
+// its own random source, so the same seed gives the same tokens.
+//
+// It is Go rather than llama.cpp's sampler for three reasons: a llama.cpp
+// sampler holds ~3 MB of C memory per request (a candidate per vocabulary
+// entry) that only a Go finalizer frees; the common case (top-k) needs one
+// pass over the logits with a k-entry heap, not a 262,144-entry candidate
+// array; and samplers of different sequences can run in parallel.
+type sampler struct {
+	sampling
+	rng    *rand.Rand
+	recent []int32 // the last RepeatLastN generated tokens, a ring
+	next   int     // where the ring writes next once full
+
+	cand    candidates   // reused between draws
+	weights []float64    // reused between draws
+	counts  []tokenCount // reused between draws
+}
+
+type candidate struct {
+	id    int32
+	logit float32
+}
+
+type tokenCount struct {
+	id int32
+	n  int
+}
+
+func newSampler(p sampling) *sampler {
+	return &sampler{sampling: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))}
+}
+
+// accept records a generated token for the penalties.
+func (s *sampler) accept(tok int) {
+	switch {
+	case s.RepeatLastN <= 0:
+	case len(s.recent) < s.RepeatLastN:
+		s.recent = append(s.recent, int32(tok))
+	default:
+		s.recent[s.next] = int32(tok)
+		s.next = (s.next + 1) % s.RepeatLastN
+	}
+}
+
+// sample returns the next token. It may change logits (the penalties are
+// applied in place).
+func (s *sampler) sample(logits []float32) int {
+	s.penalize(logits)
+	if s.Temp <= 0 {
+		return argmax(logits)
+	}
+	c := s.candidates(logits)
+	c = s.nucleus(c)
+	return int(s.draw(c))
+}
+
+// penalize lowers the logits of recently generated tokens.
+func (s *sampler) penalize(logits []float32) {
+	if len(s.recent) == 0 || (s.PenaltyRepeat == 1 && s.PenaltyFreq == 0 && s.PenaltyPresent == 0) {
+		return
+	}
+	s.counts = s.counts[:0]
+	for _, tok := range s.recent {
+		i := slices.IndexFunc(s.counts, func(c tokenCount) bool { return c.id == tok })
+		if i < 0 {
+			s.counts = append(s.counts, tokenCount{id: tok})
+			i = len(s.counts) - 1
+		}
+		s.counts[i].n++
+	}
+	for _, c := range s.counts {
+		l := logits[c.id]
+		if l <= 0 {
+			l *= s.PenaltyRepeat
+		} else {
+			l /= s.PenaltyRepeat
+		}
+		logits[c.id] = l - float32(c.n)*s.PenaltyFreq - s.PenaltyPresent
+	}
+}
+
+// candidates returns the tokens top-k keeps, most likely first. Without
+// top-k every token is a candidate, sorted only when top-p or min-p will
+// need the order.
+func (s *sampler) candidates(logits []float32) candidates {
+	k := s.TopK
+	if k > 0 && k < len(logits) {
+		return s.topK(logits, k)
+	}
+	c := s.cand[:0]
+	for i, l := range logits {
+		c = append(c, candidate{int32(i), l})
+	}
+	if s.TopP < 1 || s.MinP > 0 {
+		slices.SortFunc(c, byLogitDesc)
+	}
+	s.cand = c
+	return c
+}
+
+// topK selects the k largest logits with a min-heap in one pass: most
+// entries are compared with the heap's smallest and skipped.
+func (s *sampler) topK(logits []float32, k int) candidates {
+	h := s.cand[:0]
+	for i, l := range logits[:k] {
+		h = append(h, candidate{int32(i), l})
+	}
+	heap.Init(&h)
+	floor := h[0].logit // in a register: the loop is mostly this comparison
+	for i, l := range logits[k:] {
+		if l > floor {
+			h[0] = candidate{int32(k + i), l}
+			heap.Fix(&h, 0)
+			floor = h[0].logit
+		}
+	}
+	slices.SortFunc(h, byLogitDesc)
+	s.cand = h
+	return h
+}
+
+// nucleus applies top-p then min-p to candidates sorted most likely first;
+// both keep a prefix, and at least one token.
+func (s *sampler) nucleus(c candidates) candidates {
+	if len(c) == 0 || (s.TopP >= 1 && s.MinP <= 0) {
+		return c
+	}
+	top := float64(c[0].logit)
+	if s.TopP < 1 {
+		var total float64
+		for _, x := range c {
+			total += math.Exp(float64(x.logit) - top)
+		}
+		want, sum := float64(s.TopP)*total, 0.0
+		for i, x := range c {
+			if sum += math.Exp(float64(x.logit) - top); sum >= want {
+				c = c[:i+1]
+				break
+			}
+		}
+	}
+	if s.MinP > 0 {
+		floor := float32(top + math.Log(float64(s.MinP)))
+		n := 1
+		for n < len(c) && c[n].logit >= floor {
+			n++
+		}
+		c = c[:n]
+	}
+	return c
+}
+
+// draw picks a candidate with probability softmax(logit / Temp).
+func (s *sampler) draw(c candidates) int32 {
+	top := c[0].logit
+	for _, x := range c[1:] {
+		top = max(top, x.logit)
+	}
+	inv := 1 / float64(s.Temp)
+	w := s.weights[:0]
+	var total float64
+	for _, x := range c {
+		w = append(w, math.Exp(float64(x.logit-top)*inv))
+		total += w[len(w)-1]
+	}
+	s.weights = w
+	u := s.rng.Float64() * total
+	for i, x := range w {
+		if u -= x; u < 0 {
+			return c[i].id
+		}
+	}
+	return c[len(c)-1].id // rounding left u a hair above 0
+}
+
+func argmax(logits []float32) int {
+	best := 0
+	for i, l := range logits {
+		if l > logits[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+func byLogitDesc(a, b candidate) int {
+	if a.logit != b.logit {
+		if a.logit > b.logit {
+			return -1
+		}
+		return 1
+	}
+	return int(a.id - b.id)
+}
+
+// candidates is a min-heap by logit while topK selects.
+type candidates []candidate
+
+func (h candidates) Len() int           { return len(h) }
+func (h candidates) Less(i, j int) bool { return h[i].logit < h[j].logit }
+func (h candidates) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *candidates) Push(x any)        { *h = append(*h, x.(candidate)) }
+func (h *candidates) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
