@@ -26,6 +26,7 @@ func BenchmarkBareLoop(b *testing.B) {
 	}
 	path := benchModel(b)
 	threads := envInt(b, benchThreadsEnv, runtime.NumCPU())
+	serviceGoMaxProcs(b, threads)
 	maxTokens := envInt(b, benchTokensEnv, defaultBenchTokens)
 	backendOnce.Do(func() { initBackend(benchLogger()) })
 	m, err := llama.LoadModelFromFile(path, llama.ModelParams{UseMmap: true})

@@ -45,6 +45,7 @@ func BenchmarkGemma3_270M(b *testing.B) {
 	}
 	path := benchModel(b)
 	threads := envInt(b, benchThreadsEnv, runtime.NumCPU())
+	serviceGoMaxProcs(b, threads)
 	maxTokens := envInt(b, benchTokensEnv, defaultBenchTokens)
 	e, err := Open(Config{
 		ModelPath: path, Threads: threads, PrefillChunk: envInt(b, benchChunkEnv, 0),
@@ -267,6 +268,17 @@ func reportPeakRSS(b *testing.B) {
 // benchModel returns $SLM_BENCH_MODEL, else the random-weight gemma3-270m
 // under .cache/models/ at the repository root, writing it first if needed
 // (a few seconds; the same seed writes the same file).
+// serviceGoMaxProcs runs the benchmark with the GOMAXPROCS the inference
+// service sets for the same threads (GoMaxProcs), unless GOMAXPROCS is in
+// the environment.
+func serviceGoMaxProcs(b *testing.B, threads int) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	prev := runtime.GOMAXPROCS(GoMaxProcs(threads))
+	b.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+}
+
 func benchModel(b *testing.B) string {
 	if p := os.Getenv(benchModelEnv); p != "" {
 		return p

@@ -242,11 +242,21 @@ func (m *Mesh) args(name string) (bin string, args []string) {
 
 // env is the environment of a service process: the runner's, Config.Env,
 // and the secrets.
+//
+// Here the gateway and the caller share the machine's cores with
+// llama.cpp's threads, which spin-wait for each other at every operation of
+// a decode step; unless told otherwise they run with GOMAXPROCS=1, plenty
+// for relaying tokens, so that their schedulers do not keep extra threads
+// busy on those cores (the inference service sizes its own, see
+// engine.GoMaxProcs).
 func (m *Mesh) env(name string) []string {
 	env := append(os.Environ(), m.cfg.Env...)
 	env = append(env, "SLM_RPC_TOKEN="+m.cfg.RPCToken)
 	if name == "gateway" {
 		env = append(env, "SLM_API_KEYS="+m.cfg.APIKeys)
+	}
+	if (name == "gateway" || name == "caller") && !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") }) {
+		env = append(env, "GOMAXPROCS=1")
 	}
 	return env
 }

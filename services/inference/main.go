@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/slm-mesh/slm-mesh/internal/cli"
@@ -29,7 +30,7 @@ func run(args []string) error {
 	modelSHA := f.String("model-sha256", "SLM_MODEL_SHA256", "", "sha256 of the model download (required for URLs other than the default)")
 	modelName := f.String("model-name", "SLM_MODEL_NAME", "", "name the model is served under (default: the file name without extension; gemma-3-270m-it for the default)")
 	cacheDir := f.String("cache-dir", "SLM_CACHE_DIR", "", "model download cache (default: the user cache dir)")
-	threads := f.Int("threads", "SLM_THREADS", 0, "llama.cpp threads (0: one per CPU)")
+	threads := f.Int("threads", "SLM_THREADS", 0, "llama.cpp threads (0: one per CPU); Go gets the CPUs left, at least one (GOMAXPROCS overrides)")
 	parallel := f.Int("parallel", "SLM_PARALLEL", 8, "sequences decoded together")
 	ctxPerSeq := f.Int("ctx", "SLM_CTX", 2048, "context per request in tokens (prompt + completion)")
 	batch := f.Int("batch", "SLM_BATCH", 512, "maximum tokens per decode step")
@@ -49,6 +50,9 @@ func run(args []string) error {
 		return err
 	}
 	log := cli.Logger("inference", *logLevel, *logJSON)
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(engine.GoMaxProcs(*threads))
+	}
 	ctx, stop := cli.SignalContext()
 	defer stop()
 
@@ -79,7 +83,7 @@ func run(args []string) error {
 	}
 	defer eng.Close()
 	srv.SetEngine(eng)
-	log.Info("ready", "model", eng.Name(), "addr", hs.Addr())
+	log.Info("ready", "model", eng.Name(), "addr", hs.Addr(), "gomaxprocs", runtime.GOMAXPROCS(0))
 
 	if *register {
 		deregister, err := discovery.RegisterSelf(ctx, *consulAddr, discovery.ServiceInference, hs.Addr(), *advertise, log)
