@@ -22,10 +22,12 @@ import (
 
 // Environment of BenchmarkGemma3_270M.
 const (
-	benchModelEnv   = "SLM_BENCH_MODEL"         // GGUF to measure; default: the generated gemma3-270m
-	benchThreadsEnv = "SLM_BENCH_THREADS"       // llama.cpp threads; default: one per CPU
-	benchTokensEnv  = "SLM_BENCH_TOKENS"        // completion tokens per decode stream; default 128
-	benchChunkEnv   = "SLM_BENCH_PREFILL_CHUNK" // Config.PrefillChunk; default: the engine's
+	benchModelEnv   = "SLM_BENCH_MODEL"           // GGUF to measure; default: the generated gemma3-270m
+	benchThreadsEnv = "SLM_BENCH_THREADS"         // llama.cpp threads; default: one per CPU
+	benchTokensEnv  = "SLM_BENCH_TOKENS"          // completion tokens per decode stream; default 128
+	benchChunkEnv   = "SLM_BENCH_PREFILL_CHUNK"   // Config.PrefillChunk; default: the engine's
+	benchKVEnv      = "SLM_BENCH_KV_CACHE_TYPE"   // Config.KVCacheType; default: the engine's
+	benchFlashEnv   = "SLM_BENCH_FLASH_ATTENTION" // Config.FlashAttention; default: the engine's
 )
 
 // defaultBenchTokens is the completion length of the decode benchmarks:
@@ -49,6 +51,7 @@ func BenchmarkGemma3_270M(b *testing.B) {
 	maxTokens := envInt(b, benchTokensEnv, defaultBenchTokens)
 	e, err := Open(Config{
 		ModelPath: path, Threads: threads, PrefillChunk: envInt(b, benchChunkEnv, 0),
+		KVCacheType: os.Getenv(benchKVEnv), FlashAttention: os.Getenv(benchFlashEnv),
 		Logger: benchLogger(),
 	})
 	if err != nil {
@@ -57,8 +60,8 @@ func BenchmarkGemma3_270M(b *testing.B) {
 	b.Cleanup(e.Close)
 	// b.Logf of a benchmark with sub-benchmarks is not shown; the setting
 	// belongs next to the figures.
-	fmt.Fprintf(os.Stderr, "engine benchmark: %s, %d threads, %d slots, %d tokens per stream; machine: %s\n",
-		path, threads, e.cfg.Parallel, maxTokens, bench.Machine())
+	fmt.Fprintf(os.Stderr, "engine benchmark: %s, %d threads, %d slots, %d tokens per stream, KV cache %s, flash attention %s; machine: %s\n",
+		path, threads, e.cfg.Parallel, maxTokens, e.cfg.KVCacheType, e.cfg.FlashAttention, bench.Machine())
 
 	for _, n := range []int{128, 512} {
 		prompt := promptOf(b, e, n)

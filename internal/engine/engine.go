@@ -136,7 +136,8 @@ func (c *Config) check() error {
 // stalls the whole step. The Go side of an inference process needs little
 // CPU, and goroutines still run while the loop is inside llama.cpp (a cgo
 // call gives up its P). Measured on 2 CPUs with 2 llama.cpp threads:
-// GOMAXPROCS 1 decodes 9–27% faster than 2 (docs/PERFORMANCE.md).
+// GOMAXPROCS 1 served 12–25% more tokens per second than 2 at 1, 2, 4 and
+// 16 concurrent requests, and as many at 8 (docs/PERFORMANCE.md).
 func GoMaxProcs(threads int) int {
 	if threads <= 0 {
 		threads = runtime.NumCPU()

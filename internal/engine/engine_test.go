@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,6 +286,23 @@ func TestInvalidSampling(t *testing.T) {
 	} {
 		if _, err := e.Generate(context.Background(), req, nil); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: got %v, want ErrInvalid", fmt.Sprint(req.Request), err)
+		}
+	}
+}
+
+func TestGoMaxProcs(t *testing.T) {
+	n := runtime.NumCPU()
+	for _, tc := range []struct{ threads, want int }{
+		{0, 1},     // llama.cpp on every CPU: Go still gets one
+		{n, 1},     // the same, said explicitly
+		{n + 3, 1}, // more threads than CPUs
+		{1, n - 1}, // Go gets every CPU but llama.cpp's one
+	} {
+		if tc.want < 1 {
+			continue // a 1-CPU machine has no CPU to leave
+		}
+		if got := GoMaxProcs(tc.threads); got != tc.want {
+			t.Errorf("GoMaxProcs(%d) on %d CPUs = %d, want %d", tc.threads, n, got, tc.want)
 		}
 	}
 }
