@@ -113,8 +113,10 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// check refuses settings llama.cpp would misread or reject.
-func (c *Config) check() error {
+// Check refuses settings llama.cpp would misread or reject, before a model
+// is at hand (Open checks them again, and the model against them).
+func (c Config) Check() error {
+	c.setDefaults()
 	if !slices.Contains([]string{"auto", "on", "off"}, c.FlashAttention) {
 		return fmt.Errorf("flash attention %q: want auto, on or off", c.FlashAttention)
 	}
@@ -190,7 +192,7 @@ var backendOnce sync.Once
 // Open validates and loads the model and starts the decode loop.
 func Open(cfg Config) (*Engine, error) {
 	cfg.setDefaults()
-	if err := cfg.check(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
 	info, err := model.Validate(cfg.ModelPath)

@@ -56,6 +56,15 @@ func run(args []string) error {
 	ctx, stop := cli.SignalContext()
 	defer stop()
 
+	cfg := engine.Config{
+		ModelName: *modelName, Threads: *threads, Parallel: *parallel,
+		ContextPerSeq: *ctxPerSeq, BatchSize: *batch, QueueSize: *queue,
+		DefaultMaxTokens: *maxTokens, FlashAttention: *flash, KVCacheType: *kvType, Logger: log.Named("engine"),
+	}
+	if err := cfg.Check(); err != nil { // before listening or downloading
+		return err
+	}
+
 	srv := inference.New(inference.Config{RPC: rpc.ServerConfig{Token: *token}, Logger: log})
 	hs, err := cli.StartHTTP(*addr, srv, *timeouts, log)
 	if err != nil {
@@ -73,11 +82,8 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("model: %w", err)
 	}
-	eng, err := engine.Open(engine.Config{
-		ModelPath: path, ModelName: *modelName, Threads: *threads, Parallel: *parallel,
-		ContextPerSeq: *ctxPerSeq, BatchSize: *batch, QueueSize: *queue,
-		DefaultMaxTokens: *maxTokens, FlashAttention: *flash, KVCacheType: *kvType, Logger: log.Named("engine"),
-	})
+	cfg.ModelPath, cfg.ModelName = path, *modelName
+	eng, err := engine.Open(cfg)
 	if err != nil {
 		return err
 	}
