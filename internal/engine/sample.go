@@ -74,8 +74,8 @@ func (s *sampler) sample(logits []float32) int {
 	if s.Temp <= 0 {
 		return argmax(logits)
 	}
-	c := s.candidates(logits)
-	c = s.nucleus(c)
+	c, mass := s.candidates(logits)
+	c = s.nucleus(c, mass)
 	return int(s.draw(c))
 }
 
@@ -104,23 +104,37 @@ func (s *sampler) penalize(logits []float32) {
 	}
 }
 
-// candidates returns the tokens top-k keeps, most likely first. Without
-// top-k every token is a candidate, sorted only when top-p or min-p will
-// need the order.
-func (s *sampler) candidates(logits []float32) candidates {
+// candidates returns the tokens top-k keeps, most likely first, and the
+// probability mass top-p is measured against: Σ exp(logit − best) over what
+// top-k kept. Without top-k every token counts in the mass, but only those
+// min-p keeps become candidates (top-p and min-p both keep a prefix of the
+// sorted tokens, so the shorter wins whichever goes first), and they are
+// sorted only if top-p or min-p needs the order: sorting the whole
+// vocabulary takes tens of milliseconds.
+func (s *sampler) candidates(logits []float32) (candidates, float64) {
 	k := s.TopK
 	if k > 0 && k < len(logits) {
-		return s.topK(logits, k)
+		c := s.topK(logits, k)
+		return c, mass(c, c[0].logit)
+	}
+	best := logits[argmax(logits)]
+	floor := float32(math.Inf(-1))
+	if s.MinP > 0 {
+		floor = best + float32(math.Log(float64(s.MinP)))
 	}
 	c := s.cand[:0]
+	var total float64
 	for i, l := range logits {
-		c = append(c, candidate{int32(i), l})
+		total += math.Exp(float64(l - best))
+		if l >= floor {
+			c = append(c, candidate{int32(i), l})
+		}
 	}
 	if s.TopP < 1 || s.MinP > 0 {
 		slices.SortFunc(c, byLogitDesc)
 	}
 	s.cand = c
-	return c
+	return c, total
 }
 
 // topK selects the k largest logits with a min-heap in one pass: most
@@ -144,28 +158,25 @@ func (s *sampler) topK(logits []float32, k int) candidates {
 	return h
 }
 
-// nucleus applies top-p then min-p to candidates sorted most likely first;
-// both keep a prefix, and at least one token.
-func (s *sampler) nucleus(c candidates) candidates {
+// nucleus applies top-p (against total, see candidates) then min-p to
+// candidates sorted most likely first; both keep a prefix, and at least one
+// token.
+func (s *sampler) nucleus(c candidates, total float64) candidates {
 	if len(c) == 0 || (s.TopP >= 1 && s.MinP <= 0) {
 		return c
 	}
-	top := float64(c[0].logit)
+	top := c[0].logit
 	if s.TopP < 1 {
-		var total float64
-		for _, x := range c {
-			total += math.Exp(float64(x.logit) - top)
-		}
 		want, sum := float64(s.TopP)*total, 0.0
 		for i, x := range c {
-			if sum += math.Exp(float64(x.logit) - top); sum >= want {
+			if sum += math.Exp(float64(x.logit - top)); sum >= want {
 				c = c[:i+1]
 				break
 			}
 		}
 	}
 	if s.MinP > 0 {
-		floor := float32(top + math.Log(float64(s.MinP)))
+		floor := top + float32(math.Log(float64(s.MinP)))
 		n := 1
 		for n < len(c) && c[n].logit >= floor {
 			n++
@@ -173,6 +184,15 @@ func (s *sampler) nucleus(c candidates) candidates {
 		c = c[:n]
 	}
 	return c
+}
+
+// mass is Σ exp(logit − top) over c.
+func mass(c candidates, top float32) float64 {
+	var m float64
+	for _, x := range c {
+		m += math.Exp(float64(x.logit - top))
+	}
+	return m
 }
 
 // draw picks a candidate with probability softmax(logit / Temp).

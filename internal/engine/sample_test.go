@@ -74,6 +74,12 @@ func TestSampleTruncation(t *testing.T) {
 		{"min_p 0.3", sampling{TopP: 1, MinP: 0.3}, 3},   // ≥ 0.15
 		{"min_p 0.31", sampling{TopP: 1, MinP: 0.31}, 2}, // ≥ 0.155
 		{"top_p 0.01 keeps one", sampling{TopP: 0.01}, 1},
+		// min_p drops token 3 before sorting, but top_p still measures
+		// against all four: 0.81 needs tokens 0-2 (0.95), not 0-1 (0.8 of
+		// the 0.95 that is left, i.e. 0.84).
+		{"top_p 0.81 with min_p 0.25", sampling{TopP: 0.81, MinP: 0.25}, 3},
+		{"top_p 0.79 with min_p 0.05", sampling{TopP: 0.79, MinP: 0.05}, 2},
+		{"top_k 3 then top_p 0.84", sampling{TopK: 3, TopP: 0.84}, 2}, // 0.5 + 0.3 ≥ 0.84 × 0.95
 		{"all", sampling{TopP: 1}, 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -141,7 +147,7 @@ func TestTopKMatchesSorting(t *testing.T) {
 		slices.SortFunc(want, byLogitDesc)
 		got := (&sampler{}).topK(logits, k)
 		if k == n {
-			got = (&sampler{sampling: sampling{TopP: 0.5}}).candidates(logits)
+			got, _ = (&sampler{sampling: sampling{TopP: 0.5}}).candidates(logits)
 		}
 		// Ties at the boundary may pick different ids; the logits must agree.
 		for i := range k {
@@ -166,7 +172,8 @@ func BenchmarkSample(b *testing.B) {
 		p    sampling
 	}{
 		{"default", sampling{Temp: 1, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatLastN: 64, PenaltyRepeat: 1.1}},
-		{"top_k=0", sampling{Temp: 1, TopP: 1, PenaltyRepeat: 1}},
+		{"top_k=0", sampling{Temp: 1, TopP: 0.95, MinP: 0.05, PenaltyRepeat: 1}},
+		{"top_k=0,top_p=1,min_p=0", sampling{Temp: 1, TopP: 1, PenaltyRepeat: 1}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			s := newSampler(bc.p)
