@@ -131,6 +131,17 @@ variable "inference_parallel" {
   default     = 8
 }
 
+variable "inference_kv_cache_type" {
+  description = "KV cache type: f16, or q8_0 / q4_0 (1/2, 1/4 of the memory; slightly slower)."
+  type        = string
+  default     = "f16"
+
+  validation {
+    condition     = contains(["f16", "q8_0", "q4_0"], var.inference_kv_cache_type)
+    error_message = "The inference_kv_cache_type must be f16, q8_0 or q4_0."
+  }
+}
+
 variable "inference_ctx" {
   description = "Context per request in tokens (prompt plus completion)."
   type        = number
@@ -301,6 +312,7 @@ job "slm-inference" {
           "-threads=${var.inference_threads}",
           "-parallel=${var.inference_parallel}",
           "-ctx=${var.inference_ctx}",
+          "-kv-cache-type=${var.inference_kv_cache_type}",
           "-drain-timeout=${var.drain_seconds}s",
           "-log-level=${var.log_level}",
           "-log-json",
