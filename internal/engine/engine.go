@@ -140,11 +140,14 @@ func (c Config) Check() error {
 // call gives up its P). Measured on 2 CPUs with 2 llama.cpp threads:
 // GOMAXPROCS 1 served 12–25% more tokens per second than 2 at 1, 2, 4 and
 // 16 concurrent requests, and as many at 8 (docs/PERFORMANCE.md).
+//
+// It never exceeds the runtime's current GOMAXPROCS, which already honours
+// a container's CPU quota.
 func GoMaxProcs(threads int) int {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	return max(1, runtime.NumCPU()-threads)
+	return max(1, min(runtime.GOMAXPROCS(0), runtime.NumCPU()-threads))
 }
 
 // Stats is a snapshot of the engine's state, for /health and /metrics.
@@ -203,11 +206,15 @@ func Open(cfg Config) (*Engine, error) {
 	if name == "" {
 		name = strings.TrimSuffix(filepath.Base(cfg.ModelPath), filepath.Ext(cfg.ModelPath))
 	}
-	if cfg.KVCacheType != "f16" && (info.HeadDimK%32 != 0 || info.HeadDimV%32 != 0 || info.HeadDimK == 0) {
-		// llama.cpp quantizes the cache in blocks of 32 per head and
-		// aborts the process on anything else.
+	if k, v := info.HeadDimK, info.HeadDimV; cfg.KVCacheType != "f16" && (k == 0 || v == 0 || k%32 != 0 || v%32 != 0) {
+		// llama.cpp quantizes the cache in blocks of 32 per head; with
+		// flash attention "on" it aborts the process on anything else.
+		if k == 0 || v == 0 {
+			return nil, fmt.Errorf("KV cache type %s needs attention heads whose sizes are multiples of 32; %s does not say its head sizes",
+				cfg.KVCacheType, filepath.Base(cfg.ModelPath))
+		}
 		return nil, fmt.Errorf("KV cache type %s needs attention heads whose sizes are multiples of 32; %s has keys of %d and values of %d",
-			cfg.KVCacheType, filepath.Base(cfg.ModelPath), info.HeadDimK, info.HeadDimV)
+			cfg.KVCacheType, filepath.Base(cfg.ModelPath), k, v)
 	}
 	if info.ContextLength > 0 && cfg.ContextPerSeq > int(info.ContextLength) {
 		cfg.ContextPerSeq = int(info.ContextLength)
@@ -454,6 +461,9 @@ func samplingParams(r chat.Request) (sampling, error) {
 	}
 	if r.RepeatPenalty != nil {
 		errs = append(errs, check("repeat_penalty", *r.RepeatPenalty, 0, 10))
+		if *r.RepeatPenalty == 0 { // a recent token's logit would be divided by 0
+			errs = append(errs, fmt.Errorf("%w: repeat_penalty must be above 0", ErrInvalid))
+		}
 		p.PenaltyRepeat = *r.RepeatPenalty
 	}
 	if r.Seed != nil {

@@ -281,6 +281,7 @@ func TestInvalidSampling(t *testing.T) {
 	for _, req := range []Request{
 		{Request: chat.Request{Messages: []chat.Message{{Role: "user", Content: "x"}}, Temperature: f32(3)}},
 		{Request: chat.Request{Messages: []chat.Message{{Role: "user", Content: "x"}}, TopP: f32(-1)}},
+		{Request: chat.Request{Messages: []chat.Message{{Role: "user", Content: "x"}}, RepeatPenalty: f32(0)}},
 		{Request: chat.Request{Messages: []chat.Message{{Role: "user", Content: "x"}}, Stop: []string{"a", "b", "c", "d", "e"}}},
 		{Request: chat.Request{}},
 	} {

@@ -256,7 +256,8 @@ func (e *Engine) decode(b *llama.Batch) bool {
 // The logits are copied out of the context here, on the loop goroutine; the
 // samplers, independent of each other and of llama.cpp, then run on up to
 // GOMAXPROCS goroutines (between two decode steps llama.cpp's threads are
-// idle).
+// idle). With the inference service's default threads GOMAXPROCS is 1 and
+// they run one after the other.
 func (e *Engine) sampleAll(seqs []*sequence) []int {
 	logits := make([][]float32, len(seqs))
 	for i, s := range seqs {
@@ -279,6 +280,13 @@ func (e *Engine) sampleAll(seqs []*sequence) []int {
 // deliver records tok as the next token of s and delivers the text it
 // completes.
 func (e *Engine) deliver(s *sequence, tok int) {
+	if tok < 0 {
+		s.out.finish(outcome{err: fmt.Errorf("llama.cpp returned no logits for sequence %d", s.id)})
+		e.mu.Lock()
+		e.release(s)
+		e.mu.Unlock()
+		return
+	}
 	s.sampler.accept(tok)
 	if e.model.TokenIsEog(tok) {
 		e.finish(s, chat.FinishStop, s.text.flush())

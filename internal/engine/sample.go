@@ -29,7 +29,8 @@ type sampling struct {
 // sampler holds ~3 MB of C memory per request (a candidate per vocabulary
 // entry) that only a Go finalizer frees; the common case (top-k) needs one
 // pass over the logits with a k-entry heap, not a 262,144-entry candidate
-// array; and samplers of different sequences can run in parallel.
+// array; and samplers of different sequences can run in parallel (when
+// llama.cpp's threads leave the process more than one P, see GoMaxProcs).
 type sampler struct {
 	sampling
 	rng    *rand.Rand
@@ -67,15 +68,21 @@ func (s *sampler) accept(tok int) {
 	}
 }
 
-// sample returns the next token. It may change logits (the penalties are
-// applied in place).
+// sample returns the next token, or -1 when there are no logits (llama.cpp
+// had none for the sequence). It may change logits (the penalties are
+// applied in place). NaN logits are never drawn.
 func (s *sampler) sample(logits []float32) int {
+	if len(logits) == 0 {
+		return -1
+	}
 	s.penalize(logits)
 	if s.Temp <= 0 {
 		return argmax(logits)
 	}
 	c, mass := s.candidates(logits)
-	c = s.nucleus(c, mass)
+	if c = s.nucleus(c, mass); len(c) == 0 {
+		return argmax(logits) // nothing but NaN and -Inf: no distribution
+	}
 	return int(s.draw(c))
 }
 
@@ -109,8 +116,8 @@ func (s *sampler) penalize(logits []float32) {
 // top-k kept. Without top-k every token counts in the mass, but only those
 // min-p keeps become candidates (top-p and min-p both keep a prefix of the
 // sorted tokens, so the shorter wins whichever goes first), and they are
-// sorted only if top-p or min-p needs the order: sorting the whole
-// vocabulary takes tens of milliseconds.
+// sorted only if top-p needs the order: sorting the whole vocabulary takes
+// tens of milliseconds.
 func (s *sampler) candidates(logits []float32) (candidates, float64) {
 	k := s.TopK
 	if k > 0 && k < len(logits) {
@@ -125,12 +132,15 @@ func (s *sampler) candidates(logits []float32) (candidates, float64) {
 	c := s.cand[:0]
 	var total float64
 	for i, l := range logits {
+		if l != l {
+			continue // NaN
+		}
 		total += math.Exp(float64(l - best))
 		if l >= floor {
 			c = append(c, candidate{int32(i), l})
 		}
 	}
-	if s.TopP < 1 || s.MinP > 0 {
+	if s.TopP < 1 {
 		slices.SortFunc(c, byLogitDesc)
 	}
 	s.cand = c
@@ -142,6 +152,9 @@ func (s *sampler) candidates(logits []float32) (candidates, float64) {
 func (s *sampler) topK(logits []float32, k int) candidates {
 	h := s.cand[:0]
 	for i, l := range logits[:k] {
+		if l != l { // NaN would stick at the root: nothing compares above it
+			l = float32(math.Inf(-1))
+		}
 		h = append(h, candidate{int32(i), l})
 	}
 	heap.Init(&h)
@@ -201,6 +214,9 @@ func (s *sampler) draw(c candidates) int32 {
 	for _, x := range c[1:] {
 		top = max(top, x.logit)
 	}
+	if math.IsInf(float64(top), 1) { // the others weigh nothing next to it
+		return c[slices.IndexFunc(c, func(x candidate) bool { return x.logit == top })].id
+	}
 	inv := 1 / float64(s.Temp)
 	w := s.weights[:0]
 	var total float64
@@ -218,11 +234,13 @@ func (s *sampler) draw(c candidates) int32 {
 	return c[len(c)-1].id // rounding left u a hair above 0
 }
 
+// argmax is the index of the largest logit, the first of equals; NaN is
+// never largest, and all NaN gives 0.
 func argmax(logits []float32) int {
-	best := 0
+	best, top := 0, float32(math.Inf(-1))
 	for i, l := range logits {
-		if l > logits[best] {
-			best = i
+		if l > top {
+			best, top = i, l
 		}
 	}
 	return best

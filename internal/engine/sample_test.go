@@ -111,6 +111,36 @@ func TestSamplePenalties(t *testing.T) {
 	}
 }
 
+// TestSampleOddLogits: NaN is never drawn, +Inf wins, and no logits at
+// all is reported, whatever the fields — never a panic.
+func TestSampleOddLogits(t *testing.T) {
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	fields := map[string]sampling{
+		"default":  {Temp: 1, TopK: 40, TopP: 0.95, MinP: 0.05, PenaltyRepeat: 1},
+		"top_k 2":  {Temp: 1, TopK: 2, TopP: 1, PenaltyRepeat: 1},
+		"no top_k": {Temp: 1, TopP: 0.95, MinP: 0.05, PenaltyRepeat: 1},
+		"nothing":  {Temp: 1, TopP: 1, PenaltyRepeat: 1},
+		"greedy":   {Temp: 0, PenaltyRepeat: 1},
+	}
+	for name, p := range fields {
+		for _, tc := range []struct {
+			logits []float32
+			want   func(int) bool
+		}{
+			{[]float32{nan, 1, nan, 2}, func(tok int) bool { return tok == 1 || tok == 3 }},
+			{[]float32{nan, nan, nan}, func(tok int) bool { return tok >= 0 && tok < 3 }},
+			{[]float32{0, inf, 5}, func(tok int) bool { return tok == 1 }},
+			{nil, func(tok int) bool { return tok == -1 }},
+		} {
+			for range 50 {
+				if tok := newSampler(p).sample(slices.Clone(tc.logits)); !tc.want(tok) {
+					t.Fatalf("%s, logits %v: drew %d", name, tc.logits, tok)
+				}
+			}
+		}
+	}
+}
+
 func TestSampleSeeds(t *testing.T) {
 	logits := make([]float32, 1000) // flat: every token equally likely
 	run := func(seed uint64) []int {
