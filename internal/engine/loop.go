@@ -3,7 +3,6 @@ package engine
 import (
 	"cmp"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -211,9 +210,8 @@ func (e *Engine) decodeStep(seqs []*sequence, step uint64) bool {
 		return false
 	}
 	e.plan.observe(len(seqs), time.Since(start))
-	toks := e.sampleAll(seqs)
-	for i, s := range seqs {
-		e.deliver(s, toks[i])
+	for _, s := range seqs {
+		e.sampleAndDeliver(s)
 	}
 	return true
 }
@@ -234,7 +232,7 @@ func (e *Engine) prefillStep(s *sequence, budget int) {
 	s.fed += n
 	s.nPast += n
 	if e.decode(b) && s.generating() {
-		e.deliver(s, s.sampler.sample(e.lctx.GetLogitsIth(s.batchIdx)))
+		e.sampleAndDeliver(s)
 	}
 }
 
@@ -252,29 +250,10 @@ func (e *Engine) decode(b *llama.Batch) bool {
 	return true
 }
 
-// sampleAll draws the next token of each of seqs from this step's logits.
-// The logits are copied out of the context here, on the loop goroutine; the
-// samplers, independent of each other and of llama.cpp, then run on up to
-// GOMAXPROCS goroutines (between two decode steps llama.cpp's threads are
-// idle). With the inference service's default threads GOMAXPROCS is 1 and
-// they run one after the other.
-func (e *Engine) sampleAll(seqs []*sequence) []int {
-	logits := make([][]float32, len(seqs))
-	for i, s := range seqs {
-		logits[i] = e.lctx.GetLogitsIth(s.batchIdx)
-	}
-	toks := make([]int, len(seqs))
-	workers := min(len(seqs), runtime.GOMAXPROCS(0))
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < len(seqs); i += workers {
-				toks[i] = seqs[i].sampler.sample(logits[i])
-			}
-		})
-	}
-	wg.Wait()
-	return toks
+// sampleAndDeliver draws s's next token from this step's logits and
+// delivers it.
+func (e *Engine) sampleAndDeliver(s *sequence) {
+	e.deliver(s, s.sampler.sample(e.lctx.GetLogitsIth(s.batchIdx)))
 }
 
 // deliver records tok as the next token of s and delivers the text it

@@ -129,23 +129,18 @@ func checkTokens(t *testing.T, e *Engine, control []string, p prompt) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var template strings.Builder
-	for _, part := range p {
-		if !part.content {
-			template.WriteString(part.text)
-		}
-	}
+	template := templateText(p)
 	text := p.String()
 	spelt := false // a control token is spelt outside the template's text
 	for id, s := range control {
-		want := strings.Count(template.String(), s)
+		want := strings.Count(template, s)
 		if id == ggufgen.BOSID {
 			want++
 		}
 		if got := count(tokens, id); got != want {
 			t.Fatalf("%d × %s in the tokens of %q; its template text spells %d", got, s, text, want)
 		}
-		spelt = spelt || strings.Count(text, s) > strings.Count(template.String(), s)
+		spelt = spelt || strings.Count(text, s) > strings.Count(template, s)
 	}
 	if spelt {
 		return
@@ -157,4 +152,15 @@ func checkTokens(t *testing.T, e *Engine, control []string, p prompt) {
 	if !slices.Equal(tokens, whole) {
 		t.Fatalf("prompt %q:\n tokens %v\ntokenized whole %v", p, tokens, whole)
 	}
+}
+
+// templateText is the text of p that the template wrote, contents left out.
+func templateText(p prompt) string {
+	var b strings.Builder
+	for _, part := range p {
+		if !part.content {
+			b.WriteString(part.text)
+		}
+	}
+	return b.String()
 }

@@ -25,12 +25,11 @@ type sampling struct {
 // top-k, top-p, min-p, temperature — and then draws from what is left with
 // its own random source, so the same seed gives the same tokens.
 //
-// It is Go rather than llama.cpp's sampler for three reasons: a llama.cpp
+// It is Go rather than llama.cpp's sampler for two reasons: a llama.cpp
 // sampler holds ~3 MB of C memory per request (a candidate per vocabulary
-// entry) that only a Go finalizer frees; the common case (top-k) needs one
-// pass over the logits with a k-entry heap, not a 262,144-entry candidate
-// array; and samplers of different sequences can run in parallel (when
-// llama.cpp's threads leave the process more than one P, see GoMaxProcs).
+// entry) that only a Go finalizer frees; and the common case (top-k) needs
+// one pass over the logits with a k-entry heap, not a 262,144-entry
+// candidate array.
 type sampler struct {
 	sampling
 	rng    *rand.Rand

@@ -100,19 +100,14 @@ func TestContentsCannotSpellControlTokens(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var template strings.Builder
-			for _, part := range p {
-				if !part.content {
-					template.WriteString(part.text)
-				}
-			}
+			template := templateText(p)
 			old, err := tt.e.model.Tokenize(p.String(), true, true)
 			if err != nil {
 				t.Fatal(err)
 			}
 			spelt, injected := false, false
 			for s, id := range ids {
-				want := strings.Count(template.String(), s)
+				want := strings.Count(template, s)
 				if slices.Contains(tt.e.tokens.bos, id) {
 					want++
 				}
