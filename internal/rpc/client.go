@@ -377,7 +377,8 @@ func (c *Conn) dispatch(f *frame) {
 			if code == "" {
 				code = CodeInternal
 			}
-			cl.finish(nil, &Error{Code: code, Message: f.Message})
+			cl.finish(nil, &Error{Code: code, Message: f.Message, Param: f.Param, Reason: f.Reason,
+				RetryAfter: time.Duration(max(f.RetryAfterMS, 0)) * time.Millisecond})
 		}
 	default:
 		c.log.Debug("ignoring unexpected frame from server", "type", f.Type, "id", f.ID)

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
+	"time"
 )
 
 // Code classifies an RPC failure. Codes travel in error frames unchanged, so
 // a code set by the inference service reaches the gateway, which turns it
-// into an HTTP status with HTTPStatus.
+// into an HTTP status (openai.FromCode is the one place that does).
 type Code string
 
 // The codes a call can fail with. Peers must treat an unknown code as
@@ -34,32 +34,6 @@ const (
 	CodeInternal Code = "internal"
 )
 
-// StatusClientClosedRequest is the non-standard status (nginx's 499) that
-// HTTPStatus gives CodeCanceled. It is only ever logged: the client that
-// canceled is no longer listening.
-const StatusClientClosedRequest = 499
-
-// HTTPStatus is the one place that maps a code to an HTTP status. Unknown
-// codes map to 500.
-func (c Code) HTTPStatus() int {
-	switch c {
-	case CodeInvalidArgument:
-		return http.StatusBadRequest
-	case CodeNotFound:
-		return http.StatusNotFound
-	case CodeOverloaded:
-		return http.StatusTooManyRequests
-	case CodeUnavailable:
-		return http.StatusServiceUnavailable
-	case CodeDeadlineExceeded:
-		return http.StatusGatewayTimeout
-	case CodeCanceled:
-		return StatusClientClosedRequest
-	default:
-		return http.StatusInternalServerError
-	}
-}
-
 // Error is an RPC failure with a code. Handlers return it to choose the code
 // and message the peer sees; Conn.Call and Pool.Call return it for every
 // failure that happened in the RPC layer or on the peer. Find it in a chain
@@ -67,6 +41,17 @@ func (c Code) HTTPStatus() int {
 type Error struct {
 	Code    Code
 	Message string
+	// Param, when set, names the request field at fault, in the client's
+	// terms ("messages", "max_tokens"); the gateway reports it as the
+	// OpenAI error's param.
+	Param string
+	// Reason, when set, is a machine-readable refinement of Code, such as
+	// "context_length_exceeded"; the gateway reports it as the OpenAI
+	// error's code.
+	Reason string
+	// RetryAfter, when positive, is how long the callee suggests waiting
+	// before retrying (CodeOverloaded, CodeUnavailable).
+	RetryAfter time.Duration
 	// cause is the local error behind this one, if any (a context error, a
 	// network error). It never travels to the peer.
 	cause error

@@ -30,25 +30,6 @@ func TestCodeOf(t *testing.T) {
 	}
 }
 
-func TestHTTPStatus(t *testing.T) {
-	t.Parallel()
-	want := map[Code]int{
-		CodeInvalidArgument:     400,
-		CodeNotFound:            404,
-		CodeOverloaded:          429,
-		CodeUnavailable:         503,
-		CodeDeadlineExceeded:    504,
-		CodeCanceled:            499,
-		CodeInternal:            500,
-		Code("from_the_future"): 500,
-	}
-	for code, status := range want {
-		if got := code.HTTPStatus(); got != status {
-			t.Errorf("%q.HTTPStatus() = %d, want %d", code, got, status)
-		}
-	}
-}
-
 // TestErrorfWraps proves errors.As finds *Error through wrapping and that a
 // %w cause stays reachable locally.
 func TestErrorfWraps(t *testing.T) {

@@ -29,6 +29,10 @@ type frame struct {
 	Payload   json.RawMessage `json:"payload,omitempty"`
 	Code      Code            `json:"code,omitempty"`
 	Message   string          `json:"message,omitempty"`
+	// Param, Reason and RetryAfterMS carry the optional fields of an Error.
+	Param        string `json:"param,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
 }
 
 // compactJSON is a payload that is already compact, valid JSON (the output of
@@ -148,6 +152,15 @@ func errorFrame(id uint64, err *Error) *frameBuf {
 	f := newFrame(frameError, id)
 	f.str("code", string(err.Code))
 	f.str("message", err.Message)
+	if err.Param != "" {
+		f.str("param", err.Param)
+	}
+	if err.Reason != "" {
+		f.str("reason", err.Reason)
+	}
+	if ms := err.RetryAfter.Milliseconds(); ms > 0 {
+		f.int("retry_after_ms", ms)
+	}
 	return f.end()
 }
 

@@ -209,7 +209,19 @@ func TestHandlerErrors(t *testing.T) {
 	ts.rpc.Handle("test::panic", func(context.Context, json.RawMessage, func(any) error) (any, error) {
 		panic("boom")
 	})
+	detailed := &Error{Code: CodeOverloaded, Message: "queue full", Param: "messages", Reason: "queue_full", RetryAfter: 1500 * time.Millisecond}
+	ts.rpc.Handle("test::detailed", func(context.Context, json.RawMessage, func(any) error) (any, error) {
+		return nil, fmt.Errorf("engine: %w", detailed)
+	})
 	c := dial(t, ts.addr, ClientConfig{})
+
+	// An error's optional fields cross the hop as they were set.
+	_, err := c.Call(testCtx(t), "test::detailed", nil, nil)
+	var got *Error
+	if !errors.As(err, &got) || got.Code != detailed.Code || got.Param != detailed.Param ||
+		got.Reason != detailed.Reason || got.RetryAfter != detailed.RetryAfter {
+		t.Errorf("detailed error arrived as %#v, want %#v", got, detailed)
+	}
 
 	tests := []struct {
 		name, method string

@@ -450,7 +450,7 @@ func (sc *serverConn) wireError(ctx context.Context, method string, err error) *
 	var e *Error
 	switch {
 	case errors.As(err, &e):
-		return &Error{Code: e.Code, Message: e.Message}
+		return &Error{Code: e.Code, Message: e.Message, Param: e.Param, Reason: e.Reason, RetryAfter: e.RetryAfter}
 	case errors.Is(err, context.Canceled):
 		return &Error{Code: CodeCanceled, Message: method + ": canceled"}
 	case errors.Is(err, context.DeadlineExceeded):
