@@ -3,7 +3,7 @@
 // This test loads generated models in llama.cpp. It needs the cgo build of
 // github.com/ollama/ollama/llama, which takes minutes the first time:
 //
-//	CGO_CFLAGS="-O3 -march=x86-64-v3" CGO_CXXFLAGS="-O3 -march=x86-64-v3" \
+//	CGO_CFLAGS="-O3 -march=x86-64-v3 -Wno-stringop-overflow" CGO_CXXFLAGS="-O3 -march=x86-64-v3 -Wno-stringop-overflow" \
 //	  go test -trimpath -tags llama ./internal/model/ggufgen
 
 package ggufgen_test
