@@ -9,6 +9,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,18 +29,6 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/model"
-)
-
-// Errors a caller can check with errors.Is. The inference service maps them
-// to RPC codes in one place.
-var (
-	// ErrInvalid: the request can never be served (empty, too long for the
-	// context, bad parameters).
-	ErrInvalid = errors.New("invalid request")
-	// ErrOverloaded: every sequence is busy and the queue is full.
-	ErrOverloaded = errors.New("overloaded")
-	// ErrClosed: the engine is draining or closed and takes no new work.
-	ErrClosed = errors.New("engine is shutting down")
 )
 
 // Config configures an Engine. Zero values take the defaults described on
@@ -356,22 +345,26 @@ func (e *Engine) prepare(req Request) (*sequence, error) {
 		return nil, err
 	}
 	if len(tokens) == 0 {
-		return nil, fmt.Errorf("%w: the prompt is empty", ErrInvalid)
+		return nil, invalidf("messages", "the prompt is empty")
 	}
 	room := e.cfg.ContextPerSeq - len(tokens)
 	if room < 1 {
-		return nil, fmt.Errorf("%w: the prompt is %d tokens but a request may use at most %d (prompt and completion)",
-			ErrInvalid, len(tokens), e.cfg.ContextPerSeq)
+		err := invalidf("messages", "the prompt is %d tokens but a request may use at most %d (prompt and completion)",
+			len(tokens), e.cfg.ContextPerSeq)
+		err.Reason = ReasonContextLength
+		return nil, err
 	}
 	maxTokens := req.MaxTokens
 	switch {
 	case maxTokens < 0:
-		return nil, fmt.Errorf("%w: max_tokens must be positive", ErrInvalid)
+		return nil, invalidf("max_tokens", "max_tokens must be positive")
 	case maxTokens == 0:
 		maxTokens = min(e.cfg.DefaultMaxTokens, room)
 	case maxTokens > room:
-		return nil, fmt.Errorf("%w: the prompt is %d tokens and max_tokens %d; together they exceed the %d tokens a request may use",
-			ErrInvalid, len(tokens), maxTokens, e.cfg.ContextPerSeq)
+		err := invalidf("messages", "the prompt is %d tokens and max_tokens %d; together they exceed the %d tokens a request may use",
+			len(tokens), maxTokens, e.cfg.ContextPerSeq)
+		err.Reason = ReasonContextLength
+		return nil, err
 	}
 	sp, err := samplingParams(req.Request)
 	if err != nil {
@@ -395,20 +388,20 @@ func (e *Engine) tokenize(req Request) ([]int, error) {
 		// from a client, so it may spell control tokens.
 		tokens, err := e.model.Tokenize(req.Prompt, true, true)
 		if err != nil {
-			return nil, fmt.Errorf("%w: tokenize: %v", ErrInvalid, err)
+			return nil, invalidf("prompt", "tokenize: %v", err)
 		}
 		return tokens, nil
 	}
 	if len(req.Messages) == 0 {
-		return nil, fmt.Errorf("%w: no messages", ErrInvalid)
+		return nil, invalidf("messages", "no messages")
 	}
 	p, err := e.render.render(req.Messages)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, invalidf("messages", "%v", err)
 	}
 	tokens, err := e.tokens.tokenize(p)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, invalidf("messages", "%v", err)
 	}
 	return tokens, nil
 }
@@ -428,7 +421,7 @@ func samplingParams(r chat.Request) (sampling, error) {
 	}
 	check := func(name string, v, lo, hi float32) error {
 		if math.IsNaN(float64(v)) || v < lo || v > hi {
-			return fmt.Errorf("%w: %s must be between %g and %g", ErrInvalid, name, lo, hi)
+			return invalidf(name, "%s must be between %g and %g", name, lo, hi)
 		}
 		return nil
 	}
@@ -447,7 +440,7 @@ func samplingParams(r chat.Request) (sampling, error) {
 	}
 	if r.TopK != nil {
 		if *r.TopK < 0 {
-			errs = append(errs, fmt.Errorf("%w: top_k must not be negative", ErrInvalid))
+			errs = append(errs, invalidf("top_k", "top_k must not be negative"))
 		}
 		p.TopK = *r.TopK
 	}
@@ -462,7 +455,7 @@ func samplingParams(r chat.Request) (sampling, error) {
 	if r.RepeatPenalty != nil {
 		errs = append(errs, check("repeat_penalty", *r.RepeatPenalty, 0, 10))
 		if *r.RepeatPenalty == 0 { // a recent token's logit would be divided by 0
-			errs = append(errs, fmt.Errorf("%w: repeat_penalty must be above 0", ErrInvalid))
+			errs = append(errs, invalidf("repeat_penalty", "repeat_penalty must be above 0"))
 		}
 		p.PenaltyRepeat = *r.RepeatPenalty
 	}
@@ -470,9 +463,10 @@ func samplingParams(r chat.Request) (sampling, error) {
 		p.Seed = uint64(*r.Seed)
 	}
 	if len(r.Stop) > chat.MaxStop {
-		errs = append(errs, fmt.Errorf("%w: at most %d stop strings", ErrInvalid, chat.MaxStop))
+		errs = append(errs, invalidf("stop", "at most %d stop strings", chat.MaxStop))
 	}
-	return p, errors.Join(errs...)
+	// One field at a time, as the OpenAI API reports them.
+	return p, cmp.Or(errs...)
 }
 
 // enqueue puts s in the queue, or fails when the queue is full or the engine
@@ -481,7 +475,7 @@ func (e *Engine) enqueue(s *sequence) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.draining {
-		return ErrClosed
+		return &Error{Kind: ErrClosed, Message: "the engine is shutting down"}
 	}
 	// Queued requests fill free slots first (the loop admits them at its
 	// next pass); the bound applies to those left waiting after that.
@@ -492,7 +486,7 @@ func (e *Engine) enqueue(s *sequence) error {
 		}
 	}
 	if len(e.queue) >= e.cfg.QueueSize+free {
-		return fmt.Errorf("%w: all %d slots busy and %d requests queued", ErrOverloaded, len(e.slots), len(e.queue)-free)
+		return &Error{Kind: ErrOverloaded, Message: fmt.Sprintf("all %d slots busy and %d requests queued", len(e.slots), len(e.queue)-free)}
 	}
 	e.queue = append(e.queue, s)
 	e.signal()

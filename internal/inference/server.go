@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -133,19 +132,25 @@ func (s *Server) generate(ctx context.Context, payload json.RawMessage, onDelta 
 
 // codeFor is the one place that gives engine errors their RPC codes.
 func codeFor(err error) error {
+	var ee *engine.Error
+	var code rpc.Code
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, engine.ErrInvalid):
-		return rpc.Errorf(rpc.CodeInvalidArgument, "%s", strings.TrimPrefix(err.Error(), engine.ErrInvalid.Error()+": "))
+		code = rpc.CodeInvalidArgument
 	case errors.Is(err, engine.ErrOverloaded):
-		return rpc.Errorf(rpc.CodeOverloaded, "%s", err.Error())
+		code = rpc.CodeOverloaded
 	case errors.Is(err, engine.ErrClosed):
-		return rpc.Errorf(rpc.CodeUnavailable, "%s", err.Error())
+		code = rpc.CodeUnavailable
 	default:
 		// Context errors and *rpc.Error (a failed send) keep their own code.
 		return err
 	}
+	if !errors.As(err, &ee) {
+		return rpc.Errorf(code, "%s", err.Error())
+	}
+	return &rpc.Error{Code: code, Message: ee.Message, Param: ee.Param, Reason: ee.Reason, RetryAfter: ee.RetryAfter}
 }
 
 // info serves inference::info: the same report as /health, so that the
