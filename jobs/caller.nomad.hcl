@@ -24,10 +24,10 @@ variable "node_pool" {
   default     = "default"
 }
 
-variable "private_role" {
-  description = "Value that the client's meta.slm_role must contain (nomad/client.hcl sets it)."
+variable "caller_role" {
+  description = "Value that the client's meta.slm_role must contain (nomad/client.hcl sets it): callers stay off the inference nodes' CPUs."
   type        = string
-  default     = "private"
+  default     = "caller"
 }
 
 variable "version" {
@@ -148,7 +148,7 @@ job "slm-caller" {
   constraint {
     attribute = "${meta.slm_role}"
     operator  = "set_contains"
-    value     = var.private_role
+    value     = var.caller_role
   }
 
   group "caller" {

@@ -10,8 +10,12 @@
 # The dev agent runs tasks as the agent's user without isolation.
 driver = "raw_exec"
 
-# nomad/dev.hcl gives the single dev node both roles.
 datacenters = ["dc1"]
+
+# The single dev node runs every tier: these are the roles nomad/dev.hcl
+# gives it (meta.slm_role), where a cluster has one role per node.
+caller_role    = "private"
+inference_role = "private"
 
 # A laptop has no host volume for the model: Nomad fetches it as an
 # artifact (checked against model_sha256) into each allocation instead. To
@@ -19,8 +23,9 @@ datacenters = ["dc1"]
 # (the cache `make run` fills).
 model_cache_volume = ""
 
-# Keep the API on loopback.
-gateway_bind = "127.0.0.1"
+# Keep the API on loopback, without a rate limit.
+gateway_bind       = "127.0.0.1"
+gateway_rate_limit = 0
 
 # One instance of each tier; the dev node has room for the caller's and the
 # inference's canaries, not for a second gateway on port 3111.
@@ -28,7 +33,10 @@ gateway_count   = 1
 caller_count    = 1
 inference_count = 1
 
-# Small enough for a laptop running everything else too.
+# Small enough for a laptop running everything else too. A dev agent may
+# not reserve cores (raw_exec needs cgroups for it, and none on macOS):
+# inference shares the CPUs by MHz, with one llama.cpp thread per CPU.
+inference_cores    = 0
 inference_cpu      = 1000
 inference_memory   = 1024
 inference_parallel = 4

@@ -147,6 +147,19 @@ func (s *spec) num(body *hclsyntax.Body, attr string) int64 {
 	return n
 }
 
+// optNum is num for an attribute that may be absent or null (0 then).
+func (s *spec) optNum(body *hclsyntax.Body, attr string) int64 {
+	s.t.Helper()
+	if _, ok := body.Attributes[attr]; !ok {
+		return 0
+	}
+	v := s.eval(body, attr)
+	if v.IsNull() {
+		return 0
+	}
+	return s.num(body, attr)
+}
+
 func (s *spec) boolean(body *hclsyntax.Body, attr string) bool {
 	s.t.Helper()
 	v := s.eval(body, attr)
@@ -180,9 +193,11 @@ func TestStructure(t *testing.T) {
 	}
 	wants := map[string]want{
 		"gateway":   {role: "gateway", port: "http", static: 3111, discovery: true},
-		"caller":    {role: "private", port: "rpc", minCanary: 1, discovery: true},
-		"inference": {role: "private", port: "rpc", minCanary: 1, checkRoute: true},
+		"caller":    {role: "caller", port: "rpc", minCanary: 1, discovery: true},
+		"inference": {role: "inference", port: "rpc", minCanary: 1, checkRoute: true},
 	}
+	// The dev agent's single node has the roles nomad/dev.hcl gives it.
+	localRoles := map[string]string{"caller": "private", "inference": "private"}
 	for variant, vals := range variants(t) {
 		rendered, err := RenderAll(nil, vals)
 		if err != nil {
@@ -190,6 +205,9 @@ func TestStructure(t *testing.T) {
 		}
 		for _, r := range rendered {
 			w := wants[r.Job.Name]
+			if role, ok := localRoles[r.Job.Name]; ok && variant == "local" {
+				w.role = role
+			}
 			s := parseSpec(t, variant+"/"+r.Job.Name, r)
 			if got := s.str(s.job, "type"); got != "service" {
 				t.Errorf("%s: type %q", s.name, got)
@@ -291,8 +309,13 @@ func TestStructure(t *testing.T) {
 			if !s.boolean(tpl, "env") || !strings.Contains(data, `nomadVar "${var.rpc_token_var}"`) || !strings.Contains(data, "SLM_RPC_TOKEN={{ .rpc_token }}") {
 				t.Errorf("%s: template env=%s data=%s", s.name, s.text(tpl, "env"), data)
 			}
-			if s.str(task, "driver") == "" || s.num(s.one(task, "resources"), "memory") < 64 {
+			res := s.one(task, "resources")
+			if s.str(task, "driver") == "" || s.num(res, "memory") < 64 {
 				t.Errorf("%s: resources", s.name)
+			}
+			// cores and cpu exclude each other; one of them is set.
+			if cores, cpu := s.optNum(res, "cores"), s.optNum(res, "cpu"); (cores > 0) == (cpu > 0) {
+				t.Errorf("%s: resources cores=%d cpu=%d: want exactly one", s.name, cores, cpu)
 			}
 		}
 	}
@@ -391,6 +414,7 @@ func TestBinaryArtifact(t *testing.T) {
 var nomadFunctions = map[string]function.Function{
 	"concat":        stdlib.ConcatFunc,
 	"contains":      stdlib.ContainsFunc,
+	"floor":         stdlib.FloorFunc,
 	"length":        stdlib.LengthFunc,
 	"regex_replace": stdlib.RegexReplaceFunc,
 	"strlen":        stdlib.StrlenFunc,

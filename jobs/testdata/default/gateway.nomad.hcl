@@ -100,9 +100,9 @@ variable "gateway_port" {
 }
 
 variable "gateway_bind" {
-  description = "Host address the API listens on: 0.0.0.0 on the public node, 127.0.0.1 to keep a local run private."
+  description = "Host address the API listens on. Empty: the node's address that Nomad gives the port (the one registered in Consul and that the load balancer reaches); 127.0.0.1 keeps a local run private."
   type        = string
-  default     = "0.0.0.0"
+  default     = ""
 }
 
 variable "gateway_count" {
@@ -129,6 +129,28 @@ variable "gateway_memory" {
   default     = 256
 }
 
+variable "gateway_rate_limit" {
+  description = "Chat requests per second allowed per API key (or client address when no keys are set); 0 turns the limit off."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.gateway_rate_limit >= 0 && floor(var.gateway_rate_limit) == var.gateway_rate_limit
+    error_message = "The gateway_rate_limit must be a whole number of requests per second, 0 or more."
+  }
+}
+
+variable "gateway_rate_burst" {
+  description = "Requests allowed at once above gateway_rate_limit."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.gateway_rate_burst >= 1 && floor(var.gateway_rate_burst) == var.gateway_rate_burst
+    error_message = "The gateway_rate_burst must be a whole number, 1 or more."
+  }
+}
+
 variable "gateway_request_timeout" {
   description = "Longest a request may take, generation included."
   type        = string
@@ -136,6 +158,10 @@ variable "gateway_request_timeout" {
 }
 
 locals {
+  # $${...} is a literal ${NOMAD_IP_http}, which Nomad fills in when it
+  # starts the task: the host address it picked for the port.
+  bind = var.gateway_bind != "" ? var.gateway_bind : "$${NOMAD_IP_http}"
+
   use_binary_artifact = var.gateway_binary_url != ""
   command             = local.use_binary_artifact ? "local/gateway" : "${var.bin_dir}/gateway"
 }
@@ -238,10 +264,12 @@ job "slm-gateway" {
       config {
         command = local.command
         args = [
-          "-addr=${var.gateway_bind}:${NOMAD_PORT_http}",
+          "-addr=${local.bind}:${NOMAD_PORT_http}",
           "-discovery=consul",
           "-consul-addr=${var.consul_addr}",
           "-request-timeout=${var.gateway_request_timeout}",
+          "-rate-limit=${var.gateway_rate_limit}",
+          "-rate-burst=${var.gateway_rate_burst}",
           "-drain-timeout=${var.drain_seconds}s",
           "-log-level=${var.log_level}",
           "-log-json",

@@ -25,8 +25,8 @@ variable "node_pool" {
   default     = "default"
 }
 
-variable "private_role" {
-  description = "Value that the client's meta.slm_role must contain (nomad/client.hcl sets it)."
+variable "inference_role" {
+  description = "Value that the client's meta.slm_role must contain (nomad/client.hcl sets it): inference nodes run nothing else."
   type        = string
   default     = "private"
 }
@@ -107,8 +107,19 @@ variable "inference_canary" {
   default     = 1
 }
 
+variable "inference_cores" {
+  description = "CPU cores reserved for each instance alone (resources.cores: no other task runs on them). 0: share the node's CPUs by inference_cpu instead, for agents that cannot reserve cores."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.inference_cores >= 0 && floor(var.inference_cores) == var.inference_cores
+    error_message = "The inference_cores must be a whole number, 0 or more."
+  }
+}
+
 variable "inference_cpu" {
-  description = "CPU reserved per instance, in MHz."
+  description = "CPU per instance in MHz, used only when inference_cores is 0."
   type        = number
   default     = 1000
 }
@@ -120,9 +131,14 @@ variable "inference_memory" {
 }
 
 variable "inference_threads" {
-  description = "llama.cpp threads (0: one per CPU)."
+  description = "llama.cpp threads. 0: one per core given (inference_cores), or one per CPU of the node when inference_cores is 0."
   type        = number
   default     = 0
+
+  validation {
+    condition     = var.inference_threads >= 0 && floor(var.inference_threads) == var.inference_threads
+    error_message = "The inference_threads must be a whole number, 0 or more."
+  }
 }
 
 variable "inference_parallel" {
@@ -190,6 +206,16 @@ variable "startup_grace" {
 }
 
 locals {
+  # llama.cpp's threads spin while they wait for each other, so one more
+  # thread than the CPUs it may run on, or a CPU it shares with another
+  # process, slows every decode step several-fold (docs/PERFORMANCE.md).
+  # With reserved cores the task runs on exactly inference_cores CPUs
+  # (Nomad's cpuset; NOMAD_CPU_CORES lists them), and that is the thread
+  # count. The service's own default (one thread per CPU it may run on,
+  # which Go reads from the same cpuset) agrees; it is written out here so
+  # that the rendered job says it.
+  threads = var.inference_threads > 0 ? var.inference_threads : var.inference_cores
+
   use_binary_artifact = var.inference_binary_url != ""
   command             = local.use_binary_artifact ? "local/inference" : "${var.bin_dir}/inference"
 
@@ -223,11 +249,22 @@ job "slm-inference" {
   constraint {
     attribute = "${meta.slm_role}"
     operator  = "set_contains"
-    value     = var.private_role
+    value     = var.inference_role
   }
 
   group "inference" {
     count = var.inference_count
+
+    # Instances go to different nodes whenever there is room: a node lost
+    # takes one instance, not all. A spread rather than distinct_hosts: the
+    # reserved cores already keep two instances off each other's CPUs, and
+    # distinct_hosts would leave a canary or a rescheduled instance
+    # unplaceable whenever every inference node already runs one (and would
+    # break the single-node dev agent).
+    spread {
+      attribute = "${node.unique.id}"
+      weight    = 100
+    }
 
     network {
       port "rpc" {}
@@ -309,7 +346,7 @@ job "slm-inference" {
           "-addr=${NOMAD_ADDR_rpc}",
           "-model-sha256=${var.model_sha256}",
           "-model-name=${var.model_name}",
-          "-threads=${var.inference_threads}",
+          "-threads=${local.threads}",
           "-parallel=${var.inference_parallel}",
           "-ctx=${var.inference_ctx}",
           "-kv-cache-type=${var.inference_kv_cache_type}",
@@ -369,8 +406,10 @@ job "slm-inference" {
         EOT
       }
 
+      # cores and cpu exclude each other: null leaves one of them unset.
       resources {
-        cpu    = var.inference_cpu
+        cores  = var.inference_cores > 0 ? var.inference_cores : null
+        cpu    = var.inference_cores > 0 ? null : var.inference_cpu
         memory = var.inference_memory
       }
     }
