@@ -43,7 +43,8 @@ var commands = map[string]func(*Submitter, context.Context, []*jobs.Rendered) er
 	"stop":   (*Submitter).Stop,
 }
 
-// pollInterval is how often run checks deployments (tests shorten it).
+// pollInterval is the least time between two reads of a deployment when
+// the server does not block (tests shorten it).
 var pollInterval = 2 * time.Second
 
 // listFlag collects a repeated string flag.
@@ -53,7 +54,7 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 // run is main without the process: it returns the exit code (0 success,
-// 1 failure, 2 usage).
+// 1 failure, 2 usage, 130 interrupted as a shell reports Ctrl-C).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	command := "run"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -115,11 +116,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	s.Purge = *purge
 	s.Timeout = *timeout
 	s.Poll = pollInterval
+	s.Scale = scaledGroups(vars)
 	if err := do(s, ctx, rendered); err != nil {
 		fmt.Fprintln(stderr, "submit:", err)
+		if errors.Is(err, ErrInterrupted) {
+			return 130
+		}
 		return 1
 	}
 	return 0
+}
+
+// scaledGroups returns the task groups whose count a -var flag sets
+// (caller_count=3 sets group caller's). A count in a -var-file is the
+// count a new job starts with; it does not change a running job's.
+func scaledGroups(vars []string) map[string]bool {
+	groups := map[string]bool{}
+	for _, v := range vars {
+		name, _, _ := strings.Cut(v, "=")
+		if group, ok := strings.CutSuffix(strings.TrimSpace(name), "_count"); ok {
+			groups[group] = true
+		}
+	}
+	return groups
 }
 
 // renderJobs renders the selected jobs (all when none) with the variables

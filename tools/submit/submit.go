@@ -32,6 +32,9 @@ var (
 	ErrDeploymentFailed = errors.New("deployment failed")
 	// ErrDeploymentTimeout: a deployment did not finish in time.
 	ErrDeploymentTimeout = errors.New("deployment did not finish in time")
+	// ErrInterrupted: the operator stopped the wait (Ctrl-C). The
+	// deployment goes on in Nomad.
+	ErrInterrupted = errors.New("interrupted")
 )
 
 // Submitter talks to one Nomad cluster on behalf of the commands.
@@ -40,8 +43,16 @@ type Submitter struct {
 	Purge bool
 	// Timeout bounds Run's wait for all deployments.
 	Timeout time.Duration
-	// Poll is how often deployments are checked.
+	// Poll is the least time between two reads of an evaluation or a
+	// deployment. The reads are blocking queries that return when the
+	// object changes; Poll only matters when the server answers without
+	// blocking.
 	Poll time.Duration
+	// Scale names the task groups whose count the operator set on the
+	// command line (-var <group>_count=N). Every other group of a running
+	// job keeps its current count, as `nomad job run -preserve-counts`
+	// does, so that a new version does not undo `nomad job scale`.
+	Scale map[string]bool
 
 	client *api.Client
 	addr   string
@@ -144,6 +155,12 @@ func (s *Submitter) Plan(_ context.Context, rendered []*jobs.Rendered) error {
 	}
 	for i, job := range parsed {
 		id := rendered[i].Job.ID
+		// The plan API has no preserve-counts option: give the job the
+		// running counts that run would keep, so the diff shows no
+		// count change that run would not make.
+		if err := s.keepRunningCounts(job); err != nil {
+			return err
+		}
 		plan, _, err := s.client.Jobs().Plan(job, true, nil)
 		if err != nil {
 			return s.explain(err, "plan "+id)
@@ -232,6 +249,43 @@ func printPlacementFailures(w io.Writer, indent string, failed map[string]*api.A
 	}
 }
 
+// preserveCounts says whether registering job keeps the counts of its
+// running groups: yes unless the operator set one of them with -var.
+func (s *Submitter) preserveCounts(job *api.Job) bool {
+	for _, tg := range job.TaskGroups {
+		if tg.Name != nil && s.Scale[*tg.Name] {
+			return false
+		}
+	}
+	return true
+}
+
+// keepRunningCounts sets the count of each of job's groups to that of the
+// running job, when run would keep it (preserveCounts).
+func (s *Submitter) keepRunningCounts(job *api.Job) error {
+	if !s.preserveCounts(job) {
+		return nil
+	}
+	running, _, err := s.client.Jobs().Info(*job.ID, nil)
+	if notFound(err) {
+		return nil
+	}
+	if err != nil {
+		return s.explain(err, "read job "+*job.ID)
+	}
+	if running.Stop != nil && *running.Stop {
+		return nil // a stopped job starts again with the job's counts
+	}
+	for _, tg := range job.TaskGroups {
+		for _, cur := range running.TaskGroups {
+			if tg.Name != nil && cur.Name != nil && *tg.Name == *cur.Name && cur.Count != nil {
+				tg.Count = new(*cur.Count)
+			}
+		}
+	}
+	return nil
+}
+
 // checkToken makes sure the Nomad Variable the jobs read the RPC token
 // from exists: otherwise every task would wait for it until its deployment
 // failed, which is a slow way to learn it.
@@ -275,17 +329,26 @@ func (s *Submitter) Run(ctx context.Context, rendered []*jobs.Rendered) error {
 	if err := s.checkToken(rendered); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, s.Timeout, ErrDeploymentTimeout)
 	defer cancel()
 	for i, job := range parsed {
 		r := rendered[i]
+		preserve := s.preserveCounts(job)
 		resp, _, err := s.client.Jobs().RegisterOpts(job, &api.RegisterOptions{
-			Submission: &api.JobSubmission{Source: string(r.HCL), Format: "hcl2", Variables: string(r.Variables)},
-		}, nil)
+			PreserveCounts: preserve,
+			Submission:     &api.JobSubmission{Source: string(r.HCL), Format: "hcl2", Variables: string(r.Variables)},
+		}, (&api.WriteOptions{}).WithContext(ctx))
 		if err != nil {
+			if ctx.Err() != nil {
+				return s.stopped(ctx, r.Job.ID, "registering")
+			}
 			return s.explain(err, "register "+r.Job.ID)
 		}
-		s.printf("==> %s registered (evaluation %s)\n", r.Job.ID, short(resp.EvalID))
+		note := ", count from -var"
+		if preserve {
+			note = ", running count kept"
+		}
+		s.printf("==> %s registered (evaluation %s%s)\n", r.Job.ID, short(resp.EvalID), note)
 		if w := strings.TrimSpace(resp.Warnings); w != "" {
 			s.printf("    warnings: %s\n", w)
 		}
@@ -298,11 +361,17 @@ func (s *Submitter) Run(ctx context.Context, rendered []*jobs.Rendered) error {
 }
 
 // await waits for the evaluation of a registration, then for the
-// deployment it started.
+// deployment it started. Both are watched with Nomad's blocking queries:
+// each read returns when the object changes (or after watchWait), and
+// ctx ends a read in flight.
 func (s *Submitter) await(ctx context.Context, jobID, evalID string) error {
 	var eval *api.Evaluation
+	var index uint64
 	for {
-		e, _, err := s.client.Evaluations().Info(evalID, nil)
+		e, meta, err := s.client.Evaluations().Info(evalID, s.watch(ctx, index))
+		if ctx.Err() != nil {
+			return s.stopped(ctx, jobID, "waiting for evaluation "+short(evalID))
+		}
 		if err != nil {
 			return s.explain(err, "read evaluation of "+jobID)
 		}
@@ -310,8 +379,8 @@ func (s *Submitter) await(ctx context.Context, jobID, evalID string) error {
 			eval = e
 			break
 		}
-		if err := s.sleep(ctx); err != nil {
-			return fmt.Errorf("%w: %s: evaluation %s still pending", ErrDeploymentTimeout, jobID, short(evalID))
+		if index = s.next(ctx, index, meta); ctx.Err() != nil {
+			return s.stopped(ctx, jobID, "waiting for evaluation "+short(evalID))
 		}
 	}
 	if len(eval.FailedTGAllocs) > 0 {
@@ -322,7 +391,10 @@ func (s *Submitter) await(ctx context.Context, jobID, evalID string) error {
 	deploymentID := eval.DeploymentID
 	if deploymentID == "" {
 		// An unchanged job starts no deployment; report the latest one.
-		d, _, err := s.client.Jobs().LatestDeployment(jobID, nil)
+		d, _, err := s.client.Jobs().LatestDeployment(jobID, (&api.QueryOptions{}).WithContext(ctx))
+		if ctx.Err() != nil {
+			return s.stopped(ctx, jobID, "reading its latest deployment")
+		}
 		if err != nil {
 			return s.explain(err, "read latest deployment of "+jobID)
 		}
@@ -333,9 +405,13 @@ func (s *Submitter) await(ctx context.Context, jobID, evalID string) error {
 		deploymentID = d.ID
 	}
 
-	last := ""
+	last, state := "", "running"
+	index = 0
 	for {
-		d, _, err := s.client.Deployments().Info(deploymentID, nil)
+		d, meta, err := s.client.Deployments().Info(deploymentID, s.watch(ctx, index))
+		if ctx.Err() != nil {
+			return s.deploymentStopped(ctx, jobID, deploymentID, state)
+		}
 		if err != nil {
 			return s.explain(err, "read deployment of "+jobID)
 		}
@@ -343,31 +419,65 @@ func (s *Submitter) await(ctx context.Context, jobID, evalID string) error {
 			s.printf("    %s\n", line)
 			last = line
 		}
+		state = fmt.Sprintf("%s (%s)", d.Status, d.StatusDescription)
 		switch d.Status {
 		case api.DeploymentStatusSuccessful:
 			s.printf("==> %s healthy\n", jobID)
 			return nil
 		case api.DeploymentStatusFailed, api.DeploymentStatusCancelled:
-			s.printFailing(deploymentID, false)
+			s.printFailing(ctx, deploymentID, false)
 			return fmt.Errorf("%w: %s: %s", ErrDeploymentFailed, jobID, d.StatusDescription)
 		}
-		if err := s.sleep(ctx); err != nil {
-			s.printFailing(deploymentID, true)
-			return fmt.Errorf("%w: %s: deployment %s is still %s (%s)", ErrDeploymentTimeout, jobID, short(d.ID), d.Status, d.StatusDescription)
+		if index = s.next(ctx, index, meta); ctx.Err() != nil {
+			return s.deploymentStopped(ctx, jobID, deploymentID, state)
 		}
 	}
 }
 
-// sleep waits one poll interval, or returns ctx's error.
-func (s *Submitter) sleep(ctx context.Context) error {
+// deploymentStopped is the error for a deployment wait that ctx ended. On
+// the timeout it first shows the allocations that are not healthy yet; on
+// Ctrl-C the operator wants the prompt back.
+func (s *Submitter) deploymentStopped(ctx context.Context, jobID, deploymentID, state string) error {
+	if !errors.Is(context.Cause(ctx), ErrDeploymentTimeout) {
+		return s.stopped(ctx, jobID, "waiting for deployment "+short(deploymentID))
+	}
+	s.printFailing(ctx, deploymentID, true)
+	return fmt.Errorf("%w: %s: deployment %s is still %s", ErrDeploymentTimeout, jobID, short(deploymentID), state)
+}
+
+// watchWait bounds one blocking query; Nomad caps it at 10 minutes.
+const watchWait = 5 * time.Minute
+
+// watch returns the options of a blocking query that returns once the
+// object's index passes index (index 0: at once).
+func (s *Submitter) watch(ctx context.Context, index uint64) *api.QueryOptions {
+	return (&api.QueryOptions{WaitIndex: index, WaitTime: watchWait}).WithContext(ctx)
+}
+
+// next returns the index to wait on after a read that returned meta. A
+// read that came back without the index moving (a server that did not
+// block, or a wait that timed out) is followed by a pause of s.Poll, so
+// that the loop never spins.
+func (s *Submitter) next(ctx context.Context, index uint64, meta *api.QueryMeta) uint64 {
+	if meta != nil && meta.LastIndex > index {
+		return meta.LastIndex
+	}
 	t := time.NewTimer(s.Poll)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
 	case <-t.C:
-		return nil
 	}
+	return index
+}
+
+// stopped is the error for a wait that ctx ended: the timeout, or the
+// operator's Ctrl-C (the deployment goes on in Nomad either way).
+func (s *Submitter) stopped(ctx context.Context, jobID, doing string) error {
+	if errors.Is(context.Cause(ctx), ErrDeploymentTimeout) {
+		return fmt.Errorf("%w: %s: still %s", ErrDeploymentTimeout, jobID, doing)
+	}
+	return fmt.Errorf("%w while %s of %s; Nomad carries on (see `go run ./tools/submit status`)", ErrInterrupted, doing, jobID)
 }
 
 // progress is one line of a deployment's state, like `nomad job run`
@@ -388,10 +498,15 @@ func progress(d *api.Deployment) string {
 	return b.String()
 }
 
-// printFailing prints the task events of the deployment's allocations that
-// failed or are unhealthy (or, with unfinished, not yet healthy).
-func (s *Submitter) printFailing(deploymentID string, unfinished bool) {
-	allocs, _, err := s.client.Deployments().Allocations(deploymentID, nil)
+// printFailing prints the task events and the tail of the stderr of the
+// deployment's allocations that failed or are unhealthy (or, with
+// unfinished, not yet healthy): the cause is there, not in the
+// deployment's status. ctx may have ended already (the timeout); the
+// reads here get a short time of their own.
+func (s *Submitter) printFailing(ctx context.Context, deploymentID string, unfinished bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), failingReadTimeout)
+	defer cancel()
+	allocs, _, err := s.client.Deployments().Allocations(deploymentID, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		s.printf("    (cannot list the deployment's allocations: %v)\n", s.explain(err, "list allocations"))
 		return
@@ -427,6 +542,7 @@ func (s *Submitter) printFailing(deploymentID string, unfinished bool) {
 				}
 				s.printf("        %s  %-16s %s\n", time.Unix(0, e.Time).UTC().Format(time.RFC3339), e.Type, msg)
 			}
+			s.printStderr(ctx, a, task)
 		}
 	}
 	if more > 0 {
@@ -436,6 +552,79 @@ func (s *Submitter) printFailing(deploymentID string, unfinished bool) {
 
 // maxAllocsShown bounds the allocations printFailing describes.
 const maxAllocsShown = 3
+
+// Bounds of the stderr tail printFailing shows per task.
+const (
+	stderrTailBytes = 4096
+	stderrTailLines = 20
+	// failingReadTimeout bounds printFailing's reads, the log reads
+	// included: a client node the API cannot reach must not hold the
+	// report.
+	failingReadTimeout = 15 * time.Second
+)
+
+// printStderr prints the last lines of a task's stderr (what `nomad alloc
+// logs -stderr -tail` shows), read through the allocation file system API.
+func (s *Submitter) printStderr(ctx context.Context, a *api.AllocationListStub, task string) {
+	tail, err := s.stderrTail(ctx, &api.Allocation{ID: a.ID, NodeID: a.NodeID}, task)
+	switch {
+	case err != nil:
+		s.printf("        (no stderr: %v)\n", s.explain(err, "read the logs of allocation "+short(a.ID)))
+	case len(tail) == 0:
+		s.printf("        (stderr is empty)\n")
+	default:
+		s.printf("        stderr, last lines:\n")
+		for _, line := range tail {
+			s.printf("        | %s\n", line)
+		}
+	}
+}
+
+// stderrTail returns the last lines of the task's stderr, at most
+// stderrTailLines of the last stderrTailBytes bytes.
+func (s *Submitter) stderrTail(ctx context.Context, alloc *api.Allocation, task string) ([]string, error) {
+	cancel := make(chan struct{})
+	defer close(cancel)
+	frames, errc := s.client.AllocFS().Logs(alloc, false, task, "stderr", "end", stderrTailBytes, cancel, (&api.QueryOptions{}).WithContext(ctx))
+	var buf []byte
+	for frames != nil {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				frames = nil
+				break
+			}
+			buf = append(buf, f.Data...)
+			if len(buf) > stderrTailBytes {
+				buf = buf[len(buf)-stderrTailBytes:]
+			}
+		case err := <-errc:
+			return nil, err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	// A read that failed before any frame reports on errc only.
+	select {
+	case err := <-errc:
+		if err != nil {
+			return nil, err
+		}
+	default:
+	}
+	text := strings.TrimRight(strings.ToValidUTF8(string(buf), "?"), "\n")
+	if text == "" {
+		return nil, nil
+	}
+	lines := strings.Split(text, "\n")
+	if len(buf) == stderrTailBytes && len(lines) > 1 {
+		lines = lines[1:] // the first line is cut
+	}
+	if len(lines) > stderrTailLines {
+		lines = lines[len(lines)-stderrTailLines:]
+	}
+	return lines, nil
+}
 
 // Status prints each job's state, latest deployment and allocations.
 func (s *Submitter) Status(_ context.Context, rendered []*jobs.Rendered) error {

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +39,8 @@ type fakeNomad struct {
 	parseError string              // jobs/parse answers 400 with this
 	variable   map[string]string   // items of nomad/jobs; nil: no variable
 	deploy     map[string][]string // statuses a job's deployment goes through; last one sticks
+	running    map[string]int      // jobs already running, with their group's count
+	stderr     string              // what every task wrote to stderr
 
 	// Record of the calls.
 	parsed       []api.JobsParseRequest
@@ -45,7 +49,11 @@ type fakeNomad struct {
 	planned      []string
 	deregistered []string
 	polls        map[string]int
-	tokens       []string // X-Nomad-Token of every call that had one
+	preserve     map[string]bool     // PreserveCounts of each registration
+	plannedCount map[string]int      // the group count of each job planned
+	watches      map[string][]string // index and wait of each deployment read
+	logReads     []string            // query of each log read
+	tokens       []string            // X-Nomad-Token of every call that had one
 }
 
 func newFake(t *testing.T) (*fakeNomad, *httptest.Server) {
@@ -53,13 +61,18 @@ func newFake(t *testing.T) (*fakeNomad, *httptest.Server) {
 		variable: map[string]string{"rpc_token": "from-nomad-variables"},
 		deploy:   map[string][]string{},
 		polls:    map[string]int{},
+		running:  map[string]int{},
+		preserve: map[string]bool{}, plannedCount: map[string]int{}, watches: map[string][]string{},
 	}
 	srv := httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(srv.Close)
 	return f, srv
 }
 
-var jobLine = regexp.MustCompile(`(?m)^job "([^"]+)"`)
+var (
+	jobLine   = regexp.MustCompile(`(?m)^job "([^"]+)"`)
+	groupLine = regexp.MustCompile(`(?m)^\s*group "([^"]+)"`)
+)
 
 func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
@@ -90,15 +103,23 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		m := jobLine.FindStringSubmatch(req.JobHCL)
-		if m == nil {
-			http.Error(w, "no job block", http.StatusBadRequest)
+		g := groupLine.FindStringSubmatch(req.JobHCL)
+		if m == nil || g == nil {
+			http.Error(w, "no job or group block", http.StatusBadRequest)
 			return
 		}
-		reply(&api.Job{ID: &m[1], Name: &m[1]})
+		// The count: the operator's value, else 1 (the double does not
+		// evaluate the job's defaults).
+		count := 1
+		if c := regexp.MustCompile(`(?m)^` + g[1] + `_count\s*=\s*(\d+)`).FindStringSubmatch(req.Variables); c != nil {
+			count, _ = strconv.Atoi(c[1])
+		}
+		reply(&api.Job{ID: &m[1], Name: &m[1], TaskGroups: []*api.TaskGroup{{Name: &g[1], Count: &count}}})
 	case r.Method == http.MethodPut && path == "/v1/jobs":
 		var req api.JobRegisterRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		id := *req.Job.ID
+		f.preserve[id] = req.PreserveCounts
 		f.registered = append(f.registered, id)
 		f.submissions = append(f.submissions, req.Submission)
 		reply(&api.JobRegisterResponse{EvalID: "eval-" + id, JobModifyIndex: 10})
@@ -112,7 +133,7 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 		var allocs []*api.AllocationListStub
 		for i := range 5 {
 			allocs = append(allocs, &api.AllocationListStub{
-				ID: fmt.Sprintf("alloc%d-%s", i, id), Name: id + ".group[0]", NodeName: "node-a", ClientStatus: "failed",
+				ID: fmt.Sprintf("alloc%d-%s", i, id), Name: id + ".group[0]", NodeID: "node-a-id", NodeName: "node-a", ClientStatus: "failed",
 				CreateTime:       int64(i),
 				DeploymentStatus: &api.AllocDeploymentStatus{Healthy: &unhealthy},
 				TaskStates: map[string]*api.TaskState{"task": {State: "dead", Failed: true, Restarts: 3, Events: []*api.TaskEvent{
@@ -122,14 +143,38 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(allocs)
 	case r.Method == http.MethodGet && strings.HasPrefix(path, "/v1/deployment/dep-"):
+		// A blocking query, as Nomad answers it: the state's index is
+		// X-Nomad-Index; a read with ?index= at or past it returns when
+		// the state changes (here: at once when the sequence has a next
+		// state, as if it changed meanwhile), or after ?wait=, or when the
+		// client gives up.
 		id := strings.TrimPrefix(path, "/v1/deployment/dep-")
 		seq := f.deploy[id]
 		if len(seq) == 0 {
 			seq = []string{"running", "successful"}
 		}
+		q := r.URL.Query()
+		f.watches[id] = append(f.watches[id], "index="+q.Get("index")+" wait="+q.Get("wait"))
 		n := f.polls[id]
-		f.polls[id]++
-		status := seq[min(n, len(seq)-1)]
+		if index, _ := strconv.Atoi(q.Get("index")); index > 0 && index >= 100+n {
+			if n+1 < len(seq) {
+				f.polls[id]++
+				n++
+			} else {
+				wait, err := time.ParseDuration(q.Get("wait"))
+				if err != nil {
+					wait = 5 * time.Minute // Nomad's default
+				}
+				f.mu.Unlock()
+				select {
+				case <-r.Context().Done():
+				case <-time.After(wait):
+				}
+				f.mu.Lock()
+			}
+		}
+		w.Header().Set("X-Nomad-Index", strconv.Itoa(100+n))
+		status := seq[n]
 		healthy := 0
 		if status == "successful" {
 			healthy = 1
@@ -138,6 +183,11 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 			TaskGroups: map[string]*api.DeploymentState{"group": {DesiredTotal: 1, PlacedAllocs: 1, HealthyAllocs: healthy, DesiredCanaries: 1, PlacedCanaries: []string{"alloc"}}}})
 	case r.Method == http.MethodPut && strings.HasSuffix(path, "/plan"):
 		id := strings.TrimSuffix(strings.TrimPrefix(path, "/v1/job/"), "/plan")
+		var req api.JobPlanRequest
+		json.NewDecoder(r.Body).Decode(&req)
+		if req.Job != nil && len(req.Job.TaskGroups) == 1 && req.Job.TaskGroups[0].Count != nil {
+			f.plannedCount[id] = *req.Job.TaskGroups[0].Count
+		}
 		f.planned = append(f.planned, id)
 		reply(&api.JobPlanResponse{
 			Diff: &api.JobDiff{Type: "Edited", ID: id, TaskGroups: []*api.TaskGroupDiff{{
@@ -146,6 +196,23 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 			}}},
 			Annotations: &api.PlanAnnotations{DesiredTGUpdates: map[string]*api.DesiredUpdates{"group": {Place: 1, Ignore: 1}}},
 		})
+	case r.Method == http.MethodGet && strings.HasPrefix(path, "/v1/client/fs/logs/"):
+		// The log stream: JSON frames of base64 data, as the client
+		// agent sends them (the server forwards the request there).
+		q := r.URL.Query()
+		f.logReads = append(f.logReads, fmt.Sprintf("%s task=%s type=%s origin=%s offset=%s follow=%s",
+			strings.TrimPrefix(path, "/v1/client/fs/logs/"), q.Get("task"), q.Get("type"), q.Get("origin"), q.Get("offset"), q.Get("follow")))
+		data := []byte(f.stderr)
+		if offset, _ := strconv.Atoi(q.Get("offset")); q.Get("origin") == "end" && offset < len(data) {
+			data = data[len(data)-offset:]
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		for len(data) > 0 { // frames of up to 1000 bytes
+			n := min(len(data), 1000)
+			enc.Encode(&api.StreamFrame{Data: data[:n], File: "alloc/logs/task.stderr.0"})
+			data = data[n:]
+		}
 	case r.Method == http.MethodGet && strings.HasPrefix(path, "/v1/var/"):
 		if f.variable == nil {
 			http.Error(w, "variable not found", http.StatusNotFound)
@@ -155,7 +222,8 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(path, "/v1/job/"):
 		rest := strings.TrimPrefix(path, "/v1/job/")
 		id, sub, _ := strings.Cut(rest, "/")
-		if !slices.Contains(f.registered, id) {
+		count, running := f.running[id]
+		if !slices.Contains(f.registered, id) && !running {
 			http.Error(w, "job not found", http.StatusNotFound)
 			return
 		}
@@ -164,8 +232,11 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 			f.deregistered = append(f.deregistered, id+" purge="+r.URL.Query().Get("purge"))
 			reply(&api.JobDeregisterResponse{EvalID: "eval-stop-" + id})
 		case sub == "":
-			status, version := "running", uint64(3)
-			reply(&api.Job{ID: &id, Status: &status, Version: &version})
+			status, version, group := "running", uint64(3), strings.TrimPrefix(id, "slm-")
+			if !running {
+				count = 1
+			}
+			reply(&api.Job{ID: &id, Status: &status, Version: &version, TaskGroups: []*api.TaskGroup{{Name: &group, Count: &count}}})
 		case sub == "deployment":
 			reply(&api.Deployment{ID: "dep-" + id, Status: "successful", StatusDescription: "Deployment completed successfully",
 				TaskGroups: map[string]*api.DeploymentState{"group": {DesiredTotal: 1, PlacedAllocs: 1, HealthyAllocs: 1}}})
@@ -198,10 +269,19 @@ func submitWithToken(t *testing.T, srv *httptest.Server, token string, args ...s
 	if srv != nil {
 		args = append(args, "-address", srv.URL)
 	}
-	pollInterval = time.Millisecond
-	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	return submitCtx(t, ctx, srv, args...)
+}
+
+// submitCtx is submit with ctx, which stands for main's signal context.
+func submitCtx(t *testing.T, ctx context.Context, srv *httptest.Server, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	if srv != nil && !slices.Contains(args, "-address") {
+		args = append(args, "-address", srv.URL)
+	}
+	pollInterval = time.Millisecond
+	var out, errOut bytes.Buffer
 	code = run(ctx, args, &out, &errOut)
 	return code, out.String(), errOut.String()
 }
@@ -238,7 +318,8 @@ func TestRunRegistersInOrderAndWaits(t *testing.T) {
 		}
 	}
 	for _, line := range []string{
-		"==> slm-inference registered (evaluation eval-slm)",
+		"==> slm-inference registered (evaluation eval-slm, running count kept)",
+		"==> slm-caller registered (evaluation eval-slm, count from -var)",
 		"deployment dep-slm- running; group: 1/1 placed, 0 healthy, 0 unhealthy, canaries 1/1",
 		"==> slm-gateway healthy",
 		"==> all 3 jobs are deployed and healthy",
@@ -443,5 +524,127 @@ func TestRenderTouchesNothing(t *testing.T) {
 		if !strings.Contains(out, s) {
 			t.Errorf("render output lacks %q", s)
 		}
+	}
+}
+
+// TestRunKeepsRunningCounts: a new version keeps the count an operator set
+// with `nomad job scale` (PreserveCounts), unless -var <group>_count= says
+// otherwise; a count in a -var-file does not change a running job.
+func TestRunKeepsRunningCounts(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "counts.vars.hcl")
+	if err := os.WriteFile(file, []byte("inference_count = 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, srv := newFake(t)
+	code, out, errOut := submit(t, srv, "-var-file", file, "-var", "caller_count=4")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	want := map[string]bool{"slm-inference": true, "slm-caller": false, "slm-gateway": true}
+	if !maps.Equal(f.preserve, want) {
+		t.Errorf("PreserveCounts %v, want %v", f.preserve, want)
+	}
+	for _, line := range []string{"slm-caller registered (evaluation eval-slm, count from -var)", "slm-gateway registered (evaluation eval-slm, running count kept)"} {
+		if !strings.Contains(out, line) {
+			t.Errorf("output lacks %q:\n%s", line, out)
+		}
+	}
+}
+
+// TestPlanShowsRunningCounts: the plan API has no preserve-counts option,
+// so plan gives the job the running counts, as run would keep them.
+func TestPlanShowsRunningCounts(t *testing.T) {
+	f, srv := newFake(t)
+	f.running = map[string]int{"slm-caller": 5, "slm-gateway": 2} // scaled with `nomad job scale`
+	code, out, errOut := submit(t, srv, "plan", "-var", "gateway_count=1")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	// inference is not running: the job's own count. caller: the running
+	// 5. gateway: the -var.
+	want := map[string]int{"slm-inference": 1, "slm-caller": 5, "slm-gateway": 1}
+	if !maps.Equal(f.plannedCount, want) {
+		t.Errorf("planned counts %v, want %v", f.plannedCount, want)
+	}
+}
+
+// TestFailedDeploymentShowsStderr: the cause of a failed deployment is in
+// the task's stderr, so its last lines are printed with the task events.
+func TestFailedDeploymentShowsStderr(t *testing.T) {
+	f, srv := newFake(t)
+	f.deploy["slm-inference"] = []string{"running", "failed"}
+	var log strings.Builder
+	log.WriteString(strings.Repeat("x", 5000) + "\n") // cut off: more than the tail
+	for i := range 30 {
+		fmt.Fprintf(&log, "line %02d\n", i)
+	}
+	log.WriteString("inference: load model: open /srv/slm-models/gemma.gguf: permission denied\n")
+	f.stderr = log.String()
+
+	code, out, errOut := submit(t, srv)
+	if code != 1 || !strings.Contains(errOut, "deployment failed: slm-inference") {
+		t.Fatalf("exit %d, stderr %s", code, errOut)
+	}
+	for _, want := range []string{"stderr, last lines:", "| inference: load model: open /srv/slm-models/gemma.gguf: permission denied", "| line 29", "| line 11"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, unwanted := range []string{"line 10", "xxxx"} {
+		if strings.Contains(out, unwanted) {
+			t.Errorf("output has %q, beyond the %d-line tail:\n%s", unwanted, stderrTailLines, out)
+		}
+	}
+	if len(f.logReads) != maxAllocsShown {
+		t.Errorf("%d log reads, want one per allocation shown (%d): %v", len(f.logReads), maxAllocsShown, f.logReads)
+	}
+	if want := fmt.Sprintf("alloc4-slm-inference task=task type=stderr origin=end offset=%d follow=false", stderrTailBytes); len(f.logReads) == 0 || f.logReads[0] != want {
+		t.Errorf("log reads %v, want the first %q", f.logReads, want)
+	}
+}
+
+// TestInterruptIsNotATimeout: Ctrl-C (main's signal context ending) while
+// a deployment is watched is reported as an interruption, exit 130, and
+// ends the blocking query in flight rather than waiting it out.
+func TestInterruptIsNotATimeout(t *testing.T) {
+	f, srv := newFake(t)
+	f.deploy["slm-inference"] = []string{"running"} // never finishes
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		// Ctrl-C once the deployment is being watched.
+		for range 2000 {
+			f.mu.Lock()
+			watching := len(f.watches["slm-inference"]) >= 2
+			f.mu.Unlock()
+			if watching {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
+	code, out, errOut := submitCtx(t, ctx, srv)
+	if code != 130 || !strings.Contains(errOut, "submit: interrupted while waiting for deployment dep-slm- of slm-inference") {
+		t.Errorf("exit %d, stderr %q; want 130 and an interruption", code, errOut)
+	}
+	if strings.Contains(errOut, "in time") || strings.Contains(out, "Driver Failure") {
+		t.Errorf("an interruption reported as a timeout:\nstdout:\n%s\nstderr:\n%s", out, errOut)
+	}
+}
+
+// TestWatchUsesBlockingQueries: after the first read, each read of the
+// deployment waits on the index the previous one returned, so the
+// submitter learns of a change at once without polling.
+func TestWatchUsesBlockingQueries(t *testing.T) {
+	f, srv := newFake(t)
+	f.deploy["slm-caller"] = []string{"pending", "running", "running", "successful"}
+	code, out, errOut := submit(t, srv, "-job", "caller")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	want := []string{"index= wait=300000ms", "index=100 wait=300000ms", "index=101 wait=300000ms", "index=102 wait=300000ms"}
+	if got := f.watches["slm-caller"]; !slices.Equal(got, want) {
+		t.Errorf("deployment reads %q, want %q", got, want)
 	}
 }
