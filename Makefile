@@ -27,7 +27,7 @@ export GOFLAGS
 CONSUL_BIN ?= $(CURDIR)/.cache/bin/consul
 export SLM_CONSUL_BIN = $(CONSUL_BIN)
 
-.PHONY: help setup build consul run test bench bench-ollama load fuzz iac cgo-env
+.PHONY: help setup build consul run test bench bench-ollama load fuzz iac cgo-env release
 
 help:
 	@echo "make run     run the whole mesh on this machine (SLM_MODEL=/path/model.gguf to pick a model)"
@@ -68,6 +68,14 @@ test: setup consul
 # tfsec), with the tools built once from the Go module proxy.
 iac:
 	sh tools/iac/check.sh
+
+# release: the three services built for the cluster's nodes (linux/amd64,
+# version-stamped), uploaded with their SHA256SUMS to the artifacts bucket
+# by the aws CLI, and release.vars.hcl written for tools/submit. E.g.
+#   make release RELEASE_ARGS="-bucket $$(terraform -chdir=terraform/aws output -raw artifacts_bucket) -region $$(terraform -chdir=terraform/aws output -raw region)"
+# -upload=false only builds; docs/nomad.md has the rest.
+release:
+	go run ./tools/release $(RELEASE_ARGS)
 
 # bench: the RPC benchmarks, the engine on the full-size random-weight
 # gemma3-270m (generated once), then tools/bench through a local mesh on the

@@ -22,13 +22,16 @@ import (
 // environment variable first, so that `-addr` and `SLM_..._ADDR` are the
 // same setting (the flag wins), as Nomad and Consul do with their own.
 type Flags struct {
-	fs   *flag.FlagSet
-	errs []error
+	fs      *flag.FlagSet
+	errs    []error
+	version *bool
 }
 
-// New returns Flags for the named command.
+// New returns Flags for the named command, with -version.
 func New(name string) *Flags {
-	return &Flags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	f := &Flags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
+	f.version = f.fs.Bool("version", false, "print the version and exit")
+	return f
 }
 
 // Set is the underlying FlagSet.
@@ -114,13 +117,17 @@ func (f *Flags) durationVar(p *time.Duration, name, env string, def time.Duratio
 }
 
 // Parse parses args; a bad environment value is an error too. -h prints
-// the usage and exits 0.
+// the usage and -version the version, and both exit 0.
 func (f *Flags) Parse(args []string) error {
 	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
 		return err
+	}
+	if *f.version {
+		fmt.Println(f.fs.Name(), Version)
+		os.Exit(0)
 	}
 	if len(f.errs) > 0 {
 		return f.errs[0]

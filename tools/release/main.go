@@ -1,0 +1,80 @@
+// Command release builds the three service binaries for the cluster's
+// nodes (linux/amd64), writes their SHA256SUMS, uploads both to the
+// artifacts bucket that Terraform creates, and writes release.vars.hcl:
+// the job variables that make the jobs fetch exactly these binaries.
+//
+//	go run ./tools/release -bucket B -region R [-version V] [-upload=false] [-out release.vars.hcl]
+//	go run ./tools/submit -var-file <(terraform output -raw submit_vars) -var-file release.vars.hcl
+//
+// The binaries land in s3://B/releases/V/linux_amd64/{gateway,caller,inference}
+// next to SHA256SUMS; the jobs fetch them with go-getter's S3 form and
+// check each against its sha256. The upload runs the aws CLI with the
+// caller's credentials; -upload=false only builds.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is main without the process: it returns the exit code (0 success,
+// 1 failure, 2 usage).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("release", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	bucket := fs.String("bucket", "", "artifacts bucket (terraform output -raw artifacts_bucket)")
+	region := fs.String("region", "", "the bucket's AWS region (terraform output -raw region)")
+	version := fs.String("version", "", "release version (default: git describe --tags --always --dirty; a dirty tree gets a timestamp)")
+	upload := fs.Bool("upload", true, "upload with the aws CLI (false: only build and write the files)")
+	out := fs.String("out", "release.vars.hcl", "where to write the job variables of the release")
+	dir := fs.String("dir", "", "directory for the binaries and SHA256SUMS (default .cache/release/<version>/linux_amd64)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: go run ./tools/release -bucket B -region R [-version V] [-upload=false] [-out release.vars.hcl]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "release: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+
+	r := &Release{
+		Root: modeltest.RepoRoot(), Version: *version, Bucket: *bucket, Region: *region,
+		Dir: *dir, VarsFile: *out, Upload: *upload, Log: stdout,
+	}
+	if err := r.Run(ctx); err != nil {
+		fmt.Fprintln(stderr, "release:", err)
+		return 1
+	}
+	if !filepath.IsAbs(r.VarsFile) {
+		if wd, err := os.Getwd(); err == nil {
+			r.VarsFile = filepath.Join(wd, r.VarsFile)
+		}
+	}
+	fmt.Fprintf(stdout, "==> release %s: job variables in %s\n", r.Version, r.VarsFile)
+	if !r.Upload {
+		fmt.Fprintln(stdout, "    not uploaded (-upload=false): the jobs cannot fetch these binaries yet")
+	}
+	return 0
+}

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/hashicorp/hcl/v2/hclwrite"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/slm-mesh/slm-mesh/internal/localmesh"
+)
+
+// Errors of a release; the messages carry the detail.
+var (
+	// ErrUsage: a missing or malformed setting.
+	ErrUsage = errors.New("bad release settings")
+	// ErrNoAWSCLI: uploading needs the aws CLI, which is not on PATH.
+	ErrNoAWSCLI = errors.New("the aws CLI is not on PATH")
+	// ErrBuild: building a service, or running tools/setup.sh, failed.
+	ErrBuild = errors.New("build failed")
+	// ErrUpload: an aws s3 cp failed.
+	ErrUpload = errors.New("upload failed")
+)
+
+// Services are the binaries of a release, in the order they are built.
+var Services = []string{"gateway", "caller", "inference"}
+
+// Platform is the nodes' OS and architecture, as the S3 layout names it.
+const (
+	goos     = "linux"
+	goarch   = "amd64"
+	Platform = goos + "_" + goarch
+)
+
+// versionVar is the variable -ldflags -X stamps with the version.
+const versionVar = "github.com/slm-mesh/slm-mesh/internal/cli.Version"
+
+// Runner runs a command: name and args, with env as its whole environment
+// (nil: the process's) in dir, its output to out. Release runs every
+// command through it, so tests can see the aws command lines that they
+// cannot run.
+type Runner func(ctx context.Context, dir string, env []string, out io.Writer, name string, args ...string) error
+
+// execRunner runs the command for real.
+func execRunner(ctx context.Context, dir string, env []string, out io.Writer, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, env, out, out
+	return cmd.Run()
+}
+
+// Release is one release of the three services.
+type Release struct {
+	// Root is the repository's root directory.
+	Root string
+	// Version names the release; empty: from git describe.
+	Version string
+	// Bucket and Region are the artifacts bucket and its region.
+	Bucket, Region string
+	// Dir receives the binaries and SHA256SUMS; empty:
+	// Root/.cache/release/<version>/linux_amd64.
+	Dir string
+	// VarsFile is where the job variables are written.
+	VarsFile string
+	// Upload copies the files to S3 with the aws CLI.
+	Upload bool
+	// Log receives progress and the commands' output.
+	Log io.Writer
+
+	// Runner and LookPath default to running commands for real.
+	Runner   Runner
+	LookPath func(string) (string, error)
+	// Now dates a dirty tree's version (time.Now when nil).
+	Now func() time.Time
+
+	// Sums is each service's sha256, in hex, once built.
+	Sums map[string]string
+}
+
+// bucketName is what S3 accepts as a bucket name and go-getter's S3 URL
+// can carry: no dots (they would break the bucket's TLS host name).
+var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
+
+// versionName keeps a version usable as an S3 key part and an HCL string.
+var versionName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+
+// regionName is an AWS region: eu-west-1, us-gov-east-1.
+var regionName = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+
+func (r *Release) defaults(ctx context.Context) error {
+	if r.Runner == nil {
+		r.Runner = execRunner
+	}
+	if r.LookPath == nil {
+		r.LookPath = exec.LookPath
+	}
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if r.Log == nil {
+		r.Log = io.Discard
+	}
+	if !bucketName.MatchString(r.Bucket) {
+		return fmt.Errorf("%w: -bucket %q: want the artifacts bucket's name (terraform output -raw artifacts_bucket)", ErrUsage, r.Bucket)
+	}
+	if !regionName.MatchString(r.Region) {
+		return fmt.Errorf("%w: -region %q: want an AWS region such as eu-west-1 (terraform output -raw region)", ErrUsage, r.Region)
+	}
+	if r.Version == "" {
+		v, err := r.gitVersion(ctx)
+		if err != nil {
+			return err
+		}
+		r.Version = v
+	}
+	if !versionName.MatchString(r.Version) {
+		return fmt.Errorf("%w: -version %q: letters, digits and . _ + - only", ErrUsage, r.Version)
+	}
+	if r.Dir == "" {
+		r.Dir = filepath.Join(r.Root, ".cache", "release", r.Version, Platform)
+	}
+	if r.VarsFile == "" {
+		r.VarsFile = "release.vars.hcl"
+	}
+	return nil
+}
+
+// gitVersion is `git describe --tags --always --dirty`. A dirty tree's
+// version gets the time, so that two builds of uncommitted work never
+// share a version (a version's objects must not change under running
+// jobs: their checksums are in the jobs).
+func (r *Release) gitVersion(ctx context.Context) (string, error) {
+	var out bytes.Buffer
+	if err := r.Runner(ctx, r.Root, nil, &out, "git", "describe", "--tags", "--always", "--dirty"); err != nil {
+		return "", fmt.Errorf("%w: no -version and git describe failed (%v): pass -version", ErrUsage, err)
+	}
+	v := strings.TrimSpace(out.String())
+	if strings.HasSuffix(v, "-dirty") {
+		v += "-" + r.Now().UTC().Format("20060102T150405Z")
+	}
+	return v, nil
+}
+
+// Run builds, writes SHA256SUMS and the variables file, and uploads.
+func (r *Release) Run(ctx context.Context) error {
+	if err := r.defaults(ctx); err != nil {
+		return err
+	}
+	// Fail before a build of minutes, not after it.
+	if r.Upload {
+		if _, err := r.LookPath("aws"); err != nil {
+			return fmt.Errorf("%w: install it (https://docs.aws.amazon.com/cli/), or pass -upload=false to only build", ErrNoAWSCLI)
+		}
+	}
+	if err := r.Build(ctx); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(r.Dir, "SHA256SUMS"), r.SHA256SUMS(), 0o644); err != nil {
+		return err
+	}
+	if r.Upload {
+		for _, args := range r.UploadCommands() {
+			fmt.Fprintf(r.Log, "==> aws %s\n", strings.Join(args, " "))
+			if err := r.Runner(ctx, r.Root, nil, r.Log, "aws", args...); err != nil {
+				return fmt.Errorf("%w: aws %s: %v (are AWS credentials set for this account?)", ErrUpload, strings.Join(args, " "), err)
+			}
+		}
+	}
+	// Last: a variables file exists only for binaries that do.
+	return os.WriteFile(r.VarsFile, r.Vars(), 0o644)
+}
+
+// Env is the environment of the builds: the project's cgo flags
+// (localmesh.BuildEnv, as the Makefile's), for the nodes' platform. The
+// inference binary links llama.cpp through cgo, so it cannot be built
+// for linux/amd64 elsewhere without a C cross compiler.
+func (r *Release) Env() ([]string, error) {
+	if runtime.GOOS != goos || runtime.GOARCH != goarch {
+		if os.Getenv("CC") == "" || os.Getenv("CXX") == "" {
+			return nil, fmt.Errorf("%w: the inference binary needs cgo for %s/%s: build on a %s/%s machine, or set CC and CXX to a cross compiler for it",
+				ErrBuild, goos, goarch, goos, goarch)
+		}
+	}
+	return append(localmesh.BuildEnv(r.Root), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=1"), nil
+}
+
+// Build builds each service into Dir and records its sha256.
+func (r *Release) Build(ctx context.Context) error {
+	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
+		return err
+	}
+	env, err := r.Env()
+	if err != nil {
+		return err
+	}
+	// setup.sh checks (and as root installs) the headers the inference
+	// build needs, as `make build` does.
+	if err := r.Runner(ctx, r.Root, env, r.Log, "sh", filepath.Join("tools", "setup.sh")); err != nil {
+		return fmt.Errorf("%w: tools/setup.sh: %v", ErrBuild, err)
+	}
+	r.Sums = map[string]string{}
+	for _, svc := range Services {
+		bin := filepath.Join(r.Dir, svc)
+		fmt.Fprintf(r.Log, "==> build %s %s for %s\n", svc, r.Version, Platform)
+		err := r.Runner(ctx, r.Root, env, r.Log, "go", "build", "-trimpath",
+			"-ldflags", "-s -w -X "+versionVar+"="+r.Version,
+			"-o", bin, "./services/"+svc)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrBuild, svc, err)
+		}
+		sum, err := fileSHA256(bin)
+		if err != nil {
+			return err
+		}
+		r.Sums[svc] = sum
+	}
+	return nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// SHA256SUMS is the checksum file in sha256sum's format, so that
+// `sha256sum -c SHA256SUMS` checks a download.
+func (r *Release) SHA256SUMS() []byte {
+	var b bytes.Buffer
+	for _, svc := range Services {
+		fmt.Fprintf(&b, "%s  %s\n", r.Sums[svc], svc)
+	}
+	return b.Bytes()
+}
+
+// Prefix is the S3 key prefix of the release's files.
+func (r *Release) Prefix() string {
+	return "releases/" + r.Version + "/" + Platform + "/"
+}
+
+// UploadCommands are the aws CLI argument lists that upload the release:
+// the binaries, then SHA256SUMS (a release with its checksum file is
+// complete).
+func (r *Release) UploadCommands() [][]string {
+	var cmds [][]string
+	for _, name := range append(append([]string{}, Services...), "SHA256SUMS") {
+		cmds = append(cmds, []string{"s3", "cp", "--only-show-errors", "--region", r.Region,
+			filepath.Join(r.Dir, name), "s3://" + r.Bucket + "/" + r.Prefix() + name})
+	}
+	return cmds
+}
+
+// URL is the artifact source of a service's binary: go-getter's S3 form
+// with the bucket in the host name (virtual-hosted style). The path-style
+// s3.<region>.amazonaws.com/<bucket>/... is misread by go-getter, which
+// takes "s3" for the bucket; it reads the region from this host name and
+// fetches with the node's instance role.
+func (r *Release) URL(svc string) string {
+	return "s3::https://" + r.Bucket + ".s3." + r.Region + ".amazonaws.com/" + r.Prefix() + svc
+}
+
+// Vars is release.vars.hcl: the version and, per service, the binary's
+// URL and sha256, as the jobs' variables name them.
+func (r *Release) Vars() []byte {
+	f := hclwrite.NewEmptyFile()
+	body := f.Body()
+	body.AppendUnstructuredTokens(hclwrite.Tokens{{Type: hclsyntax.TokenComment, Bytes: []byte(
+		"# slm-mesh release " + r.Version + " for " + Platform + ", written by go run ./tools/release:\n" +
+			"# the jobs fetch these binaries from S3 and check their sha256.\n" +
+			"#   go run ./tools/submit -var-file <cluster vars> -var-file " + filepath.Base(r.VarsFile) + "\n")}})
+	body.SetAttributeValue("version", cty.StringVal(r.Version))
+	for _, svc := range Services {
+		body.AppendNewline()
+		body.SetAttributeValue(svc+"_binary_url", cty.StringVal(r.URL(svc)))
+		body.SetAttributeValue(svc+"_binary_sha256", cty.StringVal(r.Sums[svc]))
+	}
+	return hclwrite.Format(f.Bytes())
+}

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
+	"github.com/slm-mesh/slm-mesh/jobs"
+)
+
+// TestReleaseBuild builds the three services for real, as a release does
+// (upload off: no AWS here), and checks the binaries, SHA256SUMS and the
+// variables file, which the jobs and `submit render` must accept.
+func TestReleaseBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the three services (llama.cpp's cgo objects come from Go's build cache)")
+	}
+	if host := runtime.GOOS + "_" + runtime.GOARCH; host != Platform {
+		t.Skipf("builds for %s on %s: needs a C cross compiler", Platform, host)
+	}
+	dir := t.TempDir()
+	r := &Release{
+		Root: modeltest.RepoRoot(), Version: "v0.9.1-test", Bucket: "slm-mesh-artifacts-1a2b", Region: "eu-west-1",
+		Dir: filepath.Join(dir, "bin"), VarsFile: filepath.Join(dir, "release.vars.hcl"), Upload: false,
+		LookPath: func(string) (string, error) { return "", errors.New("no aws: the build must not need it") },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	if err := r.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The binaries: for the nodes, stamped with the version, and what
+	// SHA256SUMS says.
+	sums, err := os.ReadFile(filepath.Join(r.Dir, "SHA256SUMS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(sums), "\n"), "\n")
+	if len(lines) != len(Services) {
+		t.Fatalf("SHA256SUMS has %d lines:\n%s", len(lines), sums)
+	}
+	for i, svc := range Services {
+		bin := filepath.Join(r.Dir, svc)
+		sum, err := fileSHA256(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := sum + "  " + svc; lines[i] != want {
+			t.Errorf("SHA256SUMS line %d = %q, want %q", i, lines[i], want)
+		}
+		f, err := elf.Open(bin)
+		if err != nil {
+			t.Fatalf("%s: %v", svc, err)
+		}
+		if f.Machine != elf.EM_X86_64 {
+			t.Errorf("%s: machine %v, want x86-64", svc, f.Machine)
+		}
+		f.Close()
+		out, err := exec.Command(bin, "-version").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != svc+" v0.9.1-test" {
+			t.Errorf("%s -version: %q, %v; want %q", svc, out, err, svc+" v0.9.1-test")
+		}
+	}
+	// sha256sum, where installed, agrees.
+	if _, err := exec.LookPath("sha256sum"); err == nil {
+		cmd := exec.Command("sha256sum", "-c", "SHA256SUMS")
+		cmd.Dir = r.Dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("sha256sum -c: %v\n%s", err, out)
+		}
+	}
+
+	// The variables file renders into jobs that fetch these binaries.
+	src, err := os.ReadFile(r.VarsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals jobs.Values
+	if err := vals.AddFile(r.VarsFile, src); err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := jobs.RenderAll(nil, &vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range rendered {
+		svc := j.Job.Name
+		url := "s3::https://slm-mesh-artifacts-1a2b.s3.eu-west-1.amazonaws.com/releases/v0.9.1-test/linux_amd64/" + svc
+		if got := j.String(svc + "_binary_url"); got != url {
+			t.Errorf("%s: binary url %q, want %q", svc, got, url)
+		}
+		if got := j.String(svc + "_binary_sha256"); got != r.Sums[svc] {
+			t.Errorf("%s: sha256 %q, want %q", svc, got, r.Sums[svc])
+		}
+		if got := j.String("version"); got != "v0.9.1-test" {
+			t.Errorf("%s: version %q", svc, got)
+		}
+	}
+
+	// And submit render takes it as an operator would pass it.
+	cmd := exec.CommandContext(ctx, "go", "run", "./tools/submit", "render", "-var-file", r.VarsFile)
+	cmd.Dir = r.Root
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR=http://127.0.0.1:1") // render contacts nothing
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("submit render: %v\n%s", err, out)
+	}
+	for _, svc := range Services {
+		if !bytes.Contains(out, []byte(r.Sums[svc])) {
+			t.Errorf("submit render output lacks %s's sha256", svc)
+		}
+	}
+}
+
+// recorder is a Runner for the tests that must not run the commands: the
+// aws CLI cannot reach AWS here, so the tests check the exact command
+// lines a release would run instead. "go build" writes a stand-in binary
+// (TestReleaseBuild builds for real).
+type recorder struct {
+	mu      sync.Mutex
+	cmds    []string
+	failAWS bool
+	git     string // git describe's output
+}
+
+func (rec *recorder) run(_ context.Context, _ string, _ []string, out io.Writer, name string, args ...string) error {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	rec.cmds = append(rec.cmds, name+" "+strings.Join(args, " "))
+	switch {
+	case name == "go" && len(args) > 0 && args[0] == "build":
+		i := slices.Index(args, "-o")
+		return os.WriteFile(args[i+1], []byte("binary of "+args[len(args)-1]), 0o755)
+	case name == "aws" && rec.failAWS:
+		return errors.New("exit status 1")
+	case name == "git":
+		fmt.Fprintln(out, rec.git)
+	}
+	return nil
+}
+
+func (rec *recorder) named(name string) []string {
+	var out []string
+	for _, c := range rec.cmds {
+		if strings.HasPrefix(c, name+" ") {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func testRelease(t *testing.T, rec *recorder) *Release {
+	dir := t.TempDir()
+	return &Release{
+		Root: modeltest.RepoRoot(), Version: "v1.0.0", Bucket: "slm-mesh-artifacts-1a2b", Region: "eu-central-1",
+		Dir: filepath.Join(dir, "bin"), VarsFile: filepath.Join(dir, "release.vars.hcl"), Upload: true,
+		Runner: rec.run, LookPath: func(string) (string, error) { return "/usr/bin/aws", nil },
+	}
+}
+
+func TestUploadCommands(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{}
+	r := testRelease(t, rec)
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, name := range []string{"gateway", "caller", "inference", "SHA256SUMS"} {
+		want = append(want, fmt.Sprintf("aws s3 cp --only-show-errors --region eu-central-1 %s s3://slm-mesh-artifacts-1a2b/releases/v1.0.0/linux_amd64/%s",
+			filepath.Join(r.Dir, name), name))
+	}
+	if got := rec.named("aws"); !slices.Equal(got, want) {
+		t.Errorf("aws commands:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The builds: trimmed, stamped, one per service.
+	builds := rec.named("go")
+	if len(builds) != 3 || !strings.Contains(builds[2], "go build -trimpath -ldflags -s -w -X "+versionVar+"=v1.0.0 -o ") ||
+		!strings.HasSuffix(builds[2], " ./services/inference") {
+		t.Errorf("builds:\n%s", strings.Join(builds, "\n"))
+	}
+	vars, err := os.ReadFile(r.VarsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^inference_binary_url\s+= "s3::https://slm-mesh-artifacts-1a2b\.s3\.eu-central-1\.amazonaws\.com/releases/v1\.0\.0/linux_amd64/inference"$`).Match(vars) {
+		t.Errorf("release.vars.hcl:\n%s", vars)
+	}
+}
+
+func TestUploadFailureWritesNoVars(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{failAWS: true}
+	r := testRelease(t, rec)
+	err := r.Run(context.Background())
+	if !errors.Is(err, ErrUpload) || !strings.Contains(err.Error(), "s3://slm-mesh-artifacts-1a2b/releases/v1.0.0/linux_amd64/gateway") {
+		t.Fatalf("err = %v, want ErrUpload naming the object", err)
+	}
+	if _, err := os.Stat(r.VarsFile); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("release.vars.hcl written for binaries that are not in S3 (%v)", err)
+	}
+}
+
+func TestNoAWSCLIFailsBeforeBuilding(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{}
+	r := testRelease(t, rec)
+	r.LookPath = func(string) (string, error) { return "", exec.ErrNotFound }
+	if err := r.Run(context.Background()); !errors.Is(err, ErrNoAWSCLI) || !strings.Contains(err.Error(), "-upload=false") {
+		t.Fatalf("err = %v, want ErrNoAWSCLI saying -upload=false", err)
+	}
+	if len(rec.cmds) != 0 {
+		t.Errorf("ran %v without the aws CLI", rec.cmds)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		modify func(*Release)
+		want   string
+	}{
+		{name: "no bucket", modify: func(r *Release) { r.Bucket = "" }, want: "-bucket"},
+		{name: "dotted bucket", modify: func(r *Release) { r.Bucket = "slm.mesh" }, want: "-bucket"},
+		{name: "no region", modify: func(r *Release) { r.Region = "" }, want: "-region"},
+		{name: "bad region", modify: func(r *Release) { r.Region = "Frankfurt" }, want: "-region"},
+		{name: "bad version", modify: func(r *Release) { r.Version = "v1/../x" }, want: "-version"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rec := &recorder{}
+			r := testRelease(t, rec)
+			tc.modify(r)
+			if err := r.Run(context.Background()); !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want ErrUsage about %s", err, tc.want)
+			}
+			if len(rec.cmds) != 0 {
+				t.Errorf("ran %v", rec.cmds)
+			}
+		})
+	}
+}
+
+// TestVersionFromGit: without -version, git describe names the release;
+// uncommitted work gets the time too, so its objects never replace those
+// of another build under the same name.
+func TestVersionFromGit(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 5, 13, 4, 5, 0, time.UTC)
+	for describe, want := range map[string]string{
+		"v1.2.0":                  "v1.2.0",
+		"v1.2.0-3-gabcdef1":       "v1.2.0-3-gabcdef1",
+		"abcdef1-dirty":           "abcdef1-dirty-20261205T130405Z",
+		"v1.2.0-3-gabcdef1-dirty": "v1.2.0-3-gabcdef1-dirty-20261205T130405Z",
+	} {
+		rec := &recorder{git: describe}
+		r := testRelease(t, rec)
+		r.Version, r.Upload, r.Now = "", false, func() time.Time { return now }
+		if err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if r.Version != want {
+			t.Errorf("git describe %q: version %q, want %q", describe, r.Version, want)
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"-upload=false", "extra"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `unexpected argument "extra"`) {
+		t.Errorf("exit %d, stderr %q", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := run(context.Background(), []string{"-region", "eu-west-1", "-upload=false"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "-bucket") {
+		t.Errorf("exit %d, stderr %q", code, errOut.String())
+	}
+}
