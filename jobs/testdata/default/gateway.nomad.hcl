@@ -1,5 +1,6 @@
 # slm-gateway: the public, OpenAI-compatible API. It listens on a static
-# port (3111) on the gateway node(s) and finds healthy slm-caller instances in
+# port (3111) on the gateway node(s), where the load balancer reaches it,
+# rate-limits each API key, and finds healthy slm-caller instances in
 # Consul at run time.
 #
 # Rendered and submitted by `go run ./tools/submit`; docs/nomad.md explains
