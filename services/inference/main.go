@@ -30,7 +30,7 @@ func run(args []string) error {
 	modelSHA := f.String("model-sha256", "SLM_MODEL_SHA256", "", "sha256 of the model download (required for URLs other than the default)")
 	modelName := f.String("model-name", "SLM_MODEL_NAME", "", "name the model is served under (default: the file name without extension; gemma-3-270m-it for the default)")
 	cacheDir := f.String("cache-dir", "SLM_CACHE_DIR", "", "model download cache (default: the user cache dir)")
-	threads := f.Int("threads", "SLM_THREADS", 0, "llama.cpp threads (0: one per CPU); Go gets the CPUs left, at least one (GOMAXPROCS overrides)")
+	threads := f.Int("threads", "SLM_THREADS", 0, "llama.cpp threads (0: one per CPU but one, at least one); Go gets the CPUs left, at least one (GOMAXPROCS overrides)")
 	parallel := f.Int("parallel", "SLM_PARALLEL", 8, "sequences decoded together")
 	ctxPerSeq := f.Int("ctx", "SLM_CTX", 2048, "context per request in tokens (prompt + completion)")
 	batch := f.Int("batch", "SLM_BATCH", 512, "maximum tokens per decode step")
@@ -50,6 +50,9 @@ func run(args []string) error {
 		return err
 	}
 	log := cli.Logger("inference", *logLevel, *logJSON)
+	if *threads <= 0 {
+		*threads = defaultThreads(runtime.NumCPU())
+	}
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(engine.GoMaxProcs(*threads))
 	}
@@ -99,4 +102,15 @@ func run(args []string) error {
 		defer deregister()
 	}
 	return hs.Run(ctx, *drain, srv.Shutdown)
+}
+
+// defaultThreads is the llama.cpp thread count for cpus CPUs: one CPU is
+// left free. llama.cpp's threads spin at every step's barriers, so when
+// anything else runs (a build, the caller, the Go runtime) a thread on
+// every CPU stalls the whole step: on 2 CPUs next to one busy process, 2
+// threads decoded 10 to 35 times slower than 1 (docs/PERFORMANCE.md, "CPU
+// contention"), for 33% more speed on a quiet machine. Under Nomad the
+// job gives the task cores of its own and passes -threads = their count.
+func defaultThreads(cpus int) int {
+	return max(1, cpus-1)
 }

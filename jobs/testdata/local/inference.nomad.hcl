@@ -131,7 +131,7 @@ variable "inference_memory" {
 }
 
 variable "inference_threads" {
-  description = "llama.cpp threads. 0: one per core given (inference_cores), or one per CPU of the node when inference_cores is 0."
+  description = "llama.cpp threads. 0: one per core given (inference_cores), or, when inference_cores is 0, the service's default: one per CPU of the node but one."
   type        = number
   default     = 0
 
@@ -206,14 +206,13 @@ variable "startup_grace" {
 }
 
 locals {
-  # llama.cpp's threads spin while they wait for each other, so one more
-  # thread than the CPUs it may run on, or a CPU it shares with another
-  # process, slows every decode step several-fold (docs/PERFORMANCE.md).
-  # With reserved cores the task runs on exactly inference_cores CPUs
-  # (Nomad's cpuset; NOMAD_CPU_CORES lists them), and that is the thread
-  # count. The service's own default (one thread per CPU it may run on,
-  # which Go reads from the same cpuset) agrees; it is written out here so
-  # that the rendered job says it.
+  # llama.cpp's threads spin while they wait for each other, so a thread
+  # whose CPU another process takes stalls every decode step, 10 to 35
+  # times over (docs/PERFORMANCE.md, "CPU contention"). With reserved cores
+  # the task runs on exactly inference_cores CPUs that no other task
+  # shares (Nomad's cpuset; NOMAD_CPU_CORES lists them, so it is not a
+  # count), and that is the thread count. Without (0), -threads=0 lets the
+  # service leave one of the node's CPUs free.
   threads = var.inference_threads > 0 ? var.inference_threads : var.inference_cores
 
   use_binary_artifact = var.inference_binary_url != ""
