@@ -28,10 +28,12 @@ gateway_bind       = "127.0.0.1"
 gateway_rate_limit = 0
 
 # One instance of each tier; the dev node has room for the caller's and the
-# inference's canaries, not for a second gateway on port 3111.
-gateway_count   = 1
-caller_count    = 1
-inference_count = 1
+# inference's canaries (no reserved cores here), not for a second gateway on
+# port 3111.
+gateway_count    = 1
+caller_count     = 1
+inference_count  = 1
+inference_canary = 1
 
 # Small enough for a laptop running everything else too. A dev agent may
 # not reserve cores (raw_exec needs cgroups for it, and none on macOS):

@@ -194,8 +194,10 @@ func TestStructure(t *testing.T) {
 	wants := map[string]want{
 		"gateway":   {role: "gateway", port: "http", static: 3111, discovery: true},
 		"caller":    {role: "caller", port: "rpc", minCanary: 1, discovery: true},
-		"inference": {role: "inference", port: "rpc", minCanary: 1, checkRoute: true},
+		"inference": {role: "inference", port: "rpc", checkRoute: true},
 	}
+	// The dev node places the inference's canary too (see local.vars.hcl).
+	localCanary := map[string]int64{"inference": 1}
 	// The dev agent's single node has the roles nomad/dev.hcl gives it.
 	localRoles := map[string]string{"caller": "private", "inference": "private"}
 	for variant, vals := range variants(t) {
@@ -207,6 +209,9 @@ func TestStructure(t *testing.T) {
 			w := wants[r.Job.Name]
 			if role, ok := localRoles[r.Job.Name]; ok && variant == "local" {
 				w.role = role
+			}
+			if c, ok := localCanary[r.Job.Name]; ok && variant == "local" {
+				w.minCanary = c
 			}
 			s := parseSpec(t, variant+"/"+r.Job.Name, r)
 			if got := s.str(s.job, "type"); got != "service" {

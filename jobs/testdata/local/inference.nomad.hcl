@@ -102,7 +102,7 @@ variable "inference_count" {
 }
 
 variable "inference_canary" {
-  description = "Canaries placed before an update replaces the old instances (0 disables canaries)."
+  description = "Canaries placed before an update replaces the old instances (0: replace them one at a time). A canary needs a node with inference_cores free: with every inference node busy (one 2-vCPU node per instance) it could never be placed, so it is 0 unless there are spare inference nodes."
   type        = number
   default     = 1
 }
