@@ -182,34 +182,41 @@ func (r *Release) Run(ctx context.Context) error {
 	return os.WriteFile(r.VarsFile, r.Vars(), 0o644)
 }
 
-// Env is the environment of the builds: the project's cgo flags
-// (localmesh.BuildEnv, as the Makefile's), for the nodes' platform. The
-// inference binary links llama.cpp through cgo, so it cannot be built
-// for linux/amd64 elsewhere without a C cross compiler.
-func (r *Release) Env() ([]string, error) {
-	if runtime.GOOS != goos || runtime.GOARCH != goarch {
-		if os.Getenv("CC") == "" || os.Getenv("CXX") == "" {
-			return nil, fmt.Errorf("%w: the inference binary needs cgo for %s/%s: build on a %s/%s machine, or set CC and CXX to a cross compiler for it",
-				ErrBuild, goos, goarch, goos, goarch)
-		}
+// checkPlatform refuses a build the host cannot make: the inference
+// binary links llama.cpp through cgo, so it cannot be built for
+// linux/amd64 elsewhere without a C cross compiler.
+func checkPlatform() error {
+	if runtime.GOOS == goos && runtime.GOARCH == goarch {
+		return nil
 	}
-	return append(localmesh.BuildEnv(r.Root), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=1"), nil
+	if os.Getenv("CC") != "" && os.Getenv("CXX") != "" {
+		return nil
+	}
+	return fmt.Errorf("%w: the inference binary needs cgo for %s/%s: build on a %s/%s machine, or set CC and CXX to a cross compiler for it",
+		ErrBuild, goos, goarch, goos, goarch)
+}
+
+// Env is the environment of the builds: the project's cgo flags
+// (localmesh.BuildEnv, as the Makefile's and `make build`'s, so that Go's
+// build cache of llama.cpp is reused), for the nodes' platform.
+func (r *Release) Env() []string {
+	return append(localmesh.BuildEnv(r.Root), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=1")
 }
 
 // Build builds each service into Dir and records its sha256.
 func (r *Release) Build(ctx context.Context) error {
+	if err := checkPlatform(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
 		return err
 	}
-	env, err := r.Env()
-	if err != nil {
-		return err
-	}
 	// setup.sh checks (and as root installs) the headers the inference
-	// build needs, as `make build` does.
-	if err := r.Runner(ctx, r.Root, env, r.Log, "sh", filepath.Join("tools", "setup.sh")); err != nil {
+	// build needs, as `make build` does; BuildEnv looks for them after.
+	if err := r.Runner(ctx, r.Root, nil, r.Log, "sh", filepath.Join("tools", "setup.sh")); err != nil {
 		return fmt.Errorf("%w: tools/setup.sh: %v", ErrBuild, err)
 	}
+	env := r.Env()
 	r.Sums = map[string]string{}
 	for _, svc := range Services {
 		bin := filepath.Join(r.Dir, svc)
