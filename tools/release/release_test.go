@@ -33,15 +33,17 @@ func TestReleaseBuild(t *testing.T) {
 		t.Skipf("builds for %s on %s: needs a C cross compiler", Platform, host)
 	}
 	dir := t.TempDir()
+	var log bytes.Buffer
 	r := &Release{
 		Root: modeltest.RepoRoot(), Version: "v0.9.1-test", Bucket: "slm-mesh-artifacts-1a2b", Region: "eu-west-1",
 		Dir: filepath.Join(dir, "bin"), VarsFile: filepath.Join(dir, "release.vars.hcl"), Upload: false,
 		LookPath: func(string) (string, error) { return "", errors.New("no aws: the build must not need it") },
+		Log:      &log,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	if err := r.Run(ctx); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, log.Bytes())
 	}
 
 	// The binaries: for the nodes, stamped with the version, and what
