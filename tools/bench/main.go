@@ -62,7 +62,7 @@ func run(args []string) error {
 	single := fs.String("single", "", `send this one prompt (e.g. "What color is apple?") end to end and report the wall time`)
 	mesh := fs.String("mesh", "", "start a local mesh (binaries from make build) on this GGUF model and measure its gateway as A (or B, see -mesh-as)")
 	meshAs := fs.String("mesh-as", "a", `with -mesh: the endpoint the mesh is, "a" or "b" (then -a is the other one, e.g. an anchor)`)
-	threads := f.Int("threads", "SLM_THREADS", 0, "with -mesh: llama.cpp threads (0: one per CPU)")
+	threads := f.Int("threads", "SLM_THREADS", 0, "with -mesh: llama.cpp threads (0: the inference service's default, the CPUs but one)")
 	parallel := f.Int("parallel", "SLM_PARALLEL", 0, "with -mesh: sequences decoded together (0: the inference default)")
 	meshLogs := fs.String("mesh-log-dir", "", "with -mesh: where the services' logs go (default: a temporary directory)")
 	temperature := fs.Float64("temperature", 1, "temperature of every request; random-weight models need 1 (greedy loops are cut short by some servers)")

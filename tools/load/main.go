@@ -68,7 +68,7 @@ func run(args []string) error {
 	rssMB := fs.Int64("max-rss-growth-mb", lim.RSSBytes>>20, "RSS growth allowed, MiB (added to -max-rss-growth-pct)")
 
 	model := f.String("model", "SLM_MODEL", "", "with -mesh: the GGUF model file")
-	threads := f.Int("threads", "SLM_THREADS", 0, "with -mesh: llama.cpp threads (0: one per CPU)")
+	threads := f.Int("threads", "SLM_THREADS", 0, "with -mesh: llama.cpp threads (0: the inference service's default, the CPUs but one)")
 	parallel := f.Int("parallel", "SLM_PARALLEL", 0, "with -mesh: sequences decoded together (0: the inference default)")
 	queue := f.Int("queue", "SLM_QUEUE", 0, "with -mesh: requests waiting for a slot before 429 (0: the inference default)")
 	ctxLen := f.Int("ctx", "SLM_CTX", 0, "with -mesh: context per request in tokens (0: the inference default)")

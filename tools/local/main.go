@@ -40,7 +40,7 @@ func run(args []string) error {
 	callerPort := f.Int("caller-port", "SLM_CALLER_PORT", 7002, "loopback port of the caller")
 	inferencePort := f.Int("inference-port", "SLM_INFERENCE_PORT", 7003, "loopback port of the first inference instance (the next ones count up)")
 	instances := f.Int("inference", "SLM_INFERENCE_COUNT", 1, "number of inference instances")
-	threads := f.Int("threads", "SLM_THREADS", 0, "llama.cpp threads per inference instance (0: one per CPU)")
+	threads := f.Int("threads", "SLM_THREADS", 0, "llama.cpp threads per inference instance (0: the service's default, the CPUs but one)")
 	parallel := f.Int("parallel", "SLM_PARALLEL", 0, "sequences each inference instance decodes together (0: its default)")
 	ctxLen := f.Int("ctx", "SLM_CTX", 0, "context per request in tokens (0: the inference default)")
 	apiKeys := f.Secret("api-keys", "SLM_API_KEYS", "comma-separated API keys the gateway requires (empty: none)")
