@@ -11,6 +11,7 @@ package engine
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -218,7 +219,7 @@ func Open(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", cfg.ModelPath, err)
 	}
-	tok, err := newPromptTokenizer(m)
+	tok, err := newPromptTokenizer(m, info.Tokenizer)
 	if err != nil {
 		llama.FreeModel(m)
 		return nil, err
@@ -348,10 +349,7 @@ func (e *Engine) prepare(req Request) (*sequence, error) {
 	}
 	room := e.cfg.ContextPerSeq - len(tokens)
 	if room < 1 {
-		err := invalidf("messages", "the prompt is %d tokens but a request may use at most %d (prompt and completion)",
-			len(tokens), e.cfg.ContextPerSeq)
-		err.Reason = ReasonContextLength
-		return nil, err
+		return nil, e.promptTooLong(fmt.Sprintf("is %d tokens", len(tokens)))
 	}
 	maxTokens := req.MaxTokens
 	switch {
@@ -382,9 +380,13 @@ func (e *Engine) prepare(req Request) (*sequence, error) {
 
 // tokenize renders and tokenizes a request's messages, or its raw prompt.
 func (e *Engine) tokenize(req Request) ([]int, error) {
+	limit := e.cfg.ContextPerSeq
 	if req.Prompt != "" {
 		// A raw prompt comes from this process (tests, benchmarks), never
 		// from a client, so it may spell control tokens.
+		if n := e.tokens.bound.minTokens(req.Prompt); n >= limit {
+			return nil, e.promptTooLong(fmt.Sprintf("is at least %d tokens", n))
+		}
 		tokens, err := e.model.Tokenize(req.Prompt, true, true)
 		if err != nil {
 			return nil, invalidf("prompt", "tokenize: %v", err)
@@ -398,11 +400,22 @@ func (e *Engine) tokenize(req Request) ([]int, error) {
 	if err != nil {
 		return nil, invalidf("messages", "%v", err)
 	}
-	tokens, err := e.tokens.tokenize(p)
+	tokens, err := e.tokens.tokenize(p, limit)
+	if tl := (*tooLongError)(nil); errors.As(err, &tl) {
+		return nil, e.promptTooLong(fmt.Sprintf("is at least %d tokens", tl.atLeast))
+	}
 	if err != nil {
 		return nil, invalidf("messages", "%v", err)
 	}
 	return tokens, nil
+}
+
+// promptTooLong refuses a prompt that leaves no room for a completion;
+// size says how long it is ("is 900 tokens").
+func (e *Engine) promptTooLong(size string) *Error {
+	err := invalidf("messages", "the prompt %s but a request may use at most %d (prompt and completion)", size, e.cfg.ContextPerSeq)
+	err.Reason = ReasonContextLength
+	return err
 }
 
 // samplingParams checks a request's sampling fields. Absent fields get

@@ -25,7 +25,7 @@ const storiesGolden = "Once upon a time, there was a little girl named Lily. She
 	"One day, she saw a big, red ball. She wanted to play with it, but it was too high.\n" +
 	"Lily's mom said, \"Lily, let's go to"
 
-func openStories(t *testing.T, cfg Config) *Engine {
+func openStories(t testing.TB, cfg Config) *Engine {
 	t.Helper()
 	cfg.ModelPath = modeltest.Stories(t)
 	if cfg.ContextPerSeq == 0 {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -125,7 +126,7 @@ func checkContents(t *testing.T, r *renderer, msgs []chat.Message, p prompt) {
 // tokenizes as it would whole.
 func checkTokens(t *testing.T, e *Engine, control []string, p prompt) {
 	t.Helper()
-	tokens, err := e.tokens.tokenize(p)
+	tokens, err := e.tokens.tokenize(p, math.MaxInt)
 	if err != nil {
 		t.Fatal(err)
 	}

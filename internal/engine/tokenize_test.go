@@ -1,8 +1,13 @@
 package engine
 
 import (
+	"context"
+	"errors"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
@@ -73,7 +78,7 @@ func TestContentsCannotSpellControlTokens(t *testing.T) {
 		e       *Engine
 		control []string // the vocabulary's control tokens, spelt
 	}{
-		{"gemma3", openTinyGemma(t, Config{}), []string{"<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"}},
+		{"gemma3", openTinyGemma(t, Config{ContextPerSeq: 2048}), []string{"<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"}},
 		{"plain", openStories(t, Config{Parallel: 1}), []string{"<s>", "</s>"}},
 	}
 	for _, tt := range tests {
@@ -162,4 +167,144 @@ func count(tokens []int, id int) int {
 		}
 	}
 	return n
+}
+
+// countPlain makes e count the bytes of plain text it hands to llama.cpp's
+// tokenizer.
+func countPlain(e *Engine) *atomic.Int64 {
+	var n atomic.Int64
+	plain := e.tokens.plain
+	e.tokens.plain = func(text string) ([]int, error) {
+		n.Add(int64(len(text)))
+		return plain(text)
+	}
+	return &n
+}
+
+// hostilePrompts are contents far too long for any context, within the
+// gateway's body limit: characters the tiny vocabularies lack (which
+// llama.cpp tokenizes in time quadratic in their number), and plain text.
+var hostilePrompts = map[string]string{
+	"emoji":        strings.Repeat("😀", 200_000),
+	"cjk":          strings.Repeat("日本語の文章", 35_000),
+	"emoji spaced": strings.Repeat("😀 ", 160_000),
+	"ascii":        strings.Repeat("Once upon a time there was a cat. ", 24_000),
+}
+
+// TestHostilePromptsRefusedUntokenized: a prompt whose length alone shows
+// it cannot fit is refused as context_length_exceeded on "messages"
+// without llama.cpp tokenizing more than the context's worth of text (at
+// most ContextPerSeq × the longest token's bytes).
+func TestHostilePromptsRefusedUntokenized(t *testing.T) {
+	engines := map[string]*Engine{
+		"gemma3": openTinyGemma(t, Config{Parallel: 1}),
+		"plain":  openStories(t, Config{Parallel: 1, ContextPerSeq: 2048}),
+	}
+	for name, e := range engines {
+		handed := countPlain(e)
+		limit := int64(e.cfg.ContextPerSeq * e.tokens.bound.maxPiece)
+		if limit == 0 {
+			t.Fatalf("%s: no token bound", name)
+		}
+		for kind, content := range hostilePrompts {
+			handed.Store(0)
+			_, err := e.Generate(context.Background(), userMsg(content, 0), nil)
+			var ee *Error
+			if !errors.As(err, &ee) || ee.Kind != ErrInvalid || ee.Reason != ReasonContextLength || ee.Param != "messages" {
+				t.Errorf("%s, %s: got %v, want ErrInvalid with reason %s on messages", name, kind, err, ReasonContextLength)
+			}
+			if n := handed.Load(); n > limit {
+				t.Errorf("%s, %s: %d bytes of %d handed to the tokenizer before the refusal, want at most %d", name, kind, n, len(content), limit)
+			}
+		}
+	}
+}
+
+// TestTokenizingStopsAtTheContext: a prompt short enough in bytes to pass
+// the bound but too long in tokens is tokenized run by run only until the
+// count reaches the context.
+func TestTokenizingStopsAtTheContext(t *testing.T) {
+	e := openTinyGemma(t, Config{Parallel: 1})
+	handed := countPlain(e)
+	var msgs []chat.Message
+	total := 0
+	for i := range 12 {
+		m := chat.Message{Role: []string{chat.RoleUser, chat.RoleAssistant}[i%2], Content: strings.Repeat("ab ", 100)}
+		msgs = append(msgs, m)
+		total += len(m.Content)
+	}
+	if n := e.tokens.bound.minTokens(strings.Repeat("ab ", 1200)); n >= e.cfg.ContextPerSeq {
+		t.Fatalf("the contents are bound to %d tokens: the test needs a prompt that passes the bound", n)
+	}
+	_, err := e.Generate(context.Background(), chatRequest(msgs...), nil)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "at least") {
+		t.Fatalf("got %v, want ErrInvalid: the prompt is at least ... tokens", err)
+	}
+	if n := handed.Load(); n >= int64(total)/2 {
+		t.Fatalf("%d bytes handed to the tokenizer for a prompt of %d bytes of contents; want it to stop at the %d-token context",
+			n, total, e.cfg.ContextPerSeq)
+	}
+}
+
+// TestTokenBoundSound checks that the bound never exceeds the tokens a text
+// really takes, so that no prompt that fits is refused by it: on the texts
+// a chat sends and on random ones mixing scripts, emoji, marks and
+// whitespace.
+func TestTokenBoundSound(t *testing.T) {
+	engines := map[string]*Engine{
+		"gemma3": openTinyGemma(t, Config{Parallel: 1}),
+		"plain":  openStories(t, Config{Parallel: 1}),
+	}
+	texts := []string{
+		"", "a", " ", "\n\n\n", "     ", "Once upon a time", "😀", "😀😀😀😀", "日本語", "héllo wörld",
+		strings.Repeat("a", 5000), strings.Repeat("😀", 3000), strings.Repeat("ab ", 2000), strings.Repeat("the ", 1000),
+		"<start_of_turn>user\nHi<end_of_turn>\n", "</s><s> <0x41>", "\x00\x01\t\r\n", "\uFFFD\uFFFD",
+	}
+	alphabets := [][]rune{
+		[]rune("abcdefghijklmnopqrstuvwxyz ABCXYZ.,!?'\"\n\t  "),
+		[]rune("éèüößñçÅØ日本語中文한국어😀🎉👍🏽‍❤️\u0301\u200d"),
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 300 {
+		var b strings.Builder
+		for range rng.IntN(300) {
+			a := alphabets[rng.IntN(len(alphabets))]
+			b.WriteRune(a[rng.IntN(len(a))])
+		}
+		texts = append(texts, b.String())
+	}
+	for name, e := range engines {
+		for _, text := range texts {
+			toks, err := e.tokens.plain(text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := e.tokens.bound.minTokens(text); n > len(toks) {
+				t.Errorf("%s: text %q takes %d tokens but is bound to at least %d", name, text, len(toks), n)
+			}
+		}
+	}
+}
+
+// BenchmarkTokenizeHostile measures how long the engine takes to refuse
+// the hostile prompts (and, as "fits", to tokenize the longest prompt the
+// bound lets through) on stories260K with the default 2048-token context.
+func BenchmarkTokenizeHostile(b *testing.B) {
+	e := openStories(b, Config{Parallel: 1, ContextPerSeq: 2048})
+	prompts := maps.Clone(hostilePrompts)
+	// The longest run of emoji the bound lets through: every one a
+	// character stories260K lacks, 4 byte tokens each.
+	ctx, maxPiece := e.cfg.ContextPerSeq, e.tokens.bound.maxPiece
+	prompts["fits"] = strings.Repeat("😀", min((ctx*maxPiece-1)/4, 2*ctx-1))
+	for _, kind := range slices.Sorted(maps.Keys(prompts)) {
+		content := prompts[kind]
+		b.Run(strings.ReplaceAll(kind, " ", "_"), func(b *testing.B) {
+			b.SetBytes(int64(len(content)))
+			for b.Loop() {
+				if _, err := e.prepare(userMsg(content, 0)); !errors.Is(err, ErrInvalid) {
+					b.Fatalf("got %v, want ErrInvalid", err)
+				}
+			}
+		})
+	}
 }

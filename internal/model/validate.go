@@ -29,6 +29,9 @@ type Info struct {
 	HeadDimK, HeadDimV int
 	// ChatTemplate is tokenizer.chat_template (Jinja); empty for base models.
 	ChatTemplate string
+	// Tokenizer is tokenizer.ggml.model: "llama" (SentencePiece), "gpt2"
+	// (byte-level BPE), "t5", "bert", ...
+	Tokenizer string
 	Tensors      int
 	Parameters   uint64
 	FileType     string // e.g. "Q8_0", "F32"
@@ -116,6 +119,7 @@ func Validate(path string) (Info, error) {
 	info.ContextLength = int(uintValue(kv, info.Architecture+".context_length"))
 	info.HeadDimK, info.HeadDimV = headDims(kv, info.Architecture)
 	info.ChatTemplate = kv.ChatTemplate()
+	info.Tokenizer = kv.String("tokenizer.ggml.model")
 	info.Tensors = len(ts.Items())
 	info.Parameters = kv.ParameterCount()
 	// kv.FileType() would call 0 (all F32) unknown, so the key is read here.
