@@ -215,7 +215,7 @@ func (t *promptTokenizer) isControl(tok int, spelling string) (bool, error) {
 // Other vocabularies normalise text first (T5's can drop spaces), so no
 // bound is drawn for them.
 type tokenBound struct {
-	maxPiece int           // 0: no bound
+	maxPiece int // 0: no bound
 	ascii    [utf8.RuneSelf]bool
 	known    map[rune]bool // non-ASCII characters some token spells whole
 }

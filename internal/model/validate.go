@@ -31,10 +31,10 @@ type Info struct {
 	ChatTemplate string
 	// Tokenizer is tokenizer.ggml.model: "llama" (SentencePiece), "gpt2"
 	// (byte-level BPE), "t5", "bert", ...
-	Tokenizer string
-	Tensors      int
-	Parameters   uint64
-	FileType     string // e.g. "Q8_0", "F32"
+	Tokenizer  string
+	Tensors    int
+	Parameters uint64
+	FileType   string // e.g. "Q8_0", "F32"
 }
 
 // ggufMagic starts every little-endian GGUF file. llama.cpp reads only
