@@ -56,6 +56,12 @@ type Config struct {
 	// QueueSize bounds the requests waiting for a free slot; past it
 	// Generate fails with ErrOverloaded. Default 4×Parallel; negative: none.
 	QueueSize int
+	// MaxQueueWait bounds how long a request may expect to wait for a slot,
+	// judged from how fast slots have been freeing (see admission); past it
+	// Generate fails with ErrOverloaded, as past QueueSize, and the error's
+	// RetryAfter says when the queue is expected to have room. Default 30s;
+	// negative: no bound but QueueSize.
+	MaxQueueWait time.Duration
 	// DefaultMaxTokens applies when a request sets none; default 512.
 	DefaultMaxTokens int
 	// FlashAttention: "auto" (default), "on" or "off".
@@ -88,6 +94,9 @@ func (c *Config) setDefaults() {
 		c.QueueSize = 4 * c.Parallel
 	}
 	c.QueueSize = max(c.QueueSize, 0)
+	if c.MaxQueueWait == 0 {
+		c.MaxQueueWait = 30 * time.Second
+	}
 	if c.DefaultMaxTokens <= 0 {
 		c.DefaultMaxTokens = 512
 	}
@@ -168,6 +177,7 @@ type Engine struct {
 	mu       sync.Mutex
 	queue    []*sequence // waiting for a slot, oldest first
 	slots    []*sequence // index = llama sequence id; nil = free
+	hold     holdTime    // how long requests keep a slot
 	draining bool
 	wake     chan struct{} // cap 1: something changed for the loop
 
@@ -490,15 +500,24 @@ func (e *Engine) enqueue(s *sequence) error {
 		return &Error{Kind: ErrClosed, Message: "the engine is shutting down"}
 	}
 	// Queued requests fill free slots first (the loop admits them at its
-	// next pass); the bound applies to those left waiting after that.
+	// next pass); the bounds apply to those left waiting after that.
 	free := 0
 	for _, slot := range e.slots {
 		if slot == nil {
 			free++
 		}
 	}
-	if len(e.queue) >= e.cfg.QueueSize+free {
-		return &Error{Kind: ErrOverloaded, Message: fmt.Sprintf("all %d slots busy and %d requests queued", len(e.slots), len(e.queue)-free)}
+	ahead := len(e.queue) - free
+	a := admission{
+		slots: len(e.slots), queueSize: e.cfg.QueueSize, maxWait: e.cfg.MaxQueueWait, hold: e.hold.mean,
+	}
+	if ok, wait, retry := a.judge(ahead); !ok {
+		msg := fmt.Sprintf("all %d slots busy and %d requests queued", len(e.slots), ahead)
+		if ahead < e.cfg.QueueSize {
+			msg = fmt.Sprintf("all %d slots busy; with %d requests queued a slot would take about %s to free, past the %s limit",
+				len(e.slots), ahead, wait.Round(100*time.Millisecond), e.cfg.MaxQueueWait)
+		}
+		return &Error{Kind: ErrOverloaded, Message: msg, RetryAfter: retry}
 	}
 	e.queue = append(e.queue, s)
 	e.signal()

@@ -24,6 +24,8 @@ type sequence struct {
 	queuedAt  time.Time
 	cancelled atomic.Bool
 
+	admittedAt time.Time // when it got a slot; set under the engine's mutex
+
 	// loop-owned
 	sampler  *sampler // made when the sequence gets a slot
 	id       int      // llama sequence id = slot index
@@ -129,6 +131,7 @@ func (e *Engine) admit() int {
 		for s == nil && len(e.queue) > 0 {
 			s, e.queue = e.queue[0], e.queue[1:]
 			s.sampler, s.id = newSampler(s.sampling), i
+			s.admittedAt = time.Now()
 			e.slots[i] = s
 		}
 		if s != nil {
@@ -143,6 +146,7 @@ func (e *Engine) admit() int {
 func (e *Engine) release(s *sequence) {
 	e.lctx.KvCacheSeqRm(s.id, -1, -1)
 	e.slots[s.id] = nil
+	e.hold.observe(time.Since(s.admittedAt))
 	s.sampler = nil
 	e.promptTokens.Add(uint64(s.fed))
 	e.completionTokens.Add(uint64(s.nGen))

@@ -35,6 +35,7 @@ func run(args []string) error {
 	ctxPerSeq := f.Int("ctx", "SLM_CTX", 2048, "context per request in tokens (prompt + completion)")
 	batch := f.Int("batch", "SLM_BATCH", 512, "maximum tokens per decode step")
 	queue := f.Int("queue", "SLM_QUEUE", 0, "requests that may wait for a slot (0: 4 x parallel)")
+	maxQueueWait := f.Duration("max-queue-wait", "SLM_MAX_QUEUE_WAIT", 30*time.Second, "longest a request may expect to wait for a slot, from how fast slots free; past it the request is refused with a retry time (negative: no bound but -queue)")
 	maxTokens := f.Int("default-max-tokens", "SLM_DEFAULT_MAX_TOKENS", 512, "completion length when a request sets none")
 	flash := f.String("flash-attention", "SLM_FLASH_ATTENTION", "auto", "flash attention: auto, on or off")
 	kvType := f.String("kv-cache-type", "SLM_KV_CACHE_TYPE", "f16", "KV cache type: f16, or q8_0 / q4_0 (1/2, 1/4 of the memory; need flash attention)")
@@ -61,7 +62,7 @@ func run(args []string) error {
 
 	cfg := engine.Config{
 		ModelName: *modelName, Threads: *threads, Parallel: *parallel,
-		ContextPerSeq: *ctxPerSeq, BatchSize: *batch, QueueSize: *queue,
+		ContextPerSeq: *ctxPerSeq, BatchSize: *batch, QueueSize: *queue, MaxQueueWait: *maxQueueWait,
 		DefaultMaxTokens: *maxTokens, FlashAttention: *flash, KVCacheType: *kvType, Logger: log.Named("engine"),
 	}
 	if err := cfg.Check(); err != nil { // before listening or downloading
