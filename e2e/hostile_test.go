@@ -43,6 +43,8 @@ func TestHostileContent(t *testing.T) {
 		{name: "seed at the int64 limits", content: "Once", fields: `"max_tokens":8,"seed":-9223372036854775808`, status: 200},
 		{name: "prompt past the context", content: strings.Repeat("Once upon a time. ", 8000), fields: greedy, status: 400,
 			message: "tokens but a request may use at most 512"},
+		{name: "800 KB of emoji", content: strings.Repeat("😀", 200_000), fields: greedy, status: 400,
+			message: "tokens but a request may use at most 512"},
 		{name: "max_tokens at the int64 limit", content: "Once", fields: `"max_tokens":9223372036854775807`, status: 400,
 			message: "limit of 2048"},
 	}
