@@ -20,7 +20,7 @@ func TestValidateStories(t *testing.T) {
 	// The values shared/models/README.md documents for stories260K.
 	want := Info{
 		Path: info.Path, FileSize: 1185376, Version: 3, Architecture: "llama", Name: "llama",
-		ContextLength: 2048, HeadDimK: 8, HeadDimV: 8, Tensors: 48, Parameters: info.Parameters,
+		ContextLength: 2048, HeadDimK: 8, HeadDimV: 8, Tokenizer: "llama", Tensors: 48, Parameters: info.Parameters,
 	}
 	if info != want {
 		t.Errorf("Validate = %+v\nwant       %+v", info, want)
