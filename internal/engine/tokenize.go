@@ -200,7 +200,9 @@ func (t *promptTokenizer) isControl(tok int, spelling string) (bool, error) {
 
 // tokenBound is a lower bound on the tokens of a text, from the vocabulary
 // alone: a prompt whose bound reaches the context is refused before it is
-// tokenized, and one that passes is short enough to tokenize quickly.
+// tokenized, and one that passes has fewer than context × maxPiece bytes
+// and twice the context of characters the vocabulary lacks, which bounds
+// the work of tokenizing it.
 //
 // It holds for SentencePiece ("llama") and byte-level BPE ("gpt2")
 // vocabularies, where a text's tokens, turned back into text, spell the
