@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"sync"
@@ -85,11 +86,12 @@ func (e *tooLongError) Error() string {
 // llama.cpp's tokenizer can take time out of proportion to a text's
 // length: its SentencePiece tokenizer reserves room for the bytes of each
 // character missing from the vocabulary one character at a time, copying
-// all the tokens so far each time, so a text of n such characters (emoji,
-// rare CJK) costs O(n²) — seconds for a few hundred kilobytes. So a prompt
-// whose length alone shows it cannot fit is refused before llama.cpp sees
-// it (see tokenBound), and tokenizing stops at the first run of text that
-// brings the count to limit.
+// all the tokens of the call so far each time, so a text of n such
+// characters (emoji, rare CJK) costs O(n²) — seconds for a few hundred
+// kilobytes. So a prompt whose length alone shows it cannot fit is refused
+// before llama.cpp sees it (see tokenBound), a long run of text is
+// tokenized in pieces (see tokenizeRun), and tokenizing stops as soon as
+// the count reaches limit.
 func (t *promptTokenizer) tokenize(p prompt, limit int) ([]int, error) {
 	if n := t.bound.minTokens(p.String()); n >= limit {
 		return nil, &tooLongError{atLeast: n}
@@ -100,7 +102,7 @@ func (t *promptTokenizer) tokenize(p prompt, limit int) ([]int, error) {
 		if run.Len() == 0 {
 			return nil
 		}
-		toks, err := t.plain(run.String())
+		toks, err := t.tokenizeRun(run.String(), limit-len(tokens))
 		if err != nil {
 			return fmt.Errorf("tokenize: %w", err)
 		}
@@ -135,6 +137,52 @@ func (t *promptTokenizer) tokenize(p prompt, limit int) ([]int, error) {
 		return nil, err
 	}
 	return append(tokens, t.eos...), nil
+}
+
+// runChunk is about how many bytes of a run tokenizeRun hands llama.cpp at
+// once: small enough that its quadratic cost stays small (under a
+// millisecond), large enough that the calls are few.
+const runChunk = 4096
+
+// tokenizeRun returns the tokens of a run of plain text, or its first room
+// tokens or more.
+//
+// A SentencePiece vocabulary's long run is tokenized in pieces, each cut
+// just after a character that no token spells (see tokenBound): no token
+// can span such a cut, so SentencePiece's merges on either side are those
+// it makes on the whole text. Each piece but the first is handed to
+// llama.cpp behind the character that ends the piece before it, so that it
+// does not start as a text's beginning (where a vocabulary may add a
+// space); the tokens of that character, alone, are then dropped from the
+// front. Should they not be there, the run is tokenized whole.
+func (t *promptTokenizer) tokenizeRun(text string, room int) ([]int, error) {
+	if !t.bound.cuts || len(text) <= runChunk {
+		return t.plain(text)
+	}
+	var tokens []int
+	lead := "" // the character that ends the previous piece
+	for len(text) > 0 && len(tokens) < room {
+		cut := t.bound.cutAfter(text, runChunk)
+		piece := text[:cut]
+		toks, err := t.plain(lead + piece)
+		if err != nil {
+			return nil, err
+		}
+		if lead != "" {
+			own, err := t.plain(lead)
+			if err != nil {
+				return nil, err
+			}
+			if !slices.Equal(toks[:min(len(own), len(toks))], own) {
+				return t.plain(text)
+			}
+			toks = toks[len(own):]
+		}
+		tokens = append(tokens, toks...)
+		_, size := utf8.DecodeLastRuneInString(piece)
+		lead, text = piece[len(piece)-size:], text[cut:]
+	}
+	return tokens, nil
 }
 
 // split cuts template text at the control tokens llama.cpp finds in it.
@@ -206,9 +254,9 @@ func (t *promptTokenizer) isControl(tok int, spelling string) (bool, error) {
 //
 // It holds for SentencePiece ("llama") and byte-level BPE ("gpt2")
 // vocabularies, where a text's tokens, turned back into text, spell the
-// text (SentencePiece may add a space in front):
+// text (SentencePiece may add a space in front, and reads "▁" as a space):
 //   - no token spells more than maxPiece bytes, so a text of n bytes takes
-//     at least n/maxPiece tokens;
+//     at least n/maxPiece tokens (a "▁" counts as the one byte of a space);
 //   - a character that no token spells whole must be spelt by tokens of
 //     parts of it (bytes), and a token can hold part of at most two such
 //     characters (it cannot hold one whole), so u of them take at least u/2
@@ -220,19 +268,34 @@ type tokenBound struct {
 	maxPiece int // 0: no bound
 	ascii    [utf8.RuneSelf]bool
 	known    map[rune]bool // non-ASCII characters some token spells whole
+	// cuts: a run may be cut after a character no token spells
+	// (SentencePiece; see tokenizeRun).
+	cuts bool
 }
 
-// tokenBoundKinds are the vocabularies tokenBound holds for.
-var tokenBoundKinds = []string{"llama", "gpt2"}
+// spaceMark is how SentencePiece writes a space; it reads one in a text as
+// a space.
+const spaceMark = '▁'
 
 func newTokenBound(m *llama.Model, kind string) tokenBound {
-	var b tokenBound
-	if !slices.Contains(tokenBoundKinds, kind) {
-		return b
+	if kind != "llama" && kind != "gpt2" {
+		return tokenBound{}
 	}
-	b.known = make(map[rune]bool)
-	for tok := range m.NumVocab() {
-		piece := m.TokenToPiece(tok)
+	b := boundOf(func(yield func(string) bool) {
+		for tok := range m.NumVocab() {
+			if !yield(m.TokenToPiece(tok)) {
+				return
+			}
+		}
+	})
+	b.cuts = kind == "llama"
+	return b
+}
+
+// boundOf is the bound for a vocabulary whose tokens spell pieces.
+func boundOf(pieces iter.Seq[string]) tokenBound {
+	b := tokenBound{known: map[rune]bool{spaceMark: true}}
+	for piece := range pieces {
 		b.maxPiece = max(b.maxPiece, len(piece))
 		for _, r := range piece {
 			if r < utf8.RuneSelf {
@@ -245,22 +308,43 @@ func newTokenBound(m *llama.Model, kind string) tokenBound {
 	return b
 }
 
+// unknown reports whether no token spells r whole. An invalid byte (or
+// U+FFFD, which it reads as) is never counted unknown.
+func (b *tokenBound) unknown(r rune) bool {
+	if r < utf8.RuneSelf {
+		return !b.ascii[r]
+	}
+	return r != utf8.RuneError && !b.known[r]
+}
+
 // minTokens returns a number of tokens text takes at least.
 func (b *tokenBound) minTokens(text string) int {
 	if b.maxPiece == 0 {
 		return 0
 	}
-	unknown := 0
+	unknown, marks := 0, 0
 	for _, r := range text {
-		switch {
-		case r < utf8.RuneSelf:
-			if !b.ascii[r] {
-				unknown++
-			}
-		case r == utf8.RuneError: // an invalid byte, or U+FFFD: not counted
-		case !b.known[r]:
+		if r == spaceMark {
+			marks++
+		} else if b.unknown(r) {
 			unknown++
 		}
 	}
-	return max(len(text)/b.maxPiece, unknown/2)
+	spelt := len(text) - marks*(utf8.RuneLen(spaceMark)-1)
+	return max(spelt/b.maxPiece, unknown/2)
+}
+
+// cutAfter returns where to end the first piece of text: just after the
+// first character no token spells, from about n bytes on; len(text) if
+// there is none.
+func (b *tokenBound) cutAfter(text string, n int) int {
+	if n >= len(text) {
+		return len(text)
+	}
+	for i, r := range text[n:] {
+		if b.unknown(r) {
+			return n + i + utf8.RuneLen(r)
+		}
+	}
+	return len(text)
 }

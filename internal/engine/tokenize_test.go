@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -259,6 +260,8 @@ func TestTokenBoundSound(t *testing.T) {
 		"", "a", " ", "\n\n\n", "     ", "Once upon a time", "😀", "😀😀😀😀", "日本語", "héllo wörld",
 		strings.Repeat("a", 5000), strings.Repeat("😀", 3000), strings.Repeat("ab ", 2000), strings.Repeat("the ", 1000),
 		"<start_of_turn>user\nHi<end_of_turn>\n", "</s><s> <0x41>", "\x00\x01\t\r\n", "\uFFFD\uFFFD",
+		// SentencePiece writes a space as ▁ and treats a ▁ in the text as a space.
+		strings.Repeat("▁", 64), "a▁b▁▁c", strings.Repeat("▁the", 50),
 	}
 	alphabets := [][]rune{
 		[]rune("abcdefghijklmnopqrstuvwxyz ABCXYZ.,!?'\"\n\t  "),
@@ -288,7 +291,9 @@ func TestTokenBoundSound(t *testing.T) {
 
 // BenchmarkTokenizeHostile measures how long the engine takes to refuse
 // the hostile prompts (and, as "fits", to tokenize the longest prompt the
-// bound lets through) on stories260K with the default 2048-token context.
+// bound lets through) on stories260K with the default 2048-token context;
+// "pieces" tokenizes the 800 KB of emoji in pieces, past any bound, as
+// tokenizeRun does.
 func BenchmarkTokenizeHostile(b *testing.B) {
 	e := openStories(b, Config{Parallel: 1, ContextPerSeq: 2048})
 	prompts := maps.Clone(hostilePrompts)
@@ -306,5 +311,80 @@ func BenchmarkTokenizeHostile(b *testing.B) {
 				}
 			}
 		})
+	}
+	b.Run("pieces", func(b *testing.B) {
+		content := hostilePrompts["emoji"]
+		b.SetBytes(int64(len(content)))
+		for b.Loop() {
+			if toks, err := e.tokens.tokenizeRun(content, math.MaxInt); err != nil || len(toks) < len(content) {
+				b.Fatalf("%d tokens, %v", len(toks), err)
+			}
+		}
+	})
+}
+
+// TestTokenBoundSpaceMark: SentencePiece reads a "▁" in a text as a space,
+// so "▁▁▁▁" can be one token spelling four spaces: the bound must count it
+// as four bytes, none of them unknown.
+func TestTokenBoundSpaceMark(t *testing.T) {
+	t.Parallel()
+	b := boundOf(slices.Values([]string{" ", "    ", "a"}))
+	if n := b.minTokens("▁▁▁▁"); n > 1 {
+		t.Fatalf("minTokens(▁▁▁▁) = %d, but one token can spell it", n)
+	}
+	b = boundOf(slices.Values([]string{"a", strings.Repeat("x", 100)}))
+	if n := b.minTokens(strings.Repeat("😀", 10)); n != 5 {
+		t.Fatalf("minTokens(10 unknown characters) = %d, want 5", n)
+	}
+}
+
+// TestLongRunsTokenizedInPieces: a long run of text is handed to llama.cpp
+// in pieces of about runChunk bytes, cut after characters the vocabulary
+// lacks, and the tokens are those of the whole run — for text with such
+// characters next to spaces, newlines, "▁", letters and each other.
+func TestLongRunsTokenizedInPieces(t *testing.T) {
+	engines := map[string]*Engine{
+		"gemma3": openTinyGemma(t, Config{Parallel: 1}),
+		"plain":  openStories(t, Config{Parallel: 1}),
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	words := []string{"Once", " upon", " a", " time", "\n", "\n\n", " ", "  ", "▁", "the", ".", "é", "😀", "日本", "🎉 ", " 語", "\t"}
+	var texts []string
+	for range 6 {
+		var b strings.Builder
+		for b.Len() < 5*runChunk {
+			b.WriteString(words[rng.IntN(len(words))])
+		}
+		texts = append(texts, b.String())
+	}
+	texts = append(texts, strings.Repeat("😀", 3000), strings.Repeat("a😀 ", 2000), strings.Repeat(" 日", 3000))
+	for name, e := range engines {
+		if !e.tokens.bound.cuts {
+			t.Fatalf("%s: a SentencePiece vocabulary, but runs are not cut", name)
+		}
+		for _, text := range texts {
+			want, err := e.tokens.plain(text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls, largest := 0, 0
+			plain := e.tokens.plain
+			e.tokens.plain = func(s string) ([]int, error) {
+				calls++
+				largest = max(largest, len(s))
+				return plain(s)
+			}
+			got, err := e.tokens.tokenizeRun(text, math.MaxInt)
+			e.tokens.plain = plain
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("%s: %d tokens in pieces differ from the %d of the whole text %.80q...", name, len(got), len(want), text)
+			}
+			if calls < 2 || largest > runChunk+200 {
+				t.Errorf("%s: %d calls, the largest %d bytes, for %d bytes of text: want pieces of about %d", name, calls, largest, len(text), runChunk)
+			}
+		}
 	}
 }
