@@ -160,6 +160,10 @@ type Stats struct {
 	PromptTokens     uint64
 	CompletionTokens uint64
 	Steps            uint64 // decode steps
+	// QueueWait is how long a request arriving now is expected to wait for
+	// a slot (0 when one is free or nothing has been measured yet); past
+	// Config.MaxQueueWait it is refused.
+	QueueWait time.Duration
 }
 
 // Engine serves one model. Create it with Open; it is safe for concurrent use.
@@ -287,6 +291,7 @@ func (e *Engine) Stats() Stats {
 		}
 	}
 	queued := len(e.queue)
+	_, wait, _ := e.admission().judge(queued - (len(e.slots) - busy))
 	e.mu.Unlock()
 	return Stats{
 		Model:            e.name,
@@ -294,6 +299,7 @@ func (e *Engine) Stats() Stats {
 		Slots:            e.cfg.Parallel,
 		Busy:             busy,
 		Queued:           queued,
+		QueueWait:        wait,
 		ContextPerSeq:    e.cfg.ContextPerSeq,
 		Requests:         e.requests.Load(),
 		PromptTokens:     e.promptTokens.Load(),
@@ -508,10 +514,7 @@ func (e *Engine) enqueue(s *sequence) error {
 		}
 	}
 	ahead := len(e.queue) - free
-	a := admission{
-		slots: len(e.slots), queueSize: e.cfg.QueueSize, maxWait: e.cfg.MaxQueueWait, hold: e.hold.mean,
-	}
-	if ok, wait, retry := a.judge(ahead); !ok {
+	if ok, wait, retry := e.admission().judge(ahead); !ok {
 		msg := fmt.Sprintf("all %d slots busy and %d requests queued", len(e.slots), ahead)
 		if ahead < e.cfg.QueueSize {
 			msg = fmt.Sprintf("all %d slots busy; with %d requests queued a slot would take about %s to free, past the %s limit",
@@ -522,6 +525,12 @@ func (e *Engine) enqueue(s *sequence) error {
 	e.queue = append(e.queue, s)
 	e.signal()
 	return nil
+}
+
+// admission is the queue's policy with what the engine has measured.
+// Called with e.mu held.
+func (e *Engine) admission() admission {
+	return admission{slots: len(e.slots), queueSize: e.cfg.QueueSize, maxWait: e.cfg.MaxQueueWait, hold: e.hold.mean}
 }
 
 // cancel abandons s: out of the queue at once, or out of its slot at the

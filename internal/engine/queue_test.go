@@ -98,6 +98,9 @@ func TestQueueWaitBound(t *testing.T) {
 	e = openStories(t, Config{Parallel: 1, QueueSize: 8, MaxQueueWait: -1, ContextPerSeq: 512})
 	generate(t, e, userMsg("Once", 8))
 	busySlot(t, e)
+	if st := e.Stats(); st.QueueWait <= 0 {
+		t.Fatalf("stats %+v: with the only slot busy a request would wait, want a QueueWait", st)
+	}
 	if _, err := e.Generate(context.Background(), userMsg("Once", 4), nil); err != nil {
 		t.Fatalf("without a wait bound: %v", err)
 	}

@@ -228,6 +228,8 @@ func (s *Server) registerMetrics() {
 			stat(func(st engine.Stats) float64 { return float64(st.Busy) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "slm_inference_requests_waiting", Help: "Requests queued for a slot."},
 			stat(func(st engine.Stats) float64 { return float64(st.Queued) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "slm_inference_queue_wait_seconds", Help: "Expected wait for a slot of a request arriving now (past -max-queue-wait it is refused)."},
+			stat(func(st engine.Stats) float64 { return st.QueueWait.Seconds() })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "slm_inference_prompt_tokens_total", Help: "Prompt tokens processed."},
 			stat(func(st engine.Stats) float64 { return float64(st.PromptTokens) })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "slm_inference_generation_tokens_total", Help: "Tokens generated."},
