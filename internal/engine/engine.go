@@ -273,7 +273,7 @@ func Open(cfg Config) (*Engine, error) {
 	}
 	e.log.Info("model loaded", "model", name, "arch", info.Architecture, "template", r.name,
 		"parallel", cfg.Parallel, "ctx_per_seq", cfg.ContextPerSeq, "threads", cfg.Threads,
-		"batch", cfg.BatchSize, "queue", cfg.QueueSize, "flash_attention", cfg.FlashAttention, "kv_cache_type", cfg.KVCacheType)
+		"batch", cfg.BatchSize, "queue", cfg.QueueSize, "max_queue_wait", cfg.MaxQueueWait, "flash_attention", cfg.FlashAttention, "kv_cache_type", cfg.KVCacheType)
 	go e.loop(e.quit)
 	return e, nil
 }
