@@ -109,9 +109,10 @@ func run(args []string) error {
 // left free. llama.cpp's threads spin at every step's barriers, so when
 // anything else runs (a build, the caller, the Go runtime) a thread on
 // every CPU stalls the whole step: on 2 CPUs next to one busy process, 2
-// threads decoded 10 to 35 times slower than 1 (docs/PERFORMANCE.md, "CPU
-// contention"), for 33% more speed on a quiet machine. Under Nomad the
-// job gives the task cores of its own and passes -threads = their count.
+// threads decoded 9 to 35 times slower than 1 (docs/PERFORMANCE.md, "CPU
+// contention"), for a quarter to a half more speed on a quiet machine.
+// Under Nomad the job gives the task cores of its own and passes
+// -threads = their count.
 func defaultThreads(cpus int) int {
 	return max(1, cpus-1)
 }

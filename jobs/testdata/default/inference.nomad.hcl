@@ -207,7 +207,7 @@ variable "startup_grace" {
 
 locals {
   # llama.cpp's threads spin while they wait for each other, so a thread
-  # whose CPU another process takes stalls every decode step, 10 to 35
+  # whose CPU another process takes stalls every decode step, 9 to 35
   # times over (docs/PERFORMANCE.md, "CPU contention"). With reserved cores
   # the task runs on exactly inference_cores CPUs that no other task
   # shares (Nomad's cpuset; NOMAD_CPU_CORES lists them, so it is not a
