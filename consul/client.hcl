@@ -6,12 +6,12 @@
 #   ${retry_join}     go-discover string that finds the servers (AWS cloud
 #                     auto-join by tag), e.g.
 #                     "provider=aws tag_key=slm-mesh-consul tag_value=server".
-#   ${gossip_key}     Gossip encryption key, the same as the servers'.
-#   ${agent_token}    Token of this agent (node:write); "" until created.
-#   ${default_token}  Token used for requests that carry none, which is how
-#                     the services read their peers' health from this agent
-#                     (service:read, node:read); "" until created.
 #
+# Secrets are not in this file: at every boot slm-secrets.service fetches
+# them from SSM and writes /etc/consul.d/zz-secrets.hcl (encrypt; acl.tokens
+# agent, and default, with which the services read their peers' health from
+# this agent without a token of their own) and the TLS files under
+# /etc/consul.d/tls.
 # The HTTP API listens on loopback only: the services and Nomad on the node
 # use it there. ACL bootstrap and token roles: docs/nomad.md.
 
@@ -21,16 +21,25 @@ server      = false
 bind_addr   = "{{ GetPrivateIP }}"
 client_addr = "127.0.0.1"
 retry_join  = ["${retry_join}"]
-encrypt     = "${gossip_key}"
 
 acl {
   enabled                  = true
   default_policy           = "deny"
   enable_token_persistence = true
+}
 
-  tokens {
-    agent   = "${agent_token}"
-    default = "${default_token}"
+# Mutual TLS to the servers (see consul/server.hcl).
+tls {
+  defaults {
+    ca_file         = "/etc/consul.d/tls/ca.pem"
+    cert_file       = "/etc/consul.d/tls/agent.pem"
+    key_file        = "/etc/consul.d/tls/agent-key.pem"
+    verify_incoming = true
+    verify_outgoing = true
+  }
+
+  internal_rpc {
+    verify_server_hostname = true
   }
 }
 

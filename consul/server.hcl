@@ -6,23 +6,22 @@
 #   ${retry_join}        go-discover string that finds the servers (AWS cloud
 #                        auto-join by tag), e.g.
 #                        "provider=aws tag_key=slm-mesh-consul tag_value=server".
-#   ${gossip_key}        Gossip encryption key: 32 random bytes, base64
-#                        (`consul keygen`); the same on every agent.
-#   ${management_token}  Initial management token (a UUID Terraform generates
-#                        and keeps secret): it bootstraps the ACL system.
-#   ${agent_token}       Token of this agent (node:write); "" until created.
 #
+# Secrets are not in this file: at every boot slm-secrets.service fetches
+# them from SSM and writes /etc/consul.d/zz-secrets.hcl (encrypt, the gossip
+# key; acl.tokens: initial_management, agent, default) and the TLS files
+# under /etc/consul.d/tls.
 # {{ ... }} are go-sockaddr templates that Consul evaluates when it starts.
 # ACL bootstrap and token roles: docs/nomad.md.
 
-datacenter       = "${datacenter}"
-data_dir         = "/opt/consul/data"
+datacenter = "${datacenter}"
+# On the server's own EBS volume, which outlives the instance.
+data_dir         = "/opt/slm-data/consul"
 server           = true
 bootstrap_expect = ${bootstrap_expect}
 bind_addr        = "{{ GetPrivateIP }}"
 client_addr      = "127.0.0.1"
 retry_join       = ["${retry_join}"]
-encrypt          = "${gossip_key}"
 
 ui_config {
   enabled = true
@@ -32,10 +31,23 @@ acl {
   enabled                  = true
   default_policy           = "deny"
   enable_token_persistence = true
+}
 
-  tokens {
-    initial_management = "${management_token}"
-    agent              = "${agent_token}"
+# Mutual TLS between agents: only those with a certificate from the
+# cluster's CA take part in RPC, and agents check that a server's
+# certificate names "server.<datacenter>.consul". The HTTP API stays on
+# loopback (client_addr) for Nomad and the services on this node.
+tls {
+  defaults {
+    ca_file         = "/etc/consul.d/tls/ca.pem"
+    cert_file       = "/etc/consul.d/tls/agent.pem"
+    key_file        = "/etc/consul.d/tls/agent-key.pem"
+    verify_incoming = true
+    verify_outgoing = true
+  }
+
+  internal_rpc {
+    verify_server_hostname = true
   }
 }
 

@@ -29,25 +29,20 @@ var (
 // agentConfigs lists the agent configuration files and the placeholders
 // each must have; dev.hcl is used as is and has none.
 var agentConfigs = map[string][]string{
-	"nomad/server.hcl":  {"bootstrap_expect", "consul_token", "datacenter", "gossip_key", "region", "retry_join"},
-	"nomad/client.hcl":  {"consul_token", "datacenter", "node_role", "region", "retry_join"},
+	"nomad/server.hcl":  {"bootstrap_expect", "datacenter", "region", "retry_join"},
+	"nomad/client.hcl":  {"datacenter", "node_role", "region", "retry_join"},
 	"nomad/dev.hcl":     nil,
-	"consul/server.hcl": {"agent_token", "bootstrap_expect", "datacenter", "gossip_key", "management_token", "retry_join"},
-	"consul/client.hcl": {"agent_token", "datacenter", "default_token", "gossip_key", "retry_join"},
+	"consul/server.hcl": {"bootstrap_expect", "datacenter", "retry_join"},
+	"consul/client.hcl": {"datacenter", "retry_join"},
 }
 
 // sampleValues fill the placeholders the way Terraform would.
 var sampleValues = map[string]string{
 	"bootstrap_expect": "3",
-	"consul_token":     "00000000-0000-0000-0000-000000000001",
 	"datacenter":       "dc1",
-	"gossip_key":       "c2xtLW1lc2gtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE=",
 	"region":           "global",
 	"retry_join":       "provider=aws tag_key=slm-mesh-nomad tag_value=server",
-	"node_role":        "private",
-	"agent_token":      "",
-	"default_token":    "",
-	"management_token": "00000000-0000-0000-0000-000000000002",
+	"node_role":        "inference",
 }
 
 func TestAgentConfigs(t *testing.T) {

@@ -7,14 +7,13 @@
 #                    auto-join by tag), e.g.
 #                    "provider=aws tag_key=slm-mesh-nomad tag_value=server".
 #   ${node_role}     What the node runs, read by the jobs' constraints on
-#                    meta.slm_role: "gateway" (public subnet), "private"
-#                    (caller and inference), or "gateway,private".
-#   ${consul_token}  Consul ACL token with which Nomad registers the jobs'
-#                    services and checks ("" before the Consul ACL bootstrap).
+#                    meta.slm_role: "gateway", "caller" or "inference" (one
+#                    role per node).
 #
-# cloud-init must create /opt/slm-mesh/models (the model cache host volume)
-# and install the service binaries in /usr/local/bin (the jobs' bin_dir),
-# which the exec driver's chroot contains.
+# Secrets are not in this file: at every boot slm-secrets.service fetches
+# them from SSM and writes /etc/nomad.d/zz-secrets.hcl (consul.token) and
+# the TLS files under /etc/nomad.d/tls.
+# cloud-init creates /opt/slm-mesh/models (the model cache host volume).
 
 datacenter = "${datacenter}"
 region     = "${region}"
@@ -38,6 +37,14 @@ client {
     slm_role = "${node_role}"
   }
 
+  # Exec tasks run as nobody unless a job names a user; never as root or
+  # consul, the two users that may reach the instance metadata service
+  # (slm-imds-guard drops everyone else's packets to it).
+  options = {
+    "user.denylist"        = "root,consul"
+    "user.checked_drivers" = "exec,java"
+  }
+
   # The services drain for up to a minute after SIGTERM; the jobs ask for a
   # kill_timeout a little longer than that, which the default cap (30s)
   # would cut short.
@@ -55,9 +62,20 @@ acl {
   enabled = true
 }
 
+# Mutual TLS to the servers (see nomad/server.hcl); this node's certificate
+# names "client.<region>.nomad".
+tls {
+  http                   = true
+  rpc                    = true
+  ca_file                = "/etc/nomad.d/tls/ca.pem"
+  cert_file              = "/etc/nomad.d/tls/agent.pem"
+  key_file               = "/etc/nomad.d/tls/agent-key.pem"
+  verify_server_hostname = true
+  verify_https_client    = false
+}
+
 consul {
   address = "127.0.0.1:8500"
-  token   = "${consul_token}"
 }
 
 # exec isolates tasks in a chroot and cgroups; raw_exec does not, so it stays

@@ -2,9 +2,10 @@
 # Not a Terraform template: it has no placeholders and is used as is.
 
 client {
-  # The one dev node runs every tier.
+  # The one dev node runs every tier: it carries every role a job may ask
+  # for ("private" is the older name shared by caller and inference).
   meta {
-    slm_role = "gateway,private"
+    slm_role = "gateway,caller,inference,private"
   }
 
   # Room for the services' drain (see jobs/local.vars.hcl, drain_seconds).

@@ -7,18 +7,18 @@
 #   ${retry_join}        go-discover string that finds the servers (AWS cloud
 #                        auto-join by tag), e.g.
 #                        "provider=aws tag_key=slm-mesh-nomad tag_value=server".
-#   ${gossip_key}        Serf encryption key: 32 random bytes, base64
-#                        (`nomad operator gossip keyring generate`).
-#   ${consul_token}      Consul ACL token with which Nomad registers itself in
-#                        Consul ("" before the Consul ACL bootstrap).
 #
+# Secrets are not in this file: at every boot slm-secrets.service fetches
+# them from SSM and writes /etc/nomad.d/zz-secrets.hcl (server.encrypt, the
+# gossip key; consul.token) and the TLS files under /etc/nomad.d/tls.
 # {{ ... }} are go-sockaddr templates that Nomad evaluates when it starts.
 # ACL bootstrap and token roles: docs/nomad.md.
 
 datacenter = "${datacenter}"
 region     = "${region}"
-data_dir   = "/opt/nomad/data"
-bind_addr  = "0.0.0.0"
+# On the server's own EBS volume, which outlives the instance.
+data_dir  = "/opt/slm-data/nomad"
+bind_addr = "0.0.0.0"
 
 advertise {
   http = "{{ GetPrivateIP }}"
@@ -29,7 +29,6 @@ advertise {
 server {
   enabled          = true
   bootstrap_expect = ${bootstrap_expect}
-  encrypt          = "${gossip_key}"
 
   server_join {
     retry_join = ["${retry_join}"]
@@ -40,9 +39,23 @@ acl {
   enabled = true
 }
 
+# Mutual TLS on RPC: only agents with a certificate from the cluster's CA
+# join, and a client must see "server.<region>.nomad" in a server's
+# certificate. The HTTP API is HTTPS too; it authenticates callers by ACL
+# token rather than by client certificate, so the UI works through a port
+# forward in a browser.
+tls {
+  http                   = true
+  rpc                    = true
+  ca_file                = "/etc/nomad.d/tls/ca.pem"
+  cert_file              = "/etc/nomad.d/tls/agent.pem"
+  key_file               = "/etc/nomad.d/tls/agent-key.pem"
+  verify_server_hostname = true
+  verify_https_client    = false
+}
+
 consul {
   address = "127.0.0.1:8500"
-  token   = "${consul_token}"
 }
 
 # GET /v1/metrics?format=prometheus

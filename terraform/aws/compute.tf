@@ -1,6 +1,8 @@
-# The nodes. All share: IMDSv2 only with a hop limit of 1 (so task
-# containers cannot reach instance credentials or user data through a
-# bridge), encrypted gp3 root volumes, the auto-join instance profile.
+# The nodes, all in the private subnets, spread over the zones round-robin:
+# servers (Nomad + Consul servers, each with its own data volume), gateway,
+# caller and inference nodes (Nomad + Consul clients, one role each). All
+# share: IMDSv2 only with a hop limit of 1, encrypted gp3 volumes, no
+# public address, no inbound port from outside the VPC, Session Manager.
 #
 # ami and user_data are ignored after creation: the AMI data source moves to
 # each new Ubuntu release and cloud-init only runs on first boot, so a change
@@ -8,140 +10,119 @@
 # apply. Roll a node deliberately with `tofu apply -replace=...` (README).
 
 locals {
-  metadata_options = {
+  roles = {
+    server = {
+      count          = var.server_count
+      instance_type  = var.server_instance_type
+      volume_size    = var.root_volume_size
+      profile        = "server"
+      security_group = ["server"]
+    }
+    gateway = {
+      count          = var.gateway_count
+      instance_type  = var.gateway_instance_type
+      volume_size    = var.root_volume_size
+      profile        = "client"
+      security_group = ["client", "gateway"]
+    }
+    caller = {
+      count          = var.caller_count
+      instance_type  = var.caller_instance_type
+      volume_size    = var.root_volume_size
+      profile        = "client"
+      security_group = ["client"]
+    }
+    inference = {
+      count          = var.inference_count
+      instance_type  = var.inference_instance_type
+      volume_size    = var.inference_volume_size
+      profile        = "client"
+      security_group = ["client"]
+    }
+  }
+
+  # One entry per instance: "server-0", "gateway-1", ...
+  nodes = merge([
+    for role, r in local.roles : {
+      for i in range(r.count) : "${role}-${i}" => merge(r, { role = role, index = i, zone = i % local.zone_count })
+    }
+  ]...)
+}
+
+resource "aws_instance" "node" {
+  for_each = local.nodes
+
+  ami                         = local.ami_id
+  instance_type               = each.value.instance_type
+  subnet_id                   = aws_subnet.private[each.value.zone].id
+  vpc_security_group_ids      = [for sg in each.value.security_group : aws_security_group.this[sg].id]
+  iam_instance_profile        = aws_iam_instance_profile.node[each.value.profile].name
+  key_name                    = var.key_name
+  associate_public_ip_address = false
+  user_data_base64            = module.plan.user_data_base64gzip[each.value.role]
+
+  metadata_options {
     http_endpoint               = "enabled"
     http_tokens                 = "required"
     http_put_response_hop_limit = 1
+    http_protocol_ipv6          = "disabled"
     instance_metadata_tags      = "disabled"
   }
-}
-
-resource "aws_instance" "gateway" {
-  ami                    = local.ami_id
-  instance_type          = var.gateway_instance_type
-  subnet_id              = aws_subnet.public.id
-  vpc_security_group_ids = [aws_security_group.gateway.id]
-  iam_instance_profile   = aws_iam_instance_profile.node.name
-  key_name               = var.ssh_key_name
-  # A public address from the first second, so cloud-init can install
-  # packages before the Elastic IP below is attached (it then replaces it).
-  associate_public_ip_address = true
-  user_data_base64            = module.plan.user_data_base64gzip["gateway"]
-
-  metadata_options {
-    http_endpoint               = local.metadata_options.http_endpoint
-    http_tokens                 = local.metadata_options.http_tokens
-    http_put_response_hop_limit = local.metadata_options.http_put_response_hop_limit
-    instance_metadata_tags      = local.metadata_options.instance_metadata_tags
-  }
 
   root_block_device {
     volume_type           = "gp3"
-    volume_size           = var.gateway_volume_size
+    volume_size           = each.value.volume_size
     encrypted             = true
+    kms_key_id            = aws_kms_key.cluster.arn
     delete_on_termination = true
   }
 
-  tags = {
-    Name                       = "${local.name}-gateway"
-    Role                       = "gateway"
-    (module.plan.join_tag.key) = module.plan.join_tag.value
-  }
+  tags = merge(
+    {
+      Name = "${local.name}-${each.key}"
+      Role = each.value.role
+    },
+    each.value.role == "server" ? { (module.plan.join_tag.key) = module.plan.join_tag.value } : {},
+  )
 
   lifecycle {
     ignore_changes = [ami, user_data_base64]
   }
 
-  depends_on = [aws_route.public_internet, aws_route_table_association.public]
+  # The nodes need the NAT path for packages, their secrets in SSM and the
+  # S3 endpoint before cloud-init runs.
+  depends_on = [
+    aws_route.private_nat,
+    aws_route_table_association.private,
+    aws_vpc_endpoint.s3,
+    aws_ssm_parameter.secret,
+    aws_iam_role_policy.node,
+  ]
 }
 
-# A stable address for api_url across stop/start.
-resource "aws_eip" "gateway" {
-  domain = "vpc"
+# Each server's Raft data (Nomad and Consul) lives on a volume of its own,
+# outside the instance: replacing the instance (a new AMI, a failed host)
+# keeps the volume, and the new instance mounts it (install.sh formats a
+# volume only when it is blank).
+resource "aws_ebs_volume" "server_data" {
+  for_each = { for k, n in local.nodes : k => n if n.role == "server" }
 
-  tags = { Name = "${local.name}-gateway" }
+  availability_zone = local.availability_zones[each.value.zone]
+  type              = "gp3"
+  size              = var.server_data_volume_size
+  encrypted         = true
+  kms_key_id        = aws_kms_key.cluster.arn
 
-  depends_on = [aws_internet_gateway.this]
+  tags = { Name = "${local.name}-${each.key}-data" }
 }
 
-resource "aws_eip_association" "gateway" {
-  allocation_id = aws_eip.gateway.id
-  instance_id   = aws_instance.gateway.id
-}
+resource "aws_volume_attachment" "server_data" {
+  for_each = aws_ebs_volume.server_data
 
-resource "aws_instance" "caller" {
-  count = var.caller_count
-
-  ami                         = local.ami_id
-  instance_type               = var.caller_instance_type
-  subnet_id                   = aws_subnet.private.id
-  vpc_security_group_ids      = [aws_security_group.private.id]
-  iam_instance_profile        = aws_iam_instance_profile.node.name
-  key_name                    = var.ssh_key_name
-  associate_public_ip_address = false
-  user_data_base64            = module.plan.user_data_base64gzip["caller"]
-
-  metadata_options {
-    http_endpoint               = local.metadata_options.http_endpoint
-    http_tokens                 = local.metadata_options.http_tokens
-    http_put_response_hop_limit = local.metadata_options.http_put_response_hop_limit
-    instance_metadata_tags      = local.metadata_options.instance_metadata_tags
-  }
-
-  root_block_device {
-    volume_type           = "gp3"
-    volume_size           = var.caller_volume_size
-    encrypted             = true
-    delete_on_termination = true
-  }
-
-  tags = {
-    Name = "${local.name}-caller-${count.index}"
-    Role = "caller"
-  }
-
-  lifecycle {
-    ignore_changes = [ami, user_data_base64]
-  }
-
-  depends_on = [aws_route.private_nat, aws_route_table_association.private]
-}
-
-resource "aws_instance" "inference" {
-  count = var.inference_count
-
-  ami                         = local.ami_id
-  instance_type               = var.inference_instance_type
-  subnet_id                   = aws_subnet.private.id
-  vpc_security_group_ids      = [aws_security_group.private.id]
-  iam_instance_profile        = aws_iam_instance_profile.node.name
-  key_name                    = var.ssh_key_name
-  associate_public_ip_address = false
-  user_data_base64            = module.plan.user_data_base64gzip["inference"]
-
-  metadata_options {
-    http_endpoint               = local.metadata_options.http_endpoint
-    http_tokens                 = local.metadata_options.http_tokens
-    http_put_response_hop_limit = local.metadata_options.http_put_response_hop_limit
-    instance_metadata_tags      = local.metadata_options.instance_metadata_tags
-  }
-
-  # The model cache (host volume) lives on the root volume.
-  root_block_device {
-    volume_type           = "gp3"
-    volume_size           = var.inference_volume_size
-    encrypted             = true
-    delete_on_termination = true
-  }
-
-  tags = {
-    Name = "${local.name}-inference-${count.index}"
-    Role = "inference"
-  }
-
-  lifecycle {
-    ignore_changes = [ami, user_data_base64]
-  }
-
-  depends_on = [aws_route.private_nat, aws_route_table_association.private]
+  device_name = "/dev/sdf"
+  volume_id   = each.value.id
+  instance_id = aws_instance.node[each.key].id
+  # Detach cleanly before the instance is replaced, so the new one can
+  # attach the same volume.
+  stop_instance_before_detaching = true
 }

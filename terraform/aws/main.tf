@@ -1,40 +1,50 @@
-# The decisions (address plan, firewall rules, cloud-init) live in the
-# provider-free module so that they are tested offline; this root module turns
-# them into AWS resources.
+# The decisions (address plan, firewall rules, load balancer listeners,
+# where each secret goes, cloud-init) live in the provider-free module so
+# that they are tested offline; this root module turns them into AWS
+# resources.
 module "plan" {
   source = "../modules/plan"
 
-  cluster_name        = var.cluster_name
-  region              = var.region
-  vpc_cidr            = var.vpc_cidr
-  public_subnet_cidr  = var.public_subnet_cidr
-  private_subnet_cidr = var.private_subnet_cidr
-  allowed_api_cidrs   = var.allowed_api_cidrs
-  allowed_ssh_cidrs   = var.allowed_ssh_cidrs
-  allowed_admin_cidrs = var.allowed_admin_cidrs
-  nomad_version       = var.nomad_version
-  consul_version      = var.consul_version
-  datacenter          = var.datacenter
-  caller_count        = var.caller_count
-  inference_count     = var.inference_count
-  service_binaries    = var.service_binaries
+  cluster_name         = var.cluster_name
+  region               = var.region
+  vpc_cidr             = var.vpc_cidr
+  public_subnet_cidrs  = var.public_subnet_cidrs
+  private_subnet_cidrs = var.private_subnet_cidrs
+  allowed_api_cidrs    = var.allowed_api_cidrs
+  nomad_version        = var.nomad_version
+  consul_version       = var.consul_version
+  datacenter           = var.datacenter
+  server_count         = var.server_count
+  artifacts_bucket     = local.artifacts_bucket
+  snapshot_schedule    = var.snapshot_schedule
 
-  consul_gossip_key = random_bytes.consul_gossip.base64
-  nomad_gossip_key  = random_bytes.nomad_gossip.base64
-  tokens = {
+  secrets = {
+    consul_gossip_key = random_bytes.consul_gossip.base64
+    nomad_gossip_key  = random_bytes.nomad_gossip.base64
     consul_management = random_uuid.consul_management.result
     consul_agent      = random_uuid.consul_agent.result
     consul_default    = random_uuid.consul_default.result
     consul_nomad      = random_uuid.consul_nomad.result
     nomad_management  = random_uuid.nomad_management.result
-    rpc               = random_password.rpc.result
+    rpc_token         = random_password.rpc.result
+    api_keys          = random_password.api_key[*].result
+    tls = {
+      ca_cert            = tls_self_signed_cert.agent_ca.cert_pem
+      nomad_server_cert  = tls_locally_signed_cert.agent["nomad_server"].cert_pem
+      nomad_server_key   = tls_private_key.agent["nomad_server"].private_key_pem
+      nomad_client_cert  = tls_locally_signed_cert.agent["nomad_client"].cert_pem
+      nomad_client_key   = tls_private_key.agent["nomad_client"].private_key_pem
+      consul_server_cert = tls_locally_signed_cert.agent["consul_server"].cert_pem
+      consul_server_key  = tls_private_key.agent["consul_server"].private_key_pem
+      consul_client_cert = tls_locally_signed_cert.agent["consul_client"].cert_pem
+      consul_client_key  = tls_private_key.agent["consul_client"].private_key_pem
+    }
   }
 }
 
 # --- Secrets -----------------------------------------------------------------
-# Chosen here rather than on the node so that Consul's initial management
-# token and Nomad's bootstrap token are known before the cluster exists and
-# can be put in SSM (ssm.tf) without giving the nodes write access to SSM.
+# Chosen here so that the management tokens are known before the cluster
+# exists and can be put in SSM (ssm.tf), where the nodes fetch them at boot.
 # They are in the Terraform state: keep the state in an encrypted, access-
 # controlled backend (see README).
 
@@ -61,7 +71,82 @@ resource "random_password" "rpc" {
   special = false
 }
 
-# --- Image and zone ------------------------------------------------------------
+# The keys clients present as `Authorization: Bearer <key>`.
+resource "random_password" "api_key" {
+  count = var.api_key_count
+
+  length  = 40
+  special = false
+}
+
+# --- Agent TLS ---------------------------------------------------------------------
+# A private CA for the agents (never used for the public API) and one
+# certificate per agent kind. Nomad checks the role and region in the name
+# (server.<region>.nomad / client.<region>.nomad), Consul the server role
+# and datacenter (server.<dc>.consul). localhost and 127.0.0.1 let the CLI
+# and the UI reach the local agent through a Session Manager port forward.
+
+resource "tls_private_key" "agent_ca" {
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_self_signed_cert" "agent_ca" {
+  private_key_pem       = tls_private_key.agent_ca.private_key_pem
+  is_ca_certificate     = true
+  validity_period_hours = 5 * 365 * 24
+  allowed_uses          = ["cert_signing", "crl_signing", "digital_signature"]
+
+  subject {
+    common_name  = "${var.cluster_name} agent CA"
+    organization = "slm-mesh"
+  }
+}
+
+locals {
+  agent_certs = {
+    nomad_server  = ["server.${local.nomad_region}.nomad", "nomad.service.consul"]
+    nomad_client  = ["client.${local.nomad_region}.nomad"]
+    consul_server = ["server.${var.datacenter}.consul"]
+    consul_client = ["client.${var.datacenter}.consul"]
+  }
+  nomad_region = "global"
+}
+
+resource "tls_private_key" "agent" {
+  for_each = local.agent_certs
+
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_cert_request" "agent" {
+  for_each = local.agent_certs
+
+  private_key_pem = tls_private_key.agent[each.key].private_key_pem
+  dns_names       = concat(each.value, ["localhost"])
+  ip_addresses    = ["127.0.0.1"]
+
+  subject {
+    common_name = each.value[0]
+  }
+}
+
+resource "tls_locally_signed_cert" "agent" {
+  for_each = local.agent_certs
+
+  cert_request_pem   = tls_cert_request.agent[each.key].cert_request_pem
+  ca_private_key_pem = tls_private_key.agent_ca.private_key_pem
+  ca_cert_pem        = tls_self_signed_cert.agent_ca.cert_pem
+
+  # Renewed by an apply in the last 90 days (the nodes pick it up at their
+  # next boot, or `systemctl restart slm-secrets consul nomad`).
+  validity_period_hours = 2 * 365 * 24
+  early_renewal_hours   = 90 * 24
+  allowed_uses          = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
+}
+
+# --- Image and zones ------------------------------------------------------------
 
 data "aws_ami" "ubuntu" {
   count = var.ami_id == null ? 1 : 0
@@ -100,17 +185,25 @@ data "aws_ec2_instance_type_offerings" "chosen" {
   }
 }
 
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
 locals {
   ami_id = var.ami_id != null ? var.ami_id : data.aws_ami.ubuntu[0].id
 
-  instance_types = distinct([var.gateway_instance_type, var.caller_instance_type, var.inference_instance_type])
+  instance_types = distinct([var.server_instance_type, var.gateway_instance_type, var.caller_instance_type, var.inference_instance_type])
 
   offerings = data.aws_ec2_instance_type_offerings.chosen
   zones_with_all_types = sort([
     for az in distinct(local.offerings.locations) : az
     if length(distinct([for i, loc in local.offerings.locations : local.offerings.instance_types[i] if loc == az])) == length(local.instance_types)
   ])
-  availability_zone = var.availability_zone != null ? var.availability_zone : try(local.zones_with_all_types[0], null)
+  zone_count         = length(var.public_subnet_cidrs)
+  availability_zones = var.availability_zones != null ? var.availability_zones : slice(local.zones_with_all_types, 0, min(local.zone_count, length(local.zones_with_all_types)))
 
   name = var.cluster_name
+
+  # Globally unique: the account id keeps two accounts' clusters apart.
+  artifacts_bucket = "${var.cluster_name}-artifacts-${data.aws_caller_identity.current.account_id}"
 }

@@ -1,5 +1,6 @@
-# One VPC in one availability zone: a public subnet for the gateway node and
-# the NAT gateway, a private subnet for the caller and inference nodes.
+# One VPC over at least two availability zones: in each, a public subnet
+# (the load balancer; the NAT gateway in the first) and a private subnet
+# (every node). Nodes have no public address.
 
 resource "aws_vpc" "this" {
   cidr_block           = module.plan.network.vpc_cidr
@@ -10,8 +11,8 @@ resource "aws_vpc" "this" {
 
   lifecycle {
     precondition {
-      condition     = local.availability_zone != null
-      error_message = "No availability zone in ${var.region} offers all of ${join(", ", local.instance_types)}; set availability_zone or other instance types."
+      condition     = length(local.availability_zones) == local.zone_count
+      error_message = "Fewer than ${local.zone_count} availability zones in ${var.region} offer all of ${join(", ", local.instance_types)}; set availability_zones or other instance types."
     }
   }
 }
@@ -26,22 +27,25 @@ resource "aws_default_security_group" "this" {
 }
 
 resource "aws_subnet" "public" {
-  vpc_id            = aws_vpc.this.id
-  cidr_block        = module.plan.network.public_subnet_cidr
-  availability_zone = local.availability_zone
-  # Only the gateway node needs a public address, and it asks for one itself.
+  count = local.zone_count
+
+  vpc_id                  = aws_vpc.this.id
+  cidr_block              = module.plan.network.public_subnet_cidrs[count.index]
+  availability_zone       = local.availability_zones[count.index]
   map_public_ip_on_launch = false
 
-  tags = { Name = "${local.name}-public", Tier = "public" }
+  tags = { Name = "${local.name}-public-${count.index}", Tier = "public" }
 }
 
 resource "aws_subnet" "private" {
+  count = local.zone_count
+
   vpc_id                  = aws_vpc.this.id
-  cidr_block              = module.plan.network.private_subnet_cidr
-  availability_zone       = local.availability_zone
+  cidr_block              = module.plan.network.private_subnet_cidrs[count.index]
+  availability_zone       = local.availability_zones[count.index]
   map_public_ip_on_launch = false
 
-  tags = { Name = "${local.name}-private", Tier = "private" }
+  tags = { Name = "${local.name}-private-${count.index}", Tier = "private" }
 }
 
 resource "aws_internet_gateway" "this" {
@@ -58,11 +62,13 @@ resource "aws_eip" "nat" {
   depends_on = [aws_internet_gateway.this]
 }
 
-# Private nodes reach package repositories and the model host through NAT;
-# nothing outside can open a connection to them.
+# Nodes reach package repositories, SSM and the model host through NAT;
+# nothing outside can open a connection to them. One NAT gateway keeps the
+# cost down; while its zone is out, nodes lose outbound internet (not S3,
+# which has its own endpoint, nor each other).
 resource "aws_nat_gateway" "this" {
   allocation_id = aws_eip.nat.id
-  subnet_id     = aws_subnet.public.id
+  subnet_id     = aws_subnet.public[0].id
 
   tags = { Name = local.name }
 
@@ -82,7 +88,9 @@ resource "aws_route" "public_internet" {
 }
 
 resource "aws_route_table_association" "public" {
-  subnet_id      = aws_subnet.public.id
+  count = local.zone_count
+
+  subnet_id      = aws_subnet.public[count.index].id
   route_table_id = aws_route_table.public.id
 }
 
@@ -99,17 +107,30 @@ resource "aws_route" "private_nat" {
 }
 
 resource "aws_route_table_association" "private" {
-  subnet_id      = aws_subnet.private.id
+  count = local.zone_count
+
+  subnet_id      = aws_subnet.private[count.index].id
   route_table_id = aws_route_table.private.id
+}
+
+# Binaries and snapshots travel to and from S3 over the gateway endpoint,
+# not the NAT gateway: free, and S3 stays reachable without internet.
+resource "aws_vpc_endpoint" "s3" {
+  vpc_id            = aws_vpc.this.id
+  service_name      = "com.amazonaws.${var.region}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = [aws_route_table.private.id]
+
+  tags = { Name = "${local.name}-s3" }
 }
 
 # --- Flow logs ------------------------------------------------------------------
 # A record of accepted and rejected connections, for incident response.
 
 # Flow records hold addresses and ports, no payload; CloudWatch Logs encrypts
-# them at rest with its own key. A customer-managed KMS key (and its key
-# policy for the logs service) is left to deployments that require one.
-#tfsec:ignore:aws-cloudwatch-log-group-customer-key
+# them at rest with its own key. A customer-managed key (and its key policy
+# for the logs service) is left to deployments that require one.
+#tfsec:ignore:aws-cloudwatch-log-group-customer-key:exp:2027-06-30
 resource "aws_cloudwatch_log_group" "flow_logs" {
   name              = "/slm-mesh/${local.name}/vpc-flow-logs"
   retention_in_days = var.flow_log_retention_days

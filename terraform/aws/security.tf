@@ -1,71 +1,56 @@
-# Two security groups: the gateway node's and the private nodes'. Every rule
-# comes from module.plan, where the tests check that no cluster port is open
-# to the internet and that private nodes admit nothing from outside the VPC.
+# Four security groups: the load balancer's, the gateway nodes' extra group
+# (the API port, from the load balancer only), the servers' and every
+# client's. Every rule comes from module.plan, where the tests check that
+# nothing but the load balancer's 443/80 is open to the internet and that
+# the nodes admit nothing from outside the VPC.
 
-resource "aws_security_group" "gateway" {
-  name_prefix = "${local.name}-gateway-"
-  description = "slm-mesh gateway node: API from allowed CIDRs, cluster ports inside the VPC"
+resource "aws_security_group" "this" {
+  for_each = {
+    alb     = "slm-mesh load balancer: the API from allowed_api_cidrs"
+    gateway = "slm-mesh gateway nodes: the API port from the load balancer only"
+    server  = "slm-mesh Nomad and Consul servers: cluster traffic inside the VPC"
+    client  = "slm-mesh Nomad clients: cluster and service traffic inside the VPC"
+  }
+
+  name_prefix = "${local.name}-${each.key}-"
+  description = each.value
   vpc_id      = aws_vpc.this.id
 
-  tags = { Name = "${local.name}-gateway" }
+  tags = { Name = "${local.name}-${each.key}" }
 
   lifecycle {
     create_before_destroy = true
   }
 }
 
-resource "aws_security_group" "private" {
-  name_prefix = "${local.name}-private-"
-  description = "slm-mesh caller and inference nodes: traffic from inside the VPC only"
-  vpc_id      = aws_vpc.this.id
+# Rules between the groups (the load balancer and the gateways' API port).
+resource "aws_security_group_rule" "from_group" {
+  for_each = { for key, r in module.plan.security_group_rules : key => r if r.source_sg != null }
 
-  tags = { Name = "${local.name}-private" }
-
-  lifecycle {
-    create_before_destroy = true
-  }
+  security_group_id        = aws_security_group.this[each.value.sg].id
+  type                     = each.value.type
+  protocol                 = each.value.protocol
+  from_port                = each.value.from_port
+  to_port                  = each.value.to_port
+  source_security_group_id = aws_security_group.this[each.value.source_sg].id
+  description              = each.value.description
 }
 
-locals {
-  security_groups = {
-    gateway = aws_security_group.gateway.id
-    private = aws_security_group.private.id
-  }
-}
+# Rules by address. The plan module's tests and output preconditions allow
+# 0.0.0.0/0 only on the load balancer's tcp/443 and tcp/80 (ingress: the API
+# is the product) and on the nodes' tcp/80 and tcp/443 egress (packages,
+# SSM, the model download). tfsec v1.26 does not expand a for_each over
+# module outputs, so it cannot see these values; the ignores record the
+# intent for a scanner that does.
+resource "aws_security_group_rule" "by_address" {
+  for_each = { for key, r in module.plan.security_group_rules : key => r if r.source_sg == null }
 
-# Cluster and in-VPC rules. None may reach the internet: module.plan's
-# preconditions refuse to plan one, and its tests fail on one.
-resource "aws_security_group_rule" "internal" {
-  for_each = { for key, r in module.plan.security_group_rules : key => r if !r.internet }
-
-  security_group_id = local.security_groups[each.value.sg]
+  security_group_id = aws_security_group.this[each.value.sg].id
   type              = each.value.type
   protocol          = each.value.protocol
   from_port         = each.value.from_port
   to_port           = each.value.to_port
-  cidr_blocks       = each.value.cidr_blocks
-  description       = each.value.description
-}
-
-# The rules meant to reach the internet, and only those (the plan module's
-# tests pin the list): the API port, open to allowed_api_cidrs (the whole
-# internet by default, since the API is the product), and egress limited to
-# tcp/80 and tcp/443 for packages, the model download and AWS APIs.
-#
-# tfsec v1.26 does not expand a for_each over module outputs, so it checks
-# neither resource's values today: rules that come from module.plan are
-# guarded by its tests and output preconditions (which also stop `tofu plan`
-# here). tfsec does check every rule written by hand in this module. The
-# ignore below records the intent for a tfsec that does expand them.
-resource "aws_security_group_rule" "internet" {
-  for_each = { for key, r in module.plan.security_group_rules : key => r if r.internet }
-
-  security_group_id = local.security_groups[each.value.sg]
-  type              = each.value.type
-  protocol          = each.value.protocol
-  from_port         = each.value.from_port
-  to_port           = each.value.to_port
-  #tfsec:ignore:aws-vpc-no-public-ingress-sgr tfsec:ignore:aws-vpc-no-public-egress-sgr
+  #tfsec:ignore:aws-vpc-no-public-ingress-sgr:exp:2027-06-30 tfsec:ignore:aws-vpc-no-public-egress-sgr:exp:2027-06-30
   cidr_blocks = each.value.cidr_blocks
   description = each.value.description
 }

@@ -1,23 +1,23 @@
-# Where the operator reads the management tokens.
+# Every secret of the cluster, as SSM Parameter Store SecureStrings
+# encrypted with the cluster's KMS key; module.plan decides the names. The
+# nodes read them at boot with their instance role (client/* on every node,
+# server/* on servers), so no secret is in user data; the operator reads the
+# management tokens and API keys the same way (the *_command outputs).
 #
-# SSM Parameter Store SecureString rather than a sensitive output: reading a
-# token needs ssm:GetParameter and kms:Decrypt on this path, which IAM can
-# grant to an operator without access to the whole state file, CloudTrail
-# records each read, and a rotated token can be written to the same name.
-# A sensitive output would require state access and leaves no audit trail.
-# The values also sit in the state (Terraform generates them), which is why
-# the README insists on an encrypted remote backend.
+# Why SSM rather than sensitive outputs: reading needs ssm:GetParameter and
+# kms:Decrypt on one path, which IAM can grant without access to the state,
+# CloudTrail records each read, and a rotated secret is written to the same
+# name. The values are also in the state (Terraform generates them), which
+# is why the README insists on an encrypted remote backend.
 
-resource "aws_ssm_parameter" "consul_management_token" {
-  name        = "/slm-mesh/${local.name}/consul/management-token"
-  description = "Consul ACL management token of ${local.name} (initial_management)."
-  type        = "SecureString"
-  value       = random_uuid.consul_management.result
-}
+resource "aws_ssm_parameter" "secret" {
+  for_each = toset(module.plan.ssm_parameter_names)
 
-resource "aws_ssm_parameter" "nomad_management_token" {
-  name        = "/slm-mesh/${local.name}/nomad/management-token"
-  description = "Nomad ACL bootstrap (management) token of ${local.name}."
+  name        = "${module.plan.ssm_prefix}/${each.key}"
+  description = "slm-mesh ${local.name}: ${each.key}"
   type        = "SecureString"
-  value       = random_uuid.nomad_management.result
+  # Every value fits the standard tier's 4 KB (ECDSA PEMs, up to 20 keys).
+  tier   = "Standard"
+  key_id = aws_kms_key.cluster.arn
+  value  = module.plan.ssm_parameters[each.key]
 }

@@ -20,14 +20,14 @@ variable "cluster_name" {
   }
 }
 
-variable "availability_zone" {
-  description = "Availability zone of both subnets. Null: the first zone of the region that offers every instance type chosen below."
-  type        = string
+variable "availability_zones" {
+  description = "Availability zones, one public and one private subnet in each (at least two: the load balancer needs two). Null: the first two zones of the region that offer every instance type chosen below."
+  type        = list(string)
   default     = null
 
   validation {
-    condition     = var.availability_zone == null || can(regex("^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9][a-z]$", var.availability_zone))
-    error_message = "The availability_zone must look like eu-west-1a."
+    condition     = var.availability_zones == null || (try(length(var.availability_zones), 0) >= 2 && alltrue([for z in coalesce(var.availability_zones, []) : can(regex("^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9][a-z]$", z))]))
+    error_message = "The availability_zones must be at least two zone names such as eu-west-1a."
   }
 }
 
@@ -42,30 +42,20 @@ variable "vpc_cidr" {
   }
 }
 
-variable "public_subnet_cidr" {
-  description = "IPv4 CIDR of the public subnet (gateway node, NAT gateway), inside vpc_cidr."
-  type        = string
-  default     = "10.20.0.0/24"
-
-  validation {
-    condition     = can(cidrnetmask(var.public_subnet_cidr))
-    error_message = "The public_subnet_cidr must be an IPv4 CIDR."
-  }
+variable "public_subnet_cidrs" {
+  description = "IPv4 CIDRs of the public subnets (load balancer, NAT gateway), one per zone, inside vpc_cidr."
+  type        = list(string)
+  default     = ["10.20.0.0/24", "10.20.1.0/24"]
 }
 
-variable "private_subnet_cidr" {
-  description = "IPv4 CIDR of the private subnet (caller and inference nodes), inside vpc_cidr and disjoint from the public subnet."
-  type        = string
-  default     = "10.20.1.0/24"
-
-  validation {
-    condition     = can(cidrnetmask(var.private_subnet_cidr))
-    error_message = "The private_subnet_cidr must be an IPv4 CIDR."
-  }
+variable "private_subnet_cidrs" {
+  description = "IPv4 CIDRs of the private subnets (every node), one per zone, inside vpc_cidr."
+  type        = list(string)
+  default     = ["10.20.10.0/24", "10.20.11.0/24"]
 }
 
 variable "allowed_api_cidrs" {
-  description = "IPv4 CIDRs that may call the API on port 3111."
+  description = "IPv4 CIDRs that may reach the load balancer (HTTPS; port 80 only redirects). The default is the whole internet."
   type        = list(string)
   default     = ["0.0.0.0/0"]
 
@@ -75,30 +65,47 @@ variable "allowed_api_cidrs" {
   }
 }
 
-variable "allowed_ssh_cidrs" {
-  description = "IPv4 CIDRs that may SSH to the gateway node. Empty (default): no SSH at all."
-  type        = list(string)
-  default     = []
+variable "certificate_arn" {
+  description = "ACM certificate for the HTTPS listener. Null: a DNS-validated ACM certificate for domain_name when domain_name and route53_zone_id are set, else a self-signed one made here (see the api_ca_pem output)."
+  type        = string
+  default     = null
 
   validation {
-    condition     = alltrue([for c in var.allowed_ssh_cidrs : can(cidrnetmask(c)) && c != "0.0.0.0/0"])
-    error_message = "Every allowed_ssh_cidrs entry must be an IPv4 CIDR other than 0.0.0.0/0."
+    condition     = var.certificate_arn == null || can(regex("^arn:aws[a-z-]*:acm:", var.certificate_arn))
+    error_message = "The certificate_arn must be an ACM certificate ARN."
   }
 }
 
-variable "allowed_admin_cidrs" {
-  description = "IPv4 CIDRs that may reach the Nomad (4646) and Consul (8500) HTTP APIs on the gateway directly, unencrypted. Empty (default): use the SSH tunnel."
-  type        = list(string)
-  default     = []
+variable "domain_name" {
+  description = "Host name of the API, e.g. api.example.com, in the Route 53 zone route53_zone_id: Terraform requests and validates its ACM certificate and points an alias record at the load balancer. Null: use the load balancer's own name."
+  type        = string
+  default     = null
 
   validation {
-    condition     = alltrue([for c in var.allowed_admin_cidrs : can(cidrnetmask(c)) && c != "0.0.0.0/0"])
-    error_message = "Every allowed_admin_cidrs entry must be an IPv4 CIDR other than 0.0.0.0/0."
+    condition     = var.domain_name == null || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,}$", var.domain_name))
+    error_message = "The domain_name must be a lowercase DNS name such as api.example.com."
   }
 }
 
-variable "ssh_key_name" {
-  description = "Name of an existing EC2 key pair for SSH. Null: no key, so no SSH even if allowed_ssh_cidrs is set."
+variable "route53_zone_id" {
+  description = "Route 53 hosted zone that holds domain_name (required with it)."
+  type        = string
+  default     = null
+}
+
+variable "api_key_count" {
+  description = "Number of API keys Terraform generates (SSM server/api-keys, comma-separated; the gateway accepts any of them)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.api_key_count >= 1 && var.api_key_count <= 20 && floor(var.api_key_count) == var.api_key_count
+    error_message = "The api_key_count must be a whole number from 1 to 20."
+  }
+}
+
+variable "key_name" {
+  description = "Optional EC2 key pair for SSH over Session Manager (no inbound port is opened either way). Null (default): no key; use `aws ssm start-session`."
   type        = string
   default     = null
 }
@@ -114,8 +121,19 @@ variable "ami_id" {
   }
 }
 
+variable "server_instance_type" {
+  description = "Instance type of the server nodes (Nomad and Consul servers)."
+  type        = string
+  default     = "t3.small"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.server_instance_type))
+    error_message = "The server_instance_type must look like an EC2 instance type, e.g. c7i-flex.large."
+  }
+}
+
 variable "gateway_instance_type" {
-  description = "Instance type of the gateway node (Nomad and Consul servers, gateway job)."
+  description = "Instance type of the gateway nodes (the gateway job behind the load balancer)."
   type        = string
   default     = "c7i-flex.large"
 
@@ -132,7 +150,7 @@ variable "caller_instance_type" {
 
   validation {
     condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.caller_instance_type))
-    error_message = "The caller_instance_type must look like an EC2 instance type."
+    error_message = "The caller_instance_type must look like an EC2 instance type, e.g. c7i-flex.large."
   }
 }
 
@@ -143,7 +161,24 @@ variable "inference_instance_type" {
 
   validation {
     condition     = can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", var.inference_instance_type))
-    error_message = "The inference_instance_type must look like an EC2 instance type."
+    error_message = "The inference_instance_type must look like an EC2 instance type, e.g. c7i-flex.large."
+  }
+}
+
+variable "server_count" {
+  description = "Number of server nodes, spread over the zones; also bootstrap_expect. 3 (default) tolerates the loss of one; 1 is a development cluster without fault tolerance (plan warns)."
+  type        = number
+  default     = 3
+}
+
+variable "gateway_count" {
+  description = "Number of gateway nodes, spread over the zones (one gateway instance each: the job uses a static port)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.gateway_count >= 1 && var.gateway_count <= 50 && floor(var.gateway_count) == var.gateway_count
+    error_message = "The gateway_count must be a whole number from 1 to 50."
   }
 }
 
@@ -153,8 +188,8 @@ variable "caller_count" {
   default     = 1
 
   validation {
-    condition     = var.caller_count >= 1 && floor(var.caller_count) == var.caller_count
-    error_message = "The caller_count must be a whole number of at least 1."
+    condition     = var.caller_count >= 1 && var.caller_count <= 50 && floor(var.caller_count) == var.caller_count
+    error_message = "The caller_count must be a whole number from 1 to 50."
   }
 }
 
@@ -164,30 +199,30 @@ variable "inference_count" {
   default     = 1
 
   validation {
-    condition     = var.inference_count >= 1 && floor(var.inference_count) == var.inference_count
-    error_message = "The inference_count must be a whole number of at least 1."
+    condition     = var.inference_count >= 1 && var.inference_count <= 50 && floor(var.inference_count) == var.inference_count
+    error_message = "The inference_count must be a whole number from 1 to 50."
   }
 }
 
-variable "gateway_volume_size" {
-  description = "Root volume size of the gateway node, GiB."
+variable "root_volume_size" {
+  description = "Root volume size of the server, gateway and caller nodes, GiB."
   type        = number
   default     = 20
 
   validation {
-    condition     = var.gateway_volume_size >= 8 && var.gateway_volume_size <= 1024
-    error_message = "The gateway_volume_size must be between 8 and 1024 GiB."
+    condition     = var.root_volume_size >= 8 && var.root_volume_size <= 1024
+    error_message = "The root_volume_size must be between 8 and 1024 GiB."
   }
 }
 
-variable "caller_volume_size" {
-  description = "Root volume size of the caller nodes, GiB."
+variable "server_data_volume_size" {
+  description = "Size of each server's data volume (Nomad and Consul Raft data), GiB."
   type        = number
   default     = 20
 
   validation {
-    condition     = var.caller_volume_size >= 8 && var.caller_volume_size <= 1024
-    error_message = "The caller_volume_size must be between 8 and 1024 GiB."
+    condition     = var.server_data_volume_size >= 8 && var.server_data_volume_size <= 1024
+    error_message = "The server_data_volume_size must be between 8 and 1024 GiB."
   }
 }
 
@@ -199,6 +234,23 @@ variable "inference_volume_size" {
   validation {
     condition     = var.inference_volume_size >= 8 && var.inference_volume_size <= 4096
     error_message = "The inference_volume_size must be between 8 and 4096 GiB."
+  }
+}
+
+variable "snapshot_schedule" {
+  description = "systemd OnCalendar expression of the control plane snapshots to S3."
+  type        = string
+  default     = "hourly"
+}
+
+variable "snapshot_retention_days" {
+  description = "Days to keep control plane snapshots in S3."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.snapshot_retention_days >= 1 && floor(var.snapshot_retention_days) == var.snapshot_retention_days
+    error_message = "The snapshot_retention_days must be a whole number of at least 1."
   }
 }
 
@@ -232,20 +284,6 @@ variable "datacenter" {
   validation {
     condition     = can(regex("^[a-z0-9-]+$", var.datacenter))
     error_message = "The datacenter must be lowercase letters, digits and hyphens."
-  }
-}
-
-variable "service_binaries" {
-  description = "Optional: service binaries (gateway, caller, inference) that cloud-init downloads into /usr/local/bin, each an https URL and its sha256. Empty: deliver them with the jobs' artifact variables instead."
-  type = map(object({
-    url    = string
-    sha256 = string
-  }))
-  default = {}
-
-  validation {
-    condition     = alltrue([for name, b in var.service_binaries : contains(["gateway", "caller", "inference"], name) && can(regex("^[0-9a-f]{64}$", b.sha256))])
-    error_message = "The service_binaries keys must be gateway, caller or inference, each with a 64-hex-digit sha256."
   }
 }
 

@@ -5,63 +5,72 @@ locals {
   join_tag_value = "${var.cluster_name}-server"
   retry_join     = "provider=aws region=${var.region} tag_key=${local.join_tag_key} tag_value=${local.join_tag_value}"
 
-  # One server on the gateway node. Raising this needs more server nodes; see
-  # terraform/aws/README.md.
-  bootstrap_expect = 1
+  # Every server votes: the first leader is elected once all of them have
+  # joined, and the cluster survives the loss of (server_count - 1) / 2.
+  bootstrap_expect = var.server_count
 
   # The agent configurations are the project's own, kept at the repository
   # root in nomad/ and consul/ (they document their placeholders at the top).
-  # The job constraints test meta.slm_role with set_contains.
   agent_config_dir = "${path.module}/../../.."
   templates        = "${path.module}/templates"
 
   # nomad/client.hcl declares the slm-model-cache host volume at this path on
   # every client, and a Nomad client refuses to start when a host volume's
-  # directory is missing, so every node creates it (only inference nodes
+  # directory is missing, so every client creates it (only inference nodes
   # fill it).
   model_cache_dir = "/opt/slm-mesh/models"
 
+  # Mount point of a server's data volume; nomad/server.hcl and
+  # consul/server.hcl keep their data_dir under it.
+  server_data_dir = "/opt/slm-data"
+
+  # One kind of node per role. Clients carry meta.slm_role, which the jobs
+  # constrain on: one role per node, so the inference never shares a node
+  # with a caller or a gateway.
   node_kinds = {
-    gateway = {
-      server    = true
-      node_role = "gateway"
-      binaries  = ["gateway"]
-    }
-    caller = {
-      server    = false
-      node_role = "private"
-      binaries  = ["caller", "inference"]
-    }
-    inference = {
-      server    = false
-      node_role = "private"
-      binaries  = ["caller", "inference"]
-    }
+    server    = { server = true, node_role = null }
+    gateway   = { server = false, node_role = "gateway" }
+    caller    = { server = false, node_role = "caller" }
+    inference = { server = false, node_role = "inference" }
+  }
+  client_kinds = [for kind, k in local.node_kinds : kind if !k.server]
+
+  # --- Secrets in SSM -----------------------------------------------------------
+  # Every secret, by parameter name under ssm_prefix. client/* is readable by
+  # every node, server/* by the servers only (terraform/aws's IAM policies
+  # follow these two prefixes). The CA's private key is not among them: it
+  # stays in the Terraform state.
+  ssm_parameters = {
+    "client/tls/ca.pem"              = var.secrets.tls.ca_cert
+    "client/tls/consul.pem"          = var.secrets.tls.consul_client_cert
+    "client/tls/consul-key.pem"      = var.secrets.tls.consul_client_key
+    "client/tls/nomad.pem"           = var.secrets.tls.nomad_client_cert
+    "client/tls/nomad-key.pem"       = var.secrets.tls.nomad_client_key
+    "client/consul/gossip-key"       = var.secrets.consul_gossip_key
+    "client/consul/agent-token"      = var.secrets.consul_agent
+    "client/consul/default-token"    = var.secrets.consul_default
+    "client/consul/nomad-token"      = var.secrets.consul_nomad
+    "server/tls/consul.pem"          = var.secrets.tls.consul_server_cert
+    "server/tls/consul-key.pem"      = var.secrets.tls.consul_server_key
+    "server/tls/nomad.pem"           = var.secrets.tls.nomad_server_cert
+    "server/tls/nomad-key.pem"       = var.secrets.tls.nomad_server_key
+    "server/nomad/gossip-key"        = var.secrets.nomad_gossip_key
+    "server/consul/management-token" = var.secrets.consul_management
+    "server/nomad/management-token"  = var.secrets.nomad_management
+    "server/rpc-token"               = var.secrets.rpc_token
+    "server/api-keys"                = join(",", var.secrets.api_keys)
   }
 
+  # --- Rendered files -------------------------------------------------------------
   consul_server = templatefile("${local.agent_config_dir}/consul/server.hcl", {
     datacenter       = var.datacenter
     bootstrap_expect = local.bootstrap_expect
     retry_join       = local.retry_join
-    gossip_key       = var.consul_gossip_key
-    management_token = var.tokens.consul_management
-    agent_token      = var.tokens.consul_agent
-  })
-
-  # What consul/server.hcl leaves to the deployment: the default token that
-  # lets the gateway job on this node read its peers without a token of its
-  # own, and the VPC address for allowed_admin_cidrs.
-  consul_server_extra = templatefile("${local.templates}/consul-server-extra.hcl.tftpl", {
-    default_token = var.tokens.consul_default
-    listen_vpc    = length(var.allowed_admin_cidrs) > 0
   })
 
   consul_client = templatefile("${local.agent_config_dir}/consul/client.hcl", {
-    datacenter    = var.datacenter
-    retry_join    = local.retry_join
-    gossip_key    = var.consul_gossip_key
-    agent_token   = var.tokens.consul_agent
-    default_token = var.tokens.consul_default
+    datacenter = var.datacenter
+    retry_join = local.retry_join
   })
 
   nomad_server = templatefile("${local.agent_config_dir}/nomad/server.hcl", {
@@ -69,18 +78,24 @@ locals {
     region           = var.nomad_region
     bootstrap_expect = local.bootstrap_expect
     retry_join       = local.retry_join
-    gossip_key       = var.nomad_gossip_key
-    consul_token     = var.tokens.consul_nomad
   })
 
   nomad_client = {
-    for kind, k in local.node_kinds : kind => templatefile("${local.agent_config_dir}/nomad/client.hcl", {
-      datacenter   = var.datacenter
-      region       = var.nomad_region
-      retry_join   = local.retry_join
-      node_role    = k.node_role
-      consul_token = var.tokens.consul_nomad
+    for kind in local.client_kinds : kind => templatefile("${local.agent_config_dir}/nomad/client.hcl", {
+      datacenter = var.datacenter
+      region     = var.nomad_region
+      retry_join = local.retry_join
+      node_role  = local.node_kinds[kind].node_role
     })
+  }
+
+  # Units each kind enables, in this order, at the end of install.sh.
+  units = {
+    for kind, k in local.node_kinds : kind => concat(
+      k.server ? [] : ["slm-imds-guard.service"],
+      ["slm-secrets.service", "consul.service", "nomad.service"],
+      k.server ? ["slm-acl-bootstrap.service --no-block", "slm-snapshot.timer"] : [],
+    )
   }
 
   install_script = {
@@ -89,17 +104,30 @@ locals {
       consul_version      = var.consul_version
       apt_key_fingerprint = var.hashicorp_apt_key_fingerprint
       model_cache_dir     = local.model_cache_dir
-      binaries            = { for name, b in var.service_binaries : name => b if contains(k.binaries, name) }
+      server              = k.server
+      data_dir            = local.server_data_dir
+      units               = local.units[kind]
+    })
+  }
+
+  secrets_script = {
+    for kind, k in local.node_kinds : kind => templatefile("${local.templates}/secrets.sh.tftpl", {
+      region     = var.region
+      ssm_prefix = local.ssm_prefix
+      server     = k.server
     })
   }
 
   acl_bootstrap_script = templatefile("${local.templates}/acl-bootstrap.sh.tftpl", {
-    consul_management_token = var.tokens.consul_management
-    consul_agent_token      = var.tokens.consul_agent
-    consul_default_token    = var.tokens.consul_default
-    consul_nomad_token      = var.tokens.consul_nomad
-    nomad_management_token  = var.tokens.nomad_management
-    rpc_token               = var.tokens.rpc
+    region     = var.region
+    ssm_prefix = local.ssm_prefix
+  })
+
+  snapshot_script = templatefile("${local.templates}/snapshot.sh.tftpl", {
+    region       = var.region
+    ssm_prefix   = local.ssm_prefix
+    bucket       = var.artifacts_bucket
+    cluster_name = var.cluster_name
   })
 
   # Files each node gets. Agent configs are staged under /etc/slm-mesh and
@@ -110,20 +138,26 @@ locals {
     for kind, k in local.node_kinds : kind => concat(
       k.server ? [
         { path = "/etc/slm-mesh/consul/server.hcl", permissions = "0640", content = local.consul_server },
-        { path = "/etc/slm-mesh/consul/zz-deployment.hcl", permissions = "0640", content = local.consul_server_extra },
         { path = "/etc/slm-mesh/nomad/server.hcl", permissions = "0640", content = local.nomad_server },
         ] : [
         { path = "/etc/slm-mesh/consul/client.hcl", permissions = "0640", content = local.consul_client },
+        { path = "/etc/slm-mesh/nomad/client.hcl", permissions = "0640", content = local.nomad_client[kind] },
+        { path = "/etc/systemd/system/slm-imds-guard.service", permissions = "0644", content = file("${local.templates}/systemd/slm-imds-guard.service") },
+        { path = "/opt/slm-mesh/imds-guard.sh", permissions = "0700", content = file("${local.templates}/imds-guard.sh") },
       ],
       [
-        { path = "/etc/slm-mesh/nomad/client.hcl", permissions = "0640", content = local.nomad_client[kind] },
         { path = "/etc/systemd/system/consul.service", permissions = "0644", content = file("${local.templates}/systemd/consul.service") },
         { path = "/etc/systemd/system/nomad.service", permissions = "0644", content = file("${local.templates}/systemd/nomad.service") },
+        { path = "/etc/systemd/system/slm-secrets.service", permissions = "0644", content = file("${local.templates}/systemd/slm-secrets.service") },
+        { path = "/opt/slm-mesh/secrets.sh", permissions = "0700", content = local.secrets_script[kind] },
         { path = "/opt/slm-mesh/install.sh", permissions = "0700", content = local.install_script[kind] },
       ],
       k.server ? [
         { path = "/etc/systemd/system/slm-acl-bootstrap.service", permissions = "0644", content = file("${local.templates}/systemd/slm-acl-bootstrap.service") },
         { path = "/opt/slm-mesh/acl-bootstrap.sh", permissions = "0700", content = local.acl_bootstrap_script },
+        { path = "/etc/systemd/system/slm-snapshot.service", permissions = "0644", content = file("${local.templates}/systemd/slm-snapshot.service") },
+        { path = "/etc/systemd/system/slm-snapshot.timer", permissions = "0644", content = templatefile("${local.templates}/systemd/slm-snapshot.timer.tftpl", { schedule = var.snapshot_schedule }) },
+        { path = "/opt/slm-mesh/snapshot.sh", permissions = "0700", content = local.snapshot_script },
       ] : [],
     )
   }
@@ -132,8 +166,10 @@ locals {
     for kind, k in local.node_kinds : kind => templatefile("${local.templates}/cloud-init.yaml.tftpl", {
       cluster_name = var.cluster_name
       kind         = kind
-      server       = k.server
       files        = local.node_files[kind]
     })
   }
+
+  # Every secret value, for the check that none reached a user data document.
+  secret_values = concat(values(local.ssm_parameters), var.secrets.api_keys)
 }

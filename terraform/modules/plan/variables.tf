@@ -30,25 +30,25 @@ variable "vpc_cidr" {
   }
 }
 
-variable "public_subnet_cidr" {
-  description = "IPv4 CIDR of the public subnet (gateway node, NAT gateway). Must lie inside vpc_cidr."
-  type        = string
-  default     = "10.20.0.0/24"
+variable "public_subnet_cidrs" {
+  description = "IPv4 CIDRs of the public subnets (the load balancer, the NAT gateway), one per availability zone, at least two (an ALB needs two zones). Each must lie inside vpc_cidr."
+  type        = list(string)
+  default     = ["10.20.0.0/24", "10.20.1.0/24"]
 
   validation {
-    condition     = can(cidrnetmask(var.public_subnet_cidr)) && cidrhost(var.public_subnet_cidr, 0) == split("/", var.public_subnet_cidr)[0]
-    error_message = "The public_subnet_cidr must be an IPv4 network address in CIDR notation."
+    condition     = length(var.public_subnet_cidrs) >= 2 && alltrue([for c in var.public_subnet_cidrs : can(cidrnetmask(c)) && cidrhost(c, 0) == split("/", c)[0]])
+    error_message = "The public_subnet_cidrs must be at least two IPv4 network addresses in CIDR notation."
   }
 }
 
-variable "private_subnet_cidr" {
-  description = "IPv4 CIDR of the private subnet (caller and inference nodes). Must lie inside vpc_cidr and not overlap the public subnet."
-  type        = string
-  default     = "10.20.1.0/24"
+variable "private_subnet_cidrs" {
+  description = "IPv4 CIDRs of the private subnets (every node), one per availability zone, as many as public_subnet_cidrs. Each must lie inside vpc_cidr; no two subnets may overlap."
+  type        = list(string)
+  default     = ["10.20.10.0/24", "10.20.11.0/24"]
 
   validation {
-    condition     = can(cidrnetmask(var.private_subnet_cidr)) && cidrhost(var.private_subnet_cidr, 0) == split("/", var.private_subnet_cidr)[0]
-    error_message = "The private_subnet_cidr must be an IPv4 network address in CIDR notation."
+    condition     = length(var.private_subnet_cidrs) >= 2 && alltrue([for c in var.private_subnet_cidrs : can(cidrnetmask(c)) && cidrhost(c, 0) == split("/", c)[0]])
+    error_message = "The private_subnet_cidrs must be at least two IPv4 network addresses in CIDR notation."
   }
 }
 
@@ -64,7 +64,7 @@ variable "api_port" {
 }
 
 variable "allowed_api_cidrs" {
-  description = "IPv4 CIDRs allowed to reach the API port on the gateway. The API is the product, so the default is the whole internet; narrow it for a private deployment."
+  description = "IPv4 CIDRs allowed to reach the load balancer (HTTPS 443, and 80 which only redirects). The API is the product, so the default is the whole internet; narrow it for a private deployment."
   type        = list(string)
   default     = ["0.0.0.0/0"]
 
@@ -74,25 +74,14 @@ variable "allowed_api_cidrs" {
   }
 }
 
-variable "allowed_ssh_cidrs" {
-  description = "IPv4 CIDRs allowed to SSH to the gateway node (which is also the jump host to the private nodes). Empty: no SSH rule at all."
-  type        = list(string)
-  default     = []
+variable "api_tls_policy" {
+  description = "TLS policy of the load balancer's HTTPS listener. Only policies that refuse anything below TLS 1.2 are accepted."
+  type        = string
+  default     = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
   validation {
-    condition     = alltrue([for c in var.allowed_ssh_cidrs : can(cidrnetmask(c)) && c != "0.0.0.0/0"])
-    error_message = "Every allowed_ssh_cidrs entry must be an IPv4 CIDR, and SSH may not be opened to 0.0.0.0/0."
-  }
-}
-
-variable "allowed_admin_cidrs" {
-  description = "IPv4 CIDRs allowed to reach the Nomad (4646) and Consul (8500) HTTP APIs on the gateway directly. Empty (the default): use the SSH tunnel instead."
-  type        = list(string)
-  default     = []
-
-  validation {
-    condition     = alltrue([for c in var.allowed_admin_cidrs : can(cidrnetmask(c)) && c != "0.0.0.0/0"])
-    error_message = "Every allowed_admin_cidrs entry must be an IPv4 CIDR, and the cluster APIs may not be opened to 0.0.0.0/0."
+    condition     = can(regex("^ELBSecurityPolicy-(TLS13-1-[23]-|TLS-1-2-|FS-1-2-)", var.api_tls_policy))
+    error_message = "The api_tls_policy must be an ELBSecurityPolicy that requires TLS 1.2 or later (TLS13-1-2-*, TLS13-1-3-*, TLS-1-2-*, FS-1-2-*)."
   }
 }
 
@@ -151,87 +140,88 @@ variable "nomad_region" {
   }
 }
 
-variable "inference_count" {
-  description = "Number of inference nodes."
+variable "server_count" {
+  description = "Number of Nomad and Consul server nodes (the control plane; each runs both servers). 3 tolerates the loss of one; 1 is a cheap development cluster without fault tolerance."
   type        = number
-  default     = 1
+  default     = 3
 
   validation {
-    condition     = var.inference_count >= 1 && var.inference_count <= 20 && floor(var.inference_count) == var.inference_count
-    error_message = "The inference_count must be a whole number from 1 to 20."
+    condition     = floor(var.server_count) == var.server_count && (var.server_count == 1 || (var.server_count >= 3 && var.server_count <= 7 && var.server_count % 2 == 1))
+    error_message = "The server_count must be 1 (development only) or an odd number from 3 to 7: an even count adds no fault tolerance over the odd count below it."
   }
 }
 
-variable "caller_count" {
-  description = "Number of caller nodes."
-  type        = number
-  default     = 1
-
-  validation {
-    condition     = var.caller_count >= 1 && var.caller_count <= 10 && floor(var.caller_count) == var.caller_count
-    error_message = "The caller_count must be a whole number from 1 to 10."
-  }
-}
-
-variable "service_binaries" {
-  description = "Service binaries to install into /usr/local/bin on the nodes, by name (gateway, caller, inference): an https URL and its sha256. Empty: the jobs fetch them as artifacts (their *_binary_url variables) instead."
-  type = map(object({
-    url    = string
-    sha256 = string
-  }))
-  default = {}
-
-  validation {
-    condition = alltrue([
-      for name, b in var.service_binaries :
-      contains(["gateway", "caller", "inference"], name) && startswith(b.url, "https://") && can(regex("^[0-9a-f]{64}$", b.sha256))
-    ])
-    error_message = "The service_binaries keys must be gateway, caller or inference, each with an https url and a 64-hex-digit sha256."
-  }
-}
-
-# Secrets. terraform/aws generates them with the random provider (which this
-# module cannot use: it must stay provider-free) and passes them in.
-
-variable "consul_gossip_key" {
-  description = "Consul gossip encryption key: 32 random bytes, base64."
+variable "artifacts_bucket" {
+  description = "Name of the private S3 bucket with the release binaries (releases/<version>/linux_amd64/...) and the control plane's snapshots (snapshots/...)."
   type        = string
-  sensitive   = true
+  default     = "slm-mesh-artifacts"
 
   validation {
-    condition     = can(base64decode(var.consul_gossip_key)) && length(var.consul_gossip_key) == 44
-    error_message = "The consul_gossip_key must be 32 bytes in base64 (44 characters)."
+    condition     = can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", var.artifacts_bucket))
+    error_message = "The artifacts_bucket must be a valid S3 bucket name."
   }
 }
 
-variable "nomad_gossip_key" {
-  description = "Nomad server gossip encryption key: 32 random bytes, base64."
+variable "snapshot_schedule" {
+  description = "systemd OnCalendar expression for the control plane snapshots to S3 (taken on the Nomad leader)."
   type        = string
-  sensitive   = true
+  default     = "hourly"
 
   validation {
-    condition     = can(base64decode(var.nomad_gossip_key)) && length(var.nomad_gossip_key) == 44
-    error_message = "The nomad_gossip_key must be 32 bytes in base64 (44 characters)."
+    condition     = can(regex("^[A-Za-z0-9 *:/,.~-]+$", var.snapshot_schedule))
+    error_message = "The snapshot_schedule must be a systemd OnCalendar expression such as hourly or *-*-* 00/6:00:00."
   }
 }
 
-variable "tokens" {
-  description = "ACL secrets (UUIDs) chosen by Terraform: consul_management, consul_agent (agents' node registration), consul_default (read-only discovery for requests without a token), consul_nomad (Nomad registering services), nomad_management; and rpc (the services' shared RPC token, written to the Nomad Variable nomad/jobs)."
+# Secrets. terraform/aws generates them (random and tls providers, which this
+# module cannot use: it must stay provider-free) and passes them in. This
+# module decides where each one goes: an SSM SecureString parameter readable
+# by the roles that need it (ssm_parameters), and never the user data. The
+# tests pass recognisable fakes and check that no user data contains one.
+
+variable "secrets" {
+  description = "Every secret of the cluster: gossip keys, ACL tokens (UUIDs), the services' RPC token and API keys, and the agents' TLS CA certificate with the server and client certificates and keys (PEM)."
   type = object({
+    consul_gossip_key = string
+    nomad_gossip_key  = string
     consul_management = string
     consul_agent      = string
     consul_default    = string
     consul_nomad      = string
     nomad_management  = string
-    rpc               = string
+    rpc_token         = string
+    api_keys          = list(string)
+    tls = object({
+      ca_cert            = string
+      nomad_server_cert  = string
+      nomad_server_key   = string
+      nomad_client_cert  = string
+      nomad_client_key   = string
+      consul_server_cert = string
+      consul_server_key  = string
+      consul_client_cert = string
+      consul_client_key  = string
+    })
   })
   sensitive = true
 
   validation {
     condition = alltrue([
       for k in ["consul_management", "consul_agent", "consul_default", "consul_nomad", "nomad_management"] :
-      can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.tokens[k]))
-    ]) && can(regex("^[A-Za-z0-9]{32,}$", var.tokens.rpc))
+      can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.secrets[k]))
+    ]) && can(regex("^[A-Za-z0-9]{32,}$", var.secrets.rpc_token))
     error_message = "ACL tokens must be lowercase UUIDs and the rpc token at least 32 alphanumeric characters."
+  }
+
+  validation {
+    condition     = length(var.secrets.api_keys) >= 1 && alltrue([for k in var.secrets.api_keys : can(regex("^[A-Za-z0-9_-]{32,}$", k))])
+    error_message = "There must be at least one API key, each at least 32 characters of letters, digits, _ and - (no comma: the gateway reads them comma-separated)."
+  }
+
+  validation {
+    condition = alltrue([
+      for k in ["consul_gossip_key", "nomad_gossip_key"] : can(base64decode(var.secrets[k])) && length(var.secrets[k]) == 44
+    ])
+    error_message = "The gossip keys must be 32 bytes in base64 (44 characters)."
   }
 }

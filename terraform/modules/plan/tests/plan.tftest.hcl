@@ -1,20 +1,37 @@
 # Offline tests of the provider-free plan: `tofu test` in this directory.
 # Every run is a plan of a module without resources, so nothing is created
-# and no provider or network is needed.
+# and no provider or network is needed. terraform/aws builds its security
+# groups, load balancer listeners, SSM parameters, IAM names and user data
+# from this module's outputs, so what is asserted here is what AWS gets.
+# (A mock_provider "aws" test of terraform/aws itself would need the AWS
+# provider's schema, i.e. the provider binary, which only the provider
+# registry serves; it is not reachable from CI.)
 
 variables {
   region = "eu-west-1"
 
   # Recognisable fake secrets, so the tests can tell where each one lands.
-  consul_gossip_key = "Q09OU1VMLWdvc3NpcC1rZXktZm9yLXRlc3RzLTMyYiE="
-  nomad_gossip_key  = "Tk9NQUQtZ29zc2lwLWtleS1mb3ItdGVzdHMtMzJiYiE="
-  tokens = {
+  secrets = {
+    consul_gossip_key = "Q09OU1VMLWdvc3NpcC1rZXktZm9yLXRlc3RzLTMyYiE="
+    nomad_gossip_key  = "Tk9NQUQtZ29zc2lwLWtleS1mb3ItdGVzdHMtMzJiYiE="
     consul_management = "11111111-1111-4111-8111-111111111111"
     consul_agent      = "22222222-2222-4222-8222-222222222222"
     consul_default    = "55555555-5555-4555-8555-555555555555"
     consul_nomad      = "33333333-3333-4333-8333-333333333333"
     nomad_management  = "44444444-4444-4444-8444-444444444444"
-    rpc               = "rpcTOKENrpcTOKENrpcTOKENrpcTOKEN0123"
+    rpc_token         = "rpcTOKENrpcTOKENrpcTOKENrpcTOKEN0123"
+    api_keys          = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01", "apiKEYtwoAPIkeyTWOapiKEYtwoAPIkey02"]
+    tls = {
+      ca_cert            = "-----BEGIN CERTIFICATE-----\nFAKE-CA-CERT\n-----END CERTIFICATE-----\n"
+      nomad_server_cert  = "-----BEGIN CERTIFICATE-----\nFAKE-NOMAD-SERVER-CERT\n-----END CERTIFICATE-----\n"
+      nomad_server_key   = "-----BEGIN PRIVATE KEY-----\nFAKE-NOMAD-SERVER-KEY\n-----END PRIVATE KEY-----\n"
+      nomad_client_cert  = "-----BEGIN CERTIFICATE-----\nFAKE-NOMAD-CLIENT-CERT\n-----END CERTIFICATE-----\n"
+      nomad_client_key   = "-----BEGIN PRIVATE KEY-----\nFAKE-NOMAD-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+      consul_server_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-SERVER-CERT\n-----END CERTIFICATE-----\n"
+      consul_server_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-SERVER-KEY\n-----END PRIVATE KEY-----\n"
+      consul_client_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-CLIENT-CERT\n-----END CERTIFICATE-----\n"
+      consul_client_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+    }
   }
 }
 
@@ -22,42 +39,80 @@ run "address_plan" {
   command = plan
 
   assert {
-    condition     = output.network.vpc_cidr == "10.20.0.0/16" && output.network.public_subnet_cidr == "10.20.0.0/24" && output.network.private_subnet_cidr == "10.20.1.0/24"
+    condition = (
+      output.network.vpc_cidr == "10.20.0.0/16" &&
+      output.network.public_subnet_cidrs == tolist(["10.20.0.0/24", "10.20.1.0/24"]) &&
+      output.network.private_subnet_cidrs == tolist(["10.20.10.0/24", "10.20.11.0/24"])
+    )
     error_message = "The default address plan changed."
   }
 
-  # Independent of the module's own arithmetic: both subnets' first and last
-  # addresses fall inside the VPC, and no address of one is in the other.
+  # Independent of the module's own arithmetic: every subnet's first and
+  # last addresses fall inside the VPC, and no two subnets share a network.
   assert {
     condition = alltrue([
-      for c in [output.network.public_subnet_cidr, output.network.private_subnet_cidr] :
+      for c in concat(output.network.public_subnet_cidrs, output.network.private_subnet_cidrs) :
       cidrhost("${cidrhost(c, 0)}/16", 0) == "10.20.0.0" && cidrhost("${cidrhost(c, -1)}/16", 0) == "10.20.0.0"
     ])
     error_message = "A subnet lies outside the VPC."
   }
 
   assert {
-    condition     = cidrhost("${cidrhost(output.network.private_subnet_cidr, 0)}/24", 0) != cidrhost(output.network.public_subnet_cidr, 0)
-    error_message = "The private subnet overlaps the public one."
+    condition     = length(distinct([for c in concat(output.network.public_subnet_cidrs, output.network.private_subnet_cidrs) : cidrhost("${cidrhost(c, 0)}/24", 0)])) == 4
+    error_message = "Two subnets overlap."
   }
 }
 
-run "firewall_defaults" {
+# --- Exposure ---------------------------------------------------------------------
+
+run "firewall" {
   command = plan
 
-  # No ingress rule may reach a Nomad or Consul port from 0.0.0.0/0 or ::/0.
+  # Regression: a security group admitting 0.0.0.0/0 (or ::/0) on anything
+  # other than the load balancer's tcp/443 and tcp/80.
   assert {
     condition = length([
       for key, r in output.security_group_rules : key
-      if r.type == "ingress" && (contains(r.cidr_blocks, "0.0.0.0/0") || contains(r.cidr_blocks, "::/0")) && anytrue([
-        for p in values(output.cluster_ports) :
-        (r.protocol == "-1" || r.protocol == p.protocol) && (r.protocol == "-1" || (r.from_port <= p.to && r.to_port >= p.from))
-      ])
+      if r.type == "ingress" && (contains(r.cidr_blocks, "0.0.0.0/0") || contains(r.cidr_blocks, "::/0")) && !(
+        r.sg == "alb" && r.protocol == "tcp" && r.from_port == r.to_port && contains([443, 80], r.from_port)
+      )
     ]) == 0
-    error_message = "A cluster port is open to the internet."
+    error_message = "A security group admits the internet on something other than the load balancer's 443/80."
   }
 
-  # The cluster ports the issue names are all in the list being checked.
+  # The load balancer admits exactly tcp/443 and tcp/80 and nothing else.
+  assert {
+    condition     = sort([for key, r in output.security_group_rules : "${r.protocol}/${r.from_port}-${r.to_port}" if r.sg == "alb" && r.type == "ingress"]) == sort(["tcp/443-443", "tcp/80-80"])
+    error_message = "The load balancer must admit tcp/443 and tcp/80 only."
+  }
+
+  # The gateways' API port admits the load balancer's group only (so
+  # /health and /metrics are reachable only from inside), and the load
+  # balancer may send to nothing but that port.
+  assert {
+    condition = (
+      output.security_group_rules["gateway-ingress-api-from-alb"].source_sg == "alb" &&
+      length(output.security_group_rules["gateway-ingress-api-from-alb"].cidr_blocks) == 0 &&
+      output.security_group_rules["gateway-ingress-api-from-alb"].from_port == 3111 &&
+      output.security_group_rules["gateway-ingress-api-from-alb"].to_port == 3111 &&
+      [for key, r in output.security_group_rules : key if r.sg == "alb" && r.type == "egress"] == ["alb-egress-api-to-gateways"] &&
+      output.security_group_rules["alb-egress-api-to-gateways"].source_sg == "gateway"
+    )
+    error_message = "The gateways' API port must admit only the load balancer, which may reach only that port."
+  }
+
+  # Every node ingress rule comes from inside the VPC or from a group.
+  assert {
+    condition = alltrue(flatten([
+      for key, r in output.security_group_rules : [
+        for c in r.cidr_blocks : cidrhost("${cidrhost(c, 0)}/16", 0) == "10.20.0.0" && tonumber(split("/", c)[1]) >= 16
+      ] if r.sg != "alb" && r.type == "ingress"
+    ]))
+    error_message = "A node admits traffic from outside the VPC."
+  }
+
+  # No rule reaches a Nomad or Consul port from outside the VPC, and every
+  # port the issue names is in the list checked.
   assert {
     condition = alltrue([
       for port in [4646, 4647, 4648, 8300, 8301, 8302, 8500, 8600] :
@@ -66,99 +121,221 @@ run "firewall_defaults" {
     error_message = "cluster_ports misses a Nomad or Consul port."
   }
 
-  # SSH is closed when allowed_ssh_cidrs is empty (the default).
+  # No SSH: operators use SSM Session Manager, which needs no inbound port.
   assert {
     condition = length([
       for key, r in output.security_group_rules : key
       if r.type == "ingress" && (r.protocol == "-1" || (r.protocol == "tcp" && r.from_port <= 22 && r.to_port >= 22))
     ]) == 0
-    error_message = "Port 22 is open although allowed_ssh_cidrs is empty."
-  }
-
-  # Admin APIs are not exposed beyond the VPC by default.
-  assert {
-    condition = alltrue([
-      for key, r in output.security_group_rules :
-      r.type != "ingress" || key == "gateway-ingress-api" || r.cidr_blocks == tolist(["10.20.0.0/16"])
-    ])
-    error_message = "Only the API rule may admit traffic from outside the VPC by default."
-  }
-
-  assert {
-    condition = (
-      output.security_group_rules["gateway-ingress-api"].from_port == 3111 &&
-      output.security_group_rules["gateway-ingress-api"].to_port == 3111 &&
-      output.security_group_rules["gateway-ingress-api"].protocol == "tcp"
-    )
-    error_message = "The API rule must open exactly tcp/3111."
-  }
-
-  # Private nodes accept traffic from inside the VPC only.
-  assert {
-    condition = alltrue(flatten([
-      for key, r in output.security_group_rules : [
-        for c in r.cidr_blocks : cidrhost("${cidrhost(c, 0)}/16", 0) == "10.20.0.0" && tonumber(split("/", c)[1]) >= 16
-      ] if r.sg == "private" && r.type == "ingress"
-    ]))
-    error_message = "A private-node rule admits traffic from outside the VPC."
-  }
-
-  # Only the API and the nodes' web egress are marked as reaching the
-  # internet (terraform/aws exempts exactly those from tfsec's rule).
-  assert {
-    condition = sort([for key, r in output.security_group_rules : key if r.internet]) == sort([
-      "gateway-ingress-api", "gateway-egress-http", "gateway-egress-https", "private-egress-http", "private-egress-https",
-    ])
-    error_message = "The set of internet-facing rules changed."
-  }
-
-  assert {
-    condition = alltrue([
-      for key, r in output.security_group_rules : r.internet || alltrue([for c in r.cidr_blocks : c != "0.0.0.0/0" && c != "::/0"])
-    ])
-    error_message = "A rule not marked internet-facing is open to the internet."
+    error_message = "Port 22 is open."
   }
 
   # Callers and inference instances listen on Nomad dynamic ports.
   assert {
-    condition     = output.security_group_rules["private-ingress-vpc-dynamic-ports"].from_port == 20000 && output.security_group_rules["private-ingress-vpc-dynamic-ports"].to_port == 32000
-    error_message = "The private nodes must accept Nomad's dynamic port range from the VPC."
+    condition     = output.security_group_rules["client-ingress-vpc-dynamic-ports"].from_port == 20000 && output.security_group_rules["client-ingress-vpc-dynamic-ports"].to_port == 32000
+    error_message = "The clients must accept Nomad's dynamic port range from the VPC."
   }
 }
 
-run "firewall_with_ssh_and_admin" {
+run "api_over_tls" {
+  command = plan
+
+  # Regression: the API listener not HTTPS, or a TLS policy that allows
+  # TLS 1.0/1.1.
+  assert {
+    condition = (
+      output.api.listeners.https.protocol == "HTTPS" &&
+      output.api.listeners.https.port == 443 &&
+      can(regex("^ELBSecurityPolicy-(TLS13-1-[23]-|TLS-1-2-|FS-1-2-)", output.api.listeners.https.ssl_policy))
+    )
+    error_message = "The API listener must be HTTPS on 443 with a TLS 1.2+ policy."
+  }
+
+  # Port 80 carries nothing but a redirect to HTTPS.
+  assert {
+    condition = (
+      output.api.listeners.http.port == 80 &&
+      output.api.listeners.http.redirect == { port = "443", protocol = "HTTPS", status_code = "HTTP_301" } &&
+      !contains(keys(output.api.listeners.http), "forward")
+    )
+    error_message = "Port 80 must only redirect to HTTPS."
+  }
+
+  # Only the OpenAI routes reach the gateways; /health and /metrics get the
+  # listener's fixed 404. The target group checks /health from inside.
+  assert {
+    condition = (
+      output.api.forward_paths == ["/v1/*"] &&
+      output.api.listeners.https.default_status == 404 &&
+      output.api.target == { port = 3111, protocol = "HTTP", health_path = "/health" }
+    )
+    error_message = "Only /v1/* may be forwarded to the gateways; everything else must be a 404."
+  }
+}
+
+run "rejects_old_tls_policy" {
   command = plan
 
   variables {
-    allowed_ssh_cidrs   = ["203.0.113.0/24"]
-    allowed_admin_cidrs = ["198.51.100.7/32"]
-    allowed_api_cidrs   = ["192.0.2.0/24"]
+    api_tls_policy = "ELBSecurityPolicy-2016-08"
   }
 
-  assert {
-    condition     = output.security_group_rules["gateway-ingress-ssh"].cidr_blocks == tolist(["203.0.113.0/24"])
-    error_message = "SSH to the gateway must come from allowed_ssh_cidrs only."
-  }
+  expect_failures = [var.api_tls_policy]
+}
 
-  assert {
-    condition     = output.security_group_rules["private-ingress-ssh-from-public-subnet"].cidr_blocks == tolist(["10.20.0.0/24"])
-    error_message = "SSH to private nodes must come only from the public subnet (jump host)."
-  }
+# --- Control plane ------------------------------------------------------------------
 
+run "control_plane_defaults" {
+  command = plan
+
+  # Regression: bootstrap_expect < 3 by default.
   assert {
     condition = (
-      output.security_group_rules["gateway-ingress-admin-nomad-http"].from_port == 4646 &&
-      output.security_group_rules["gateway-ingress-admin-consul-http"].from_port == 8500 &&
-      output.security_group_rules["gateway-ingress-admin-nomad-http"].cidr_blocks == tolist(["198.51.100.7/32"])
+      output.server_count == 3 &&
+      strcontains(output.agent_configs.server["/etc/slm-mesh/consul/server.hcl"], "bootstrap_expect = 3\n") &&
+      strcontains(output.agent_configs.server["/etc/slm-mesh/nomad/server.hcl"], "bootstrap_expect = 3\n")
     )
-    error_message = "Admin rules must open 4646 and 8500 to allowed_admin_cidrs."
+    error_message = "By default there must be three servers, and both servers must expect three."
+  }
+
+  # Raft data on the data volume, which install.sh mounts before the agents
+  # start; snapshots on a timer.
+  assert {
+    condition = (
+      strcontains(output.agent_configs.server["/etc/slm-mesh/consul/server.hcl"], "data_dir         = \"/opt/slm-data/consul\"") &&
+      strcontains(output.agent_configs.server["/etc/slm-mesh/nomad/server.hcl"], "data_dir  = \"/opt/slm-data/nomad\"") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/install.sh"], "mount \"/opt/slm-data\"") &&
+      strcontains(output.agent_configs.server["/etc/systemd/system/slm-snapshot.timer"], "OnCalendar=hourly") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/snapshot.sh"], "s3://slm-mesh-artifacts/snapshots/$kind/") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/install.sh"], "systemctl enable --now slm-snapshot.timer")
+    )
+    error_message = "Servers must keep Raft data on the data volume and snapshot to S3 on a timer."
+  }
+
+  # Mutual TLS on both agents, every kind of node.
+  assert {
+    condition = alltrue(flatten([
+      for kind, files in output.agent_configs : [
+        for path, content in files : alltrue([
+          strcontains(content, "verify_server_hostname = true"),
+          strcontains(content, startswith(path, "/etc/slm-mesh/consul/") ? "verify_incoming = true" : "rpc                    = true"),
+        ]) if can(regex("^/etc/slm-mesh/(consul|nomad)/", path))
+      ]
+    ]))
+    error_message = "Every agent must verify TLS peers (Consul verify_incoming, Nomad TLS RPC, server hostnames)."
+  }
+}
+
+run "single_server_warns" {
+  command = plan
+
+  variables {
+    server_count = 1
+  }
+
+  expect_failures = [check.single_server]
+
+  assert {
+    condition     = strcontains(output.agent_configs.server["/etc/slm-mesh/nomad/server.hcl"], "bootstrap_expect = 1\n")
+    error_message = "bootstrap_expect follows server_count."
+  }
+}
+
+run "rejects_even_server_count" {
+  command = plan
+
+  variables {
+    server_count = 2
+  }
+
+  expect_failures = [var.server_count]
+}
+
+# --- Secrets ----------------------------------------------------------------------
+
+run "secrets_never_in_user_data" {
+  command = plan
+
+  # Regression: user data containing a token, a key or a private key. Every
+  # secret handed to the module is looked for in every document.
+  assert {
+    condition = alltrue(flatten([
+      for kind, ud in output.user_data : [
+        for s in concat(
+          [var.secrets.consul_gossip_key, var.secrets.nomad_gossip_key, var.secrets.consul_management, var.secrets.consul_agent,
+          var.secrets.consul_default, var.secrets.consul_nomad, var.secrets.nomad_management, var.secrets.rpc_token],
+          var.secrets.api_keys,
+          [for k, v in var.secrets.tls : v if k != "ca_cert"],
+        ) : !strcontains(ud, s)
+      ]
+    ]))
+    error_message = "A secret is in a user data document."
   }
 
   assert {
-    condition     = output.security_group_rules["gateway-ingress-api"].cidr_blocks == tolist(["192.0.2.0/24"])
-    error_message = "The API rule must follow allowed_api_cidrs."
+    condition     = alltrue([for kind, ud in output.user_data : !strcontains(ud, "PRIVATE KEY") && !strcontains(ud, "FAKE-")])
+    error_message = "A private key is in a user data document."
+  }
+
+  # Every secret is in SSM instead, under client/ (every node may read it)
+  # or server/ (servers only). The management tokens, the RPC token, the API
+  # keys and the server keys are server-only.
+  assert {
+    condition = (
+      length(output.ssm_parameter_names) == 18 &&
+      alltrue([for n in output.ssm_parameter_names : startswith(n, "client/") || startswith(n, "server/")]) &&
+      alltrue([for n in ["server/consul/management-token", "server/nomad/management-token", "server/rpc-token", "server/api-keys", "server/tls/nomad-key.pem", "server/tls/consul-key.pem", "server/nomad/gossip-key"] : contains(output.ssm_parameter_names, n)]) &&
+      output.ssm_parameters["server/api-keys"] == join(",", var.secrets.api_keys) &&
+      output.ssm_parameters["server/nomad/management-token"] == var.secrets.nomad_management &&
+      output.ssm_prefix == "/slm-mesh/slm-mesh"
+    )
+    error_message = "The secrets' SSM layout changed."
+  }
+
+  # The nodes fetch them at boot instead: clients read client/* only.
+  assert {
+    condition = (
+      strcontains(output.agent_configs.caller["/opt/slm-mesh/secrets.sh"], "--name \"/slm-mesh/slm-mesh/$1\"") &&
+      strcontains(output.agent_configs.caller["/opt/slm-mesh/secrets.sh"], "kind=client") &&
+      !strcontains(output.agent_configs.caller["/opt/slm-mesh/secrets.sh"], "get server/") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/secrets.sh"], "get server/consul/management-token") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "nomad var put -force -in=json nomad/jobs -") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "{Items: {rpc_token: $rpc, api_keys: $keys}}")
+    )
+    error_message = "Nodes must fetch their secrets from SSM at boot, and the servers write nomad/jobs (rpc_token, api_keys)."
   }
 }
+
+# --- Tasks and the instance metadata service ----------------------------------------
+
+run "tasks_blocked_from_imds" {
+  command = plan
+
+  # Regression: IMDS reachable from tasks. On every client, a unit ordered
+  # before Nomad installs an owner-match rule: traffic to 169.254.169.254
+  # from anyone but root and consul is dropped; and the client refuses to
+  # run tasks as either.
+  assert {
+    condition = alltrue([
+      for kind in ["gateway", "caller", "inference"] : alltrue([
+        strcontains(output.agent_configs[kind]["/opt/slm-mesh/imds-guard.sh"], "ipt -A SLM-IMDS -m owner --uid-owner 0 -j RETURN"),
+        strcontains(output.agent_configs[kind]["/opt/slm-mesh/imds-guard.sh"], "ipt -A SLM-IMDS -m owner --uid-owner consul -j RETURN"),
+        strcontains(output.agent_configs[kind]["/opt/slm-mesh/imds-guard.sh"], "ipt -A SLM-IMDS -j DROP"),
+        strcontains(output.agent_configs[kind]["/opt/slm-mesh/imds-guard.sh"], "-I OUTPUT 1 -d 169.254.169.254/32 -j SLM-IMDS"),
+        length(regexall("(?m)^ipt -A SLM-IMDS", output.agent_configs[kind]["/opt/slm-mesh/imds-guard.sh"])) == 3,
+        strcontains(output.agent_configs[kind]["/etc/systemd/system/slm-imds-guard.service"], "Before=network-pre.target nomad.service"),
+        strcontains(output.agent_configs[kind]["/etc/systemd/system/slm-imds-guard.service"], "RequiredBy=nomad.service"),
+        length(regexall("systemctl enable --now slm-imds-guard.service\\n(.*\\n)*systemctl enable --now nomad.service", output.agent_configs[kind]["/opt/slm-mesh/install.sh"])) == 1,
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"], "\"user.denylist\"        = \"root,consul\""),
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"], "\"user.checked_drivers\" = \"exec,java\""),
+        strcontains(output.user_data[kind], "path: /opt/slm-mesh/imds-guard.sh"),
+      ])
+    ])
+    error_message = "Tasks on a client node can reach the instance metadata service."
+  }
+}
+
+# --- Rendering --------------------------------------------------------------------
 
 run "templates_render" {
   command = plan
@@ -192,138 +369,74 @@ run "templates_render" {
     error_message = "cloud-init's write_files differ from the rendered agent configs."
   }
 
-  # Every placeholder's value arrived where it belongs (the files come from
-  # nomad/ and consul/ at the repository root).
+  # One role per client node, which the jobs' constraints read.
   assert {
     condition = alltrue([
-      for kind in ["caller", "inference"] : alltrue([
-        strcontains(output.agent_configs[kind]["/etc/slm-mesh/consul/client.hcl"], "encrypt     = \"${var.consul_gossip_key}\""),
-        strcontains(output.agent_configs[kind]["/etc/slm-mesh/consul/client.hcl"], "agent   = \"${var.tokens.consul_agent}\""),
-        strcontains(output.agent_configs[kind]["/etc/slm-mesh/consul/client.hcl"], "default = \"${var.tokens.consul_default}\""),
-        strcontains(output.agent_configs[kind]["/etc/slm-mesh/consul/client.hcl"], "datacenter  = \"dc1\""),
-        strcontains(output.agent_configs[kind]["/etc/slm-mesh/consul/client.hcl"], "retry_join  = [\"provider=aws region=eu-west-1 tag_key=SlmMeshJoin tag_value=slm-mesh-server\"]"),
-        strcontains(output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"], "slm_role = \"private\""),
-      ])
-    ])
-    error_message = "A placeholder's value is missing from a private node's agent config."
+      for kind in ["gateway", "caller", "inference"] :
+      strcontains(output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"], "slm_role = \"${kind}\"") &&
+      output.node_kinds[kind].slm_role == kind && !output.node_kinds[kind].server
+    ]) && output.node_kinds.server.server
+    error_message = "Each client kind must carry its own slm_role."
   }
 
   assert {
     condition = alltrue([
       for kind in ["gateway", "caller", "inference"] : alltrue([
-        strcontains(output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"], "token   = \"${var.tokens.consul_nomad}\""),
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/consul/client.hcl"], "datacenter  = \"dc1\""),
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/consul/client.hcl"], "retry_join  = [\"provider=aws region=eu-west-1 tag_key=SlmMeshJoin tag_value=slm-mesh-server\"]"),
         strcontains(output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"], "region     = \"global\""),
-        strcontains(output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"], "datacenter = \"dc1\""),
         strcontains(output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"], "retry_join = [\"provider=aws region=eu-west-1 tag_key=SlmMeshJoin tag_value=slm-mesh-server\"]"),
         strcontains(output.agent_configs[kind]["/opt/slm-mesh/install.sh"], "\"consul=1.21.2-1\" \"nomad=1.10.3-1\""),
         strcontains(output.agent_configs[kind]["/opt/slm-mesh/install.sh"], "!= \"798AEC654E5C15428C8E42EEAA16FCBCA621E701\""),
+        strcontains(output.agent_configs[kind]["/opt/slm-mesh/install.sh"], "-m 0750 \"/opt/slm-mesh/models\""),
+        length(regexall("host_volume \"slm-model-cache\" \\{\\s+path\\s+= \"/opt/slm-mesh/models\"", output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"])) == 1,
       ])
     ])
-    error_message = "A placeholder's value is missing from a Nomad client config or install script."
+    error_message = "A placeholder's value is missing from a client's files."
   }
 
-  assert {
-    condition = alltrue([
-      strcontains(output.agent_configs.gateway["/etc/slm-mesh/consul/server.hcl"], "initial_management = \"${var.tokens.consul_management}\""),
-      strcontains(output.agent_configs.gateway["/etc/slm-mesh/consul/server.hcl"], "agent              = \"${var.tokens.consul_agent}\""),
-      strcontains(output.agent_configs.gateway["/etc/slm-mesh/consul/server.hcl"], "encrypt          = \"${var.consul_gossip_key}\""),
-      strcontains(output.agent_configs.gateway["/etc/slm-mesh/consul/server.hcl"], "bootstrap_expect = 1"),
-      strcontains(output.agent_configs.gateway["/etc/slm-mesh/consul/zz-deployment.hcl"], "default = \"${var.tokens.consul_default}\""),
-      !strcontains(output.agent_configs.gateway["/etc/slm-mesh/consul/zz-deployment.hcl"], "client_addr"),
-      strcontains(output.agent_configs.gateway["/etc/slm-mesh/nomad/server.hcl"], "encrypt          = \"${var.nomad_gossip_key}\""),
-      strcontains(output.agent_configs.gateway["/etc/slm-mesh/nomad/server.hcl"], "token   = \"${var.tokens.consul_nomad}\""),
-      strcontains(output.agent_configs.gateway["/etc/slm-mesh/nomad/client.hcl"], "slm_role = \"gateway\""),
-      strcontains(output.agent_configs.gateway["/opt/slm-mesh/acl-bootstrap.sh"], "CONSUL_HTTP_TOKEN=\"${var.tokens.consul_management}\""),
-      strcontains(output.agent_configs.gateway["/opt/slm-mesh/acl-bootstrap.sh"], "consul_token \"${var.tokens.consul_agent}\" slm-agent"),
-      strcontains(output.agent_configs.gateway["/opt/slm-mesh/acl-bootstrap.sh"], "consul_token \"${var.tokens.consul_default}\" slm-discovery-read"),
-      strcontains(output.agent_configs.gateway["/opt/slm-mesh/acl-bootstrap.sh"], "consul_token \"${var.tokens.consul_nomad}\" slm-nomad"),
-      strcontains(output.agent_configs.gateway["/opt/slm-mesh/acl-bootstrap.sh"], "NOMAD_TOKEN=\"${var.tokens.nomad_management}\""),
-      strcontains(output.agent_configs.gateway["/opt/slm-mesh/acl-bootstrap.sh"], "rpc_token=\"${var.tokens.rpc}\""),
-    ])
-    error_message = "A server-side placeholder's value is missing."
-  }
-
-  # The directory behind nomad/client.hcl's slm-model-cache host volume is
-  # created on every node (a client will not start without it).
+  # Servers only on server nodes; clients never get server files.
   assert {
     condition = alltrue([
       for kind in ["gateway", "caller", "inference"] :
-      length(regexall("host_volume \"slm-model-cache\" \\{\\s+path\\s+= \"/opt/slm-mesh/models\"", output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"])) == 1 &&
-      strcontains(output.agent_configs[kind]["/opt/slm-mesh/install.sh"], "-m 0750 \"/opt/slm-mesh/models\"")
-    ])
-    error_message = "install.sh must create the slm-model-cache directory that nomad/client.hcl declares."
-  }
-
-  # Servers only on the gateway; private nodes never see management secrets.
-  assert {
-    condition = alltrue([
-      for kind in ["caller", "inference"] :
       !contains(keys(output.agent_configs[kind]), "/etc/slm-mesh/consul/server.hcl") &&
-      !contains(keys(output.agent_configs[kind]), "/opt/slm-mesh/acl-bootstrap.sh") &&
       !contains(keys(output.agent_configs[kind]), "/etc/slm-mesh/nomad/server.hcl") &&
-      !strcontains(output.user_data[kind], var.tokens.consul_management) &&
-      !strcontains(output.user_data[kind], var.tokens.nomad_management) &&
-      !strcontains(output.user_data[kind], var.tokens.rpc) &&
-      !strcontains(output.user_data[kind], var.nomad_gossip_key)
-    ])
-    error_message = "A private node would get server configuration or a management secret."
+      !contains(keys(output.agent_configs[kind]), "/opt/slm-mesh/acl-bootstrap.sh")
+    ]) && !contains(keys(output.agent_configs.server), "/etc/slm-mesh/nomad/client.hcl")
+    error_message = "Server files on a client, or a client on a server."
   }
 
   assert {
-    condition = (
-      yamldecode(output.user_data.gateway).runcmd == [["bash", "/opt/slm-mesh/install.sh"], ["systemctl", "enable", "--now", "--no-block", "slm-acl-bootstrap.service"]] &&
-      yamldecode(output.user_data.inference).runcmd == [["bash", "/opt/slm-mesh/install.sh"]]
-    )
-    error_message = "cloud-init must install everywhere and bootstrap ACLs on the server only."
-  }
-
-  assert {
-    condition     = !strcontains(output.agent_configs.caller["/opt/slm-mesh/install.sh"], "/usr/local/bin/")
-    error_message = "No binary is downloaded when service_binaries is empty."
+    condition     = alltrue([for kind, ud in output.user_data : yamldecode(ud).runcmd == [["bash", "/opt/slm-mesh/install.sh"]]])
+    error_message = "cloud-init must run install.sh and nothing else."
   }
 }
 
-run "admin_cidrs_open_consul_http_on_vpc_address" {
+run "iam_names_fit_with_the_longest_cluster_name" {
   command = plan
 
   variables {
-    allowed_admin_cidrs = ["198.51.100.7/32"]
+    cluster_name = "a-thirty-two-character-cluster-x"
   }
 
   assert {
-    condition     = strcontains(output.agent_configs.gateway["/etc/slm-mesh/consul/zz-deployment.hcl"], "client_addr = \"127.0.0.1 {{ GetPrivateIP }}\"")
-    error_message = "With allowed_admin_cidrs the Consul HTTP API must also listen on the VPC address."
-  }
-}
-
-run "service_binaries" {
-  command = plan
-
-  variables {
-    service_binaries = {
-      gateway   = { url = "https://example.com/gateway", sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" }
-      inference = { url = "https://example.com/inference", sha256 = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" }
-    }
+    condition     = alltrue([for p in values(output.iam_name_prefixes) : length(p) <= 38]) && length(var.cluster_name) == 32
+    error_message = "An IAM name_prefix exceeds AWS's 38 characters."
   }
 
   assert {
-    condition = (
-      strcontains(output.agent_configs.gateway["/opt/slm-mesh/install.sh"], "echo \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa  /usr/local/bin/gateway.part\" | sha256sum -c -") &&
-      !strcontains(output.agent_configs.gateway["/opt/slm-mesh/install.sh"], "/usr/local/bin/inference") &&
-      strcontains(output.agent_configs.inference["/opt/slm-mesh/install.sh"], "\"https://example.com/inference\"") &&
-      !strcontains(output.agent_configs.inference["/opt/slm-mesh/install.sh"], "/usr/local/bin/gateway")
-    )
-    error_message = "Each node must install exactly its binaries, checked against their sha256."
+    condition     = output.iam_name_prefixes["flow-logs"] != run.templates_render.iam_name_prefixes["flow-logs"] && startswith(output.iam_name_prefixes["flow-logs"], "a-thirty-two-ch-")
+    error_message = "A long cluster name must be shortened with its hash."
   }
 }
 
 # --- Inputs that must be refused -----------------------------------------------
 
-run "rejects_private_subnet_outside_vpc" {
+run "rejects_subnet_outside_vpc" {
   command = plan
 
   variables {
-    private_subnet_cidr = "10.30.1.0/24"
+    private_subnet_cidrs = ["10.30.1.0/24", "10.20.11.0/24"]
   }
 
   expect_failures = [output.network]
@@ -333,30 +446,20 @@ run "rejects_overlapping_subnets" {
   command = plan
 
   variables {
-    public_subnet_cidr = "10.20.0.0/23"
+    public_subnet_cidrs = ["10.20.0.0/23", "10.20.2.0/24"]
   }
 
   expect_failures = [output.network]
 }
 
-run "rejects_world_admin_access" {
+run "rejects_one_zone" {
   command = plan
 
   variables {
-    allowed_admin_cidrs = ["0.0.0.0/0"]
+    public_subnet_cidrs = ["10.20.0.0/24"]
   }
 
-  expect_failures = [var.allowed_admin_cidrs]
-}
-
-run "rejects_world_ssh" {
-  command = plan
-
-  variables {
-    allowed_ssh_cidrs = ["0.0.0.0/0"]
-  }
-
-  expect_failures = [var.allowed_ssh_cidrs]
+  expect_failures = [var.public_subnet_cidrs]
 }
 
 run "rejects_bad_cidr" {
@@ -369,16 +472,6 @@ run "rejects_bad_cidr" {
   expect_failures = [var.vpc_cidr]
 }
 
-run "rejects_zero_inference_nodes" {
-  command = plan
-
-  variables {
-    inference_count = 0
-  }
-
-  expect_failures = [var.inference_count]
-}
-
 run "rejects_bad_region" {
   command = plan
 
@@ -387,4 +480,14 @@ run "rejects_bad_region" {
   }
 
   expect_failures = [var.region]
+}
+
+run "rejects_api_key_with_comma" {
+  command = plan
+
+  variables {
+    secrets = merge(var.secrets, { api_keys = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01,x"] })
+  }
+
+  expect_failures = [var.secrets]
 }
