@@ -425,8 +425,17 @@ run "iam_names_fit_with_the_longest_cluster_name" {
   }
 
   assert {
-    condition     = output.iam_name_prefixes["flow-logs"] != run.templates_render.iam_name_prefixes["flow-logs"] && startswith(output.iam_name_prefixes["flow-logs"], "a-thirty-two-ch-")
+    condition     = output.iam_name_prefixes["flow-logs"] == "a-thirty-two-ch-${substr(sha1(var.cluster_name), 0, 8)}-flow-logs-"
     error_message = "A long cluster name must be shortened with its hash."
+  }
+}
+
+run "iam_names_keep_short_cluster_names" {
+  command = plan
+
+  assert {
+    condition     = output.iam_name_prefixes == { server = "slm-mesh-server-", client = "slm-mesh-client-", "flow-logs" = "slm-mesh-flow-logs-" }
+    error_message = "A short cluster name must be used as it is."
   }
 }
 
@@ -446,7 +455,7 @@ run "rejects_overlapping_subnets" {
   command = plan
 
   variables {
-    public_subnet_cidrs = ["10.20.0.0/23", "10.20.2.0/24"]
+    public_subnet_cidrs = ["10.20.0.0/24", "10.20.10.0/25"]
   }
 
   expect_failures = [output.network]
@@ -486,7 +495,28 @@ run "rejects_api_key_with_comma" {
   command = plan
 
   variables {
-    secrets = merge(var.secrets, { api_keys = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01,x"] })
+    secrets = {
+      consul_gossip_key = "Q09OU1VMLWdvc3NpcC1rZXktZm9yLXRlc3RzLTMyYiE="
+      nomad_gossip_key  = "Tk9NQUQtZ29zc2lwLWtleS1mb3ItdGVzdHMtMzJiYiE="
+      consul_management = "11111111-1111-4111-8111-111111111111"
+      consul_agent      = "22222222-2222-4222-8222-222222222222"
+      consul_default    = "55555555-5555-4555-8555-555555555555"
+      consul_nomad      = "33333333-3333-4333-8333-333333333333"
+      nomad_management  = "44444444-4444-4444-8444-444444444444"
+      rpc_token         = "rpcTOKENrpcTOKENrpcTOKENrpcTOKEN0123"
+      api_keys          = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01,x"]
+      tls = {
+        ca_cert            = "-----BEGIN CERTIFICATE-----\nFAKE-CA-CERT\n-----END CERTIFICATE-----\n"
+        nomad_server_cert  = "-----BEGIN CERTIFICATE-----\nFAKE-NOMAD-SERVER-CERT\n-----END CERTIFICATE-----\n"
+        nomad_server_key   = "-----BEGIN PRIVATE KEY-----\nFAKE-NOMAD-SERVER-KEY\n-----END PRIVATE KEY-----\n"
+        nomad_client_cert  = "-----BEGIN CERTIFICATE-----\nFAKE-NOMAD-CLIENT-CERT\n-----END CERTIFICATE-----\n"
+        nomad_client_key   = "-----BEGIN PRIVATE KEY-----\nFAKE-NOMAD-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+        consul_server_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-SERVER-CERT\n-----END CERTIFICATE-----\n"
+        consul_server_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-SERVER-KEY\n-----END PRIVATE KEY-----\n"
+        consul_client_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-CLIENT-CERT\n-----END CERTIFICATE-----\n"
+        consul_client_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+      }
+    }
   }
 
   expect_failures = [var.secrets]
