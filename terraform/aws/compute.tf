@@ -77,12 +77,13 @@ resource "aws_instance" "node" {
     delete_on_termination = true
   }
 
+  # Only servers carry the auto-join tag: agents join the servers.
   tags = merge(
     {
       Name = "${local.name}-${each.key}"
       Role = each.value.role
     },
-    each.value.role == "server" ? { (module.plan.join_tag.key) = module.plan.join_tag.value } : {},
+    { for k, v in { (module.plan.join_tag.key) = module.plan.join_tag.value } : k => v if each.value.role == "server" },
   )
 
   lifecycle {
