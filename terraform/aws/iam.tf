@@ -32,7 +32,6 @@ data "aws_iam_policy_document" "node" {
     actions = ["ec2:DescribeInstances", "ec2:DescribeTags"]
     # Describe calls do not support resource-level permissions; the region
     # condition is the narrowest scope EC2 offers for them.
-    #tfsec:ignore:aws-iam-no-policy-wildcards:exp:2027-06-30
     resources = ["*"]
 
     condition {
@@ -47,7 +46,6 @@ data "aws_iam_policy_document" "node" {
     actions = ["ssm:GetParameter"]
     # Each path is a subtree of this cluster's parameters (client/..., and
     # server/... for servers).
-    #tfsec:ignore:aws-iam-no-policy-wildcards:exp:2027-06-30
     resources = [for p in each.value : "${local.ssm_arn_prefix}/${p}/*"]
   }
 
@@ -67,7 +65,6 @@ data "aws_iam_policy_document" "node" {
     sid     = "ReadReleases"
     actions = ["s3:GetObject"]
     # The objects under releases/ (one folder per version).
-    #tfsec:ignore:aws-iam-no-policy-wildcards:exp:2027-06-30
     resources = ["${aws_s3_bucket.artifacts.arn}/releases/*"]
   }
 
@@ -79,7 +76,6 @@ data "aws_iam_policy_document" "node" {
       actions = ["s3:PutObject"]
       # New snapshot objects under snapshots/ only; versioning keeps any
       # object overwritten.
-      #tfsec:ignore:aws-iam-no-policy-wildcards:exp:2027-06-30
       resources = ["${aws_s3_bucket.artifacts.arn}/snapshots/*"]
     }
   }

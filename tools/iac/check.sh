@@ -2,7 +2,8 @@
 # Offline checks of terraform/, for developers and CI:
 #   1. tofu fmt -check over terraform/;
 #   2. tofu init/validate/test of the provider-free module terraform/modules/plan
-#      (address plan, security group rules, rendered cloud-init);
+#      (address plan, security group rules, the load balancer's listeners,
+#      where each secret goes, the rendered cloud-init with its IMDS guard);
 #   3. tfsec over terraform/aws, where any finding that is not ignored with a
 #      reasoned #tfsec:ignore:<rule> comment fails.
 # The AWS root module itself cannot be validated offline: that needs the AWS
