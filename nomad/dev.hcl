@@ -2,8 +2,9 @@
 # Not a Terraform template: it has no placeholders and is used as is.
 
 client {
-  # The one dev node runs every tier: it carries every role a job may ask
-  # for ("private" is the older name shared by caller and inference).
+  # The one dev node runs every tier, so it carries every role: gateway,
+  # caller and inference as on a cluster, and "private", the role that
+  # jobs/local.vars.hcl gives both caller and inference.
   meta {
     slm_role = "gateway,caller,inference,private"
   }
