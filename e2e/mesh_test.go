@@ -9,15 +9,16 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,8 @@ import (
 	sdk "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/openai/openai-go/v3/packages/ssestream"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/slm-mesh/slm-mesh/internal/consulagent"
 	"github.com/slm-mesh/slm-mesh/internal/localmesh"
@@ -424,9 +427,10 @@ func (m *mesh) gatewayHealth(t *testing.T) (int, healthReport) {
 	return code, h
 }
 
-// metrics is one scrape of a Prometheus text endpoint: each series, written
-// as in the exposition format (`name{label="value",...}`), and its value.
-type metrics map[string]float64
+// metrics is one scrape of a Prometheus text endpoint, as the samples
+// Prometheus would store: a histogram's _count, _sum and _bucket series
+// apart.
+type metrics model.Vector
 
 // scrape reads the /metrics of the service listening on addr.
 func scrape(t *testing.T, addr string) metrics {
@@ -439,56 +443,54 @@ func scrape(t *testing.T, addr string) metrics {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("scrape %s: status %d", addr, resp.StatusCode)
 	}
-	out := metrics{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if i < 0 || err != nil {
-			t.Fatalf("scrape %s: bad line %q", addr, line)
-		}
-		out[line[:i]] = v
-	}
-	if err := sc.Err(); err != nil {
+	parser := expfmt.NewTextParser(model.UTF8Validation) // the zero TextParser is invalid
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
 		t.Fatalf("scrape %s: %v", addr, err)
 	}
-	return out
+	samples, err := expfmt.ExtractSamples(&expfmt.DecodeOptions{}, slices.Collect(maps.Values(families))...)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	return metrics(samples)
 }
 
 // sum adds the series of metric name whose labels include every pair in
 // labels (each written `key="value"`).
 func (ms metrics) sum(name string, labels ...string) float64 {
+	want := model.LabelSet{model.MetricNameLabel: model.LabelValue(name)}
+	for _, l := range labels {
+		k, v, _ := strings.Cut(l, "=")
+		unquoted, err := strconv.Unquote(v)
+		if err != nil {
+			panic(fmt.Sprintf("label %s: not key=\"value\"", l))
+		}
+		want[model.LabelName(k)] = model.LabelValue(unquoted)
+	}
 	total := 0.0
-	for series, v := range ms {
-		base, rest, _ := strings.Cut(series, "{")
-		if base != name {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			if !strings.Contains(rest, l) {
-				ok = false
-			}
-		}
-		if ok {
-			total += v
+	for _, s := range ms {
+		if matches(s.Metric, want) {
+			total += float64(s.Value)
 		}
 	}
 	return total
 }
 
-// has reports whether any series of metric name was exposed.
-func (ms metrics) has(name string) bool {
-	for series := range ms {
-		if base, _, _ := strings.Cut(series, "{"); base == name {
-			return true
+// matches reports whether m has every label of want, with its value.
+func matches(m model.Metric, want model.LabelSet) bool {
+	for k, v := range want {
+		if m[k] != v {
+			return false
 		}
 	}
-	return false
+	return true
+}
+
+// has reports whether any series of metric name was exposed.
+func (ms metrics) has(name string) bool {
+	return slices.ContainsFunc(ms, func(s *model.Sample) bool {
+		return s.Metric[model.MetricNameLabel] == model.LabelValue(name)
+	})
 }
 
 // eventually polls cond every interval until it holds or timeout passes,

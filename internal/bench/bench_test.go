@@ -7,9 +7,14 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 func TestPercentile(t *testing.T) {
@@ -152,14 +157,53 @@ func TestSummarize(t *testing.T) {
 	}
 }
 
-func TestParseStatus(t *testing.T) {
+// TestReadMemory reads this process's memory, and status files written into
+// a proc tree of the test's own: those of a process and of a kernel thread
+// (no memory lines, which procfs reads as 0).
+func TestReadMemory(t *testing.T) {
 	t.Parallel()
-	m, err := parseStatus([]byte("Name:\tinference\nVmPeak:\t 999 kB\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n"))
-	if err != nil || m.RSS != 1<<20 || m.Peak != 2<<20 {
-		t.Fatalf("parseStatus = %+v, %v", m, err)
+	self, err := ReadMemory(os.Getpid())
+	if err != nil || self.RSS <= 0 || self.Peak < self.RSS {
+		t.Fatalf("ReadMemory(self) = %+v, %v", self, err)
 	}
-	if _, err := parseStatus([]byte("Name:\tkthreadd\n")); err == nil {
-		t.Fatal("no error for a status without memory lines")
+
+	root := t.TempDir()
+	for pid, status := range map[string]string{
+		"10": "Name:\tinference\nVmPeak:\t 999 kB\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n",
+		"11": "Name:\tgateway\nVmHWM:\t  4096 kB\nVmRSS:\t  3072 kB\n",
+		"2":  "Name:\tkthreadd\n",
+	} {
+		if err := os.Mkdir(filepath.Join(root, pid), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, pid, "status"), []byte(status), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs, err := procfs.NewFS(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := readMemory(fs, 10, 11); err != nil || m.RSS != 4<<20 || m.Peak != 6<<20 {
+		t.Fatalf("readMemory(10, 11) = %+v, %v; want the sums", m, err)
+	}
+	if _, err := readMemory(fs, 10, 2); !errors.Is(err, errNoMemory) {
+		t.Fatalf("readMemory of a kernel thread: %v, want errNoMemory", err)
+	}
+	if _, err := readMemory(fs, 12); err == nil {
+		t.Fatal("no error for a process that does not exist")
+	}
+}
+
+// TestMachine reads the load average and the CPU model of this machine.
+func TestMachine(t *testing.T) {
+	t.Parallel()
+	if l := LoadAverage(); math.IsNaN(l) || l < 0 {
+		t.Errorf("LoadAverage = %v", l)
+	}
+	m := Machine()
+	if strings.Contains(m, "load average unknown") || (runtime.GOARCH == "amd64" && strings.Contains(m, "unknown CPU")) {
+		t.Errorf("Machine = %q", m)
 	}
 }
 

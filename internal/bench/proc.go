@@ -1,14 +1,12 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
+	"errors"
 	"fmt"
 	"math"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
+
+	"github.com/prometheus/procfs"
 )
 
 // Memory is the resident memory of one or more processes, summed.
@@ -17,89 +15,65 @@ type Memory struct {
 	Peak int64 // VmHWM (the peak of VmRSS since the process started), bytes
 }
 
+// errNoMemory is a /proc/PID/status without memory lines: a kernel thread,
+// or a process that has exited and not yet been reaped. procfs reads their
+// absence as 0, which would pass for a process using no memory.
+var errNoMemory = errors.New("no VmRSS/VmHWM (a kernel thread, or a process that has exited?)")
+
 // ReadMemory reads VmRSS and VmHWM from /proc/PID/status for each pid and
 // sums them. Linux only.
 func ReadMemory(pids ...int) (Memory, error) {
+	fs, err := procfs.NewDefaultFS()
+	if err != nil {
+		return Memory{}, err
+	}
+	return readMemory(fs, pids...)
+}
+
+// readMemory is ReadMemory on the proc filesystem fs.
+func readMemory(fs procfs.FS, pids ...int) (Memory, error) {
 	var m Memory
 	for _, pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		p, err := fs.Proc(pid)
 		if err != nil {
 			return Memory{}, err
 		}
-		one, err := parseStatus(b)
+		s, err := p.NewStatus()
 		if err != nil {
 			return Memory{}, fmt.Errorf("/proc/%d/status: %w", pid, err)
 		}
-		m.RSS += one.RSS
-		m.Peak += one.Peak
-	}
-	return m, nil
-}
-
-// parseStatus reads VmRSS and VmHWM ("VmHWM:   123456 kB") from the text of
-// /proc/PID/status.
-func parseStatus(b []byte) (Memory, error) {
-	var m Memory
-	var seen int
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (key != "VmRSS" && key != "VmHWM") {
-			continue
+		// VmHWM is at least one page in any process that has run.
+		if s.VmHWM == 0 {
+			return Memory{}, fmt.Errorf("/proc/%d/status: %w", pid, errNoMemory)
 		}
-		f := strings.Fields(val)
-		if len(f) != 2 || f[1] != "kB" {
-			return Memory{}, fmt.Errorf("unexpected %s line %q", key, sc.Text())
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return Memory{}, fmt.Errorf("%s: %w", key, err)
-		}
-		if key == "VmRSS" {
-			m.RSS = kb << 10
-		} else {
-			m.Peak = kb << 10
-		}
-		seen++
-	}
-	if seen < 2 {
-		return Memory{}, fmt.Errorf("no VmRSS/VmHWM (a kernel thread?)")
+		m.RSS += int64(s.VmRSS)
+		m.Peak += int64(s.VmHWM)
 	}
 	return m, nil
 }
 
 // LoadAverage is the 1-minute load average, NaN where unknown.
 func LoadAverage() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
+	fs, err := procfs.NewDefaultFS()
 	if err != nil {
 		return math.NaN()
 	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return math.NaN()
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
+	l, err := fs.LoadAvg()
 	if err != nil {
 		return math.NaN()
 	}
-	return v
+	return l.Load1
 }
 
 // Machine describes where a measurement ran: CPUs, CPU model, kernel load.
 func Machine() string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for line := range strings.Lines(string(b)) {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
+	model, load := "unknown CPU", "unknown"
+	if fs, err := procfs.NewDefaultFS(); err == nil {
+		if cpus, err := fs.CPUInfo(); err == nil && len(cpus) > 0 && cpus[0].ModelName != "" {
+			model = cpus[0].ModelName
 		}
-	}
-	load := "unknown"
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		if f := strings.Fields(string(b)); len(f) >= 3 {
-			load = strings.Join(f[:3], " ")
+		if l, err := fs.LoadAvg(); err == nil {
+			load = fmt.Sprintf("%.2f %.2f %.2f", l.Load1, l.Load5, l.Load15)
 		}
 	}
 	return fmt.Sprintf("%d CPUs (%s), %s/%s, %s, load average %s",

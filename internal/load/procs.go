@@ -1,15 +1,15 @@
 package load
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/procfs"
 
 	"github.com/slm-mesh/slm-mesh/internal/bench"
 )
@@ -45,12 +45,19 @@ func ReadStats(ctx context.Context, httpc *http.Client, p Proc) Stats {
 		} else {
 			s.RSS = m.RSS
 		}
-		var err error
-		if s.FDs, err = countDir(fmt.Sprintf("/proc/%d/fd", p.PID)); err != nil {
-			note("descriptors", err)
-		}
-		if s.Threads, err = countDir(fmt.Sprintf("/proc/%d/task", p.PID)); err != nil {
-			note("threads", err)
+		if proc, err := procfs.NewProc(p.PID); err != nil {
+			note("process", err)
+		} else {
+			if n, err := proc.FileDescriptorsLen(); err != nil {
+				note("descriptors", err)
+			} else {
+				s.FDs = n
+			}
+			if st, err := proc.Stat(); err != nil {
+				note("threads", err)
+			} else {
+				s.Threads = st.NumThreads
+			}
 		}
 	}
 	if p.MetricsAddr != "" {
@@ -62,17 +69,8 @@ func ReadStats(ctx context.Context, httpc *http.Client, p Proc) Stats {
 	return s
 }
 
-// countDir counts the entries of a /proc directory; -1 on error.
-func countDir(dir string) (int, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return -1, err
-	}
-	return len(entries), nil
-}
-
 // errNoGoroutines is a /metrics without the Go collector's go_goroutines.
-var errNoGoroutines = errors.New("no go_goroutines in /metrics (the Go collector is not registered)")
+var errNoGoroutines = errors.New("no go_goroutines gauge in /metrics (the Go collector is not registered)")
 
 // goroutines reads go_goroutines from the Prometheus text at
 // http://addr/metrics; -1 on error.
@@ -91,19 +89,16 @@ func goroutines(ctx context.Context, httpc *http.Client, addr string) (int, erro
 	if resp.StatusCode != http.StatusOK {
 		return -1, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				return -1, fmt.Errorf("go_goroutines %q: %w", v, err)
-			}
-			return int(f), nil
-		}
+	// The zero TextParser of this version of expfmt is invalid: it needs a
+	// name validation scheme.
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return -1, fmt.Errorf("/metrics: %w", err)
 	}
-	if err := sc.Err(); err != nil {
-		return -1, err
+	f := families["go_goroutines"]
+	if len(f.GetMetric()) != 1 || f.GetMetric()[0].GetGauge() == nil {
+		return -1, errNoGoroutines
 	}
-	return -1, errNoGoroutines
+	return int(f.GetMetric()[0].GetGauge().GetValue()), nil
 }

@@ -8,6 +8,7 @@ package ggufgen
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -104,12 +105,7 @@ func Preset(name string) (Config, error) {
 
 // PresetNames lists the presets, sorted.
 func PresetNames() []string {
-	names := make([]string, 0, len(presets))
-	for n := range presets {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
+	return slices.Sorted(maps.Keys(presets))
 }
 
 // check reports a Config that llama.cpp could not load.
