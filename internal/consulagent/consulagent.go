@@ -2,6 +2,11 @@
 // ports of its own: for tests (through internal/consultest) and for running
 // the mesh on one machine (tools/local). The binary is the open-source agent
 // that tools/consul builds.
+//
+// It is not github.com/hashicorp/consul/sdk/testutil: that runs the consul
+// found on PATH only (not the one tools/consul builds), needs a testing.TB
+// (the run command has none), cannot restart an agent on the same ports,
+// and passes a developer's CONSUL_* variables on to the agent.
 package consulagent
 
 import (
