@@ -118,12 +118,6 @@ variable "caller_memory" {
   default     = 128
 }
 
-variable "caller_default_max_tokens" {
-  description = "max_tokens applied when a request sets none."
-  type        = number
-  default     = 256
-}
-
 variable "caller_max_tokens_limit" {
   description = "Largest max_tokens a request may ask for."
   type        = number
@@ -233,7 +227,6 @@ job "slm-caller" {
           "-addr=${NOMAD_ADDR_rpc}",
           "-discovery=consul",
           "-consul-addr=${var.consul_addr}",
-          "-default-max-tokens=${var.caller_default_max_tokens}",
           "-max-tokens-limit=${var.caller_max_tokens_limit}",
           "-drain-timeout=${var.drain_seconds}s",
           "-log-level=${var.log_level}",

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/mesh"
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
 
@@ -62,12 +62,8 @@ func (c *Client) streamRPC(ctx context.Context, req Request, timeout time.Durati
 	}
 	var text strings.Builder
 	chunks := 0
-	raw, err := conn.Call(ctx, rpc.MethodRunInference, creq, func(chunk json.RawMessage) error {
+	res, err := mesh.NewInferenceClient(conn).RunInference(ctx, creq, func(d chat.Delta) error {
 		now := time.Since(s.Start)
-		var d chat.Delta
-		if err := json.Unmarshal(chunk, &d); err != nil {
-			return err
-		}
 		if d.Content == "" {
 			return nil
 		}
@@ -90,11 +86,6 @@ func (c *Client) streamRPC(ctx context.Context, req Request, timeout time.Durati
 		s.Err = err
 		return s
 	}
-	var res chat.Result
-	if err := json.Unmarshal(raw, &res); err != nil {
-		s.Err = err
-		return s
-	}
 	s.UsageReported = true
 	s.PromptTokens, s.CompletionTokens = res.PromptTokens, res.CompletionTokens
 	return s
@@ -106,14 +97,8 @@ func (c *Client) modelsRPC(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := conn.Call(ctx, rpc.MethodInfo, nil, nil)
+	info, err := mesh.NewInferenceClient(conn).Info(ctx)
 	if err != nil {
-		return nil, err
-	}
-	var info struct {
-		Model string `json:"model"`
-	}
-	if err := json.Unmarshal(raw, &info); err != nil {
 		return nil, err
 	}
 	return []string{info.Model}, nil

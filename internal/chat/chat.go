@@ -31,7 +31,9 @@ type Request struct {
 	Model    string    `json:"model,omitempty"`
 	Messages []Message `json:"messages"`
 
-	// MaxTokens bounds the completion; 0 means the server's default.
+	// MaxTokens bounds the completion. 0 leaves it to the inference
+	// engine: its default, shortened to the room the prompt leaves in the
+	// context. The caller refuses values above its deployment's limit.
 	MaxTokens int `json:"max_tokens,omitempty"`
 
 	Temperature      *float32 `json:"temperature,omitempty"`

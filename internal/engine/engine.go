@@ -9,11 +9,9 @@
 package engine
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"runtime"
@@ -62,7 +60,10 @@ type Config struct {
 	// RetryAfter says when the queue is expected to have room. Default 30s;
 	// negative: no bound but QueueSize.
 	MaxQueueWait time.Duration
-	// DefaultMaxTokens applies when a request sets none; default 512.
+	// DefaultMaxTokens applies when a request sets none, shortened to the
+	// room its prompt leaves in the context (a long prompt gets a shorter
+	// answer, not a refusal); default 512. It is the only default of
+	// max_tokens in the mesh: the caller owns only the upper limit.
 	DefaultMaxTokens int
 	// FlashAttention: "auto" (default), "on" or "off".
 	FlashAttention string
@@ -354,8 +355,20 @@ func (e *Engine) Generate(ctx context.Context, req Request, onDelta func(string)
 	}
 }
 
-// prepare renders and tokenizes a request and checks it against the context.
+// prepare checks a request (chat.Request.Validate, the rules every tier
+// shares), renders and tokenizes it, and checks it against the context.
 func (e *Engine) prepare(req Request) (*sequence, error) {
+	check := req.Validate
+	if req.Prompt != "" {
+		check = req.ValidateOptions
+	}
+	if err := check(); err != nil {
+		var fe *chat.FieldError
+		if errors.As(err, &fe) {
+			return nil, invalidf(fe.Param, "%s", fe.Message)
+		}
+		return nil, invalidf("", "%v", err)
+	}
 	tokens, err := e.tokenize(req)
 	if err != nil {
 		return nil, err
@@ -369,8 +382,6 @@ func (e *Engine) prepare(req Request) (*sequence, error) {
 	}
 	maxTokens := req.MaxTokens
 	switch {
-	case maxTokens < 0:
-		return nil, invalidf("max_tokens", "max_tokens must be positive")
 	case maxTokens == 0:
 		maxTokens = min(e.cfg.DefaultMaxTokens, room)
 	case maxTokens > room:
@@ -379,10 +390,7 @@ func (e *Engine) prepare(req Request) (*sequence, error) {
 		err.Reason = ReasonContextLength
 		return nil, err
 	}
-	sp, err := samplingParams(req.Request)
-	if err != nil {
-		return nil, err
-	}
+	sp := samplingParams(req.Request)
 	stops := slices.Concat(e.render.stops, req.Stop)
 	return &sequence{
 		tokens:    tokens,
@@ -434,10 +442,11 @@ func (e *Engine) promptTooLong(size string) *Error {
 	return err
 }
 
-// samplingParams checks a request's sampling fields. Absent fields get
+// samplingParams turns a request's sampling fields, already validated
+// (chat.Request.Validate), into the sampler's. Absent fields get
 // llama.cpp's usual defaults; temperature 0 is greedy; without a seed the
 // sampler gets a random one.
-func samplingParams(r chat.Request) (sampling, error) {
+func samplingParams(r chat.Request) sampling {
 	p := sampling{
 		TopK:          40,
 		TopP:          0.95,
@@ -447,54 +456,24 @@ func samplingParams(r chat.Request) (sampling, error) {
 		PenaltyRepeat: 1,
 		Seed:          rand.Uint64(),
 	}
-	check := func(name string, v, lo, hi float32) error {
-		if math.IsNaN(float64(v)) || v < lo || v > hi {
-			return invalidf(name, "%s must be between %g and %g", name, lo, hi)
+	set := func(dst *float32, v *float32) {
+		if v != nil {
+			*dst = *v
 		}
-		return nil
 	}
-	var errs []error
-	if r.Temperature != nil {
-		errs = append(errs, check("temperature", *r.Temperature, 0, 2))
-		p.Temp = *r.Temperature
-	}
-	if r.TopP != nil {
-		errs = append(errs, check("top_p", *r.TopP, 0, 1))
-		p.TopP = *r.TopP
-	}
-	if r.MinP != nil {
-		errs = append(errs, check("min_p", *r.MinP, 0, 1))
-		p.MinP = *r.MinP
-	}
+	set(&p.Temp, r.Temperature)
+	set(&p.TopP, r.TopP)
+	set(&p.MinP, r.MinP)
+	set(&p.PenaltyPresent, r.PresencePenalty)
+	set(&p.PenaltyFreq, r.FrequencyPenalty)
+	set(&p.PenaltyRepeat, r.RepeatPenalty)
 	if r.TopK != nil {
-		if *r.TopK < 0 {
-			errs = append(errs, invalidf("top_k", "top_k must not be negative"))
-		}
 		p.TopK = *r.TopK
-	}
-	if r.PresencePenalty != nil {
-		errs = append(errs, check("presence_penalty", *r.PresencePenalty, -2, 2))
-		p.PenaltyPresent = *r.PresencePenalty
-	}
-	if r.FrequencyPenalty != nil {
-		errs = append(errs, check("frequency_penalty", *r.FrequencyPenalty, -2, 2))
-		p.PenaltyFreq = *r.FrequencyPenalty
-	}
-	if r.RepeatPenalty != nil {
-		errs = append(errs, check("repeat_penalty", *r.RepeatPenalty, 0, 10))
-		if *r.RepeatPenalty == 0 { // a recent token's logit would be divided by 0
-			errs = append(errs, invalidf("repeat_penalty", "repeat_penalty must be above 0"))
-		}
-		p.PenaltyRepeat = *r.RepeatPenalty
 	}
 	if r.Seed != nil {
 		p.Seed = uint64(*r.Seed)
 	}
-	if len(r.Stop) > chat.MaxStop {
-		errs = append(errs, invalidf("stop", "at most %d stop strings", chat.MaxStop))
-	}
-	// One field at a time, as the OpenAI API reports them.
-	return p, cmp.Or(errs...)
+	return p
 }
 
 // enqueue puts s in the queue, or fails when the queue is full or the engine

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/openai"
-	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
 
 // ChatCompletions serves POST /v1/chat/completions, streamed or not.
@@ -63,20 +61,15 @@ func (s *Server) ChatCompletions(c *gin.Context) {
 // complete answers with one chat.completion object.
 func (s *Server) complete(ctx context.Context, c *gin.Context, req *openai.ChatCompletionRequest, firstText func()) {
 	var text strings.Builder
-	raw, err := s.cfg.Caller.Call(ctx, rpc.MethodGetResponse, req.ToChat(), func(chunk json.RawMessage) error {
-		var d chat.Delta
-		if err := json.Unmarshal(chunk, &d); err != nil {
-			return rpc.Errorf(rpc.CodeInternal, "bad chunk from caller: %v", err)
-		}
+	res, err := s.caller.GetResponse(ctx, req.ToChat(), func(d chat.Delta) error {
 		if text.Len() == 0 {
 			firstText()
 		}
 		text.WriteString(d.Content)
 		return nil
 	})
-	res, err := decodeResult(raw, err)
 	if err != nil {
-		s.fail(c, s.errorFor(ctx, c, err))
+		s.fail(c, s.errorFor(ctx, c, req, err))
 		return
 	}
 	res.Text = text.String()
@@ -92,11 +85,7 @@ func (s *Server) stream(ctx context.Context, c *gin.Context, req *openai.ChatCom
 		c.Status(http.StatusOK)
 		sw = openai.NewStreamWriter(c.Writer, c.Writer.Flush, openai.NewCompletionMeta(model), req.IncludeUsage)
 	}
-	raw, err := s.cfg.Caller.Call(ctx, rpc.MethodGetResponse, req.ToChat(), func(chunk json.RawMessage) error {
-		var d chat.Delta
-		if err := json.Unmarshal(chunk, &d); err != nil {
-			return rpc.Errorf(rpc.CodeInternal, "bad chunk from caller: %v", err)
-		}
+	res, err := s.caller.GetResponse(ctx, req.ToChat(), func(d chat.Delta) error {
 		if sw == nil {
 			firstText()
 			begin(s.modelName(ctx, req.Model))
@@ -105,13 +94,12 @@ func (s *Server) stream(ctx context.Context, c *gin.Context, req *openai.ChatCom
 		// cancels the call, down to the inference sequence.
 		return sw.Delta(d.Content)
 	})
-	res, err := decodeResult(raw, err)
 	switch {
 	case err != nil && sw == nil:
-		s.fail(c, s.errorFor(ctx, c, err))
+		s.fail(c, s.errorFor(ctx, c, req, err))
 	case err != nil:
 		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			_ = sw.Error(s.errorFor(ctx, c, err))
+			_ = sw.Error(s.errorFor(ctx, c, req, err))
 		}
 	default:
 		if sw == nil {
@@ -136,24 +124,14 @@ func (s *Server) modelName(ctx context.Context, asked string) string {
 	return ""
 }
 
-func decodeResult(raw json.RawMessage, err error) (chat.Result, error) {
-	var res chat.Result
-	if err != nil {
-		return res, err
-	}
-	if err := json.Unmarshal(raw, &res); err != nil {
-		return res, rpc.Errorf(rpc.CodeInternal, "bad result from caller: %v", err)
-	}
-	return res, nil
-}
-
-// errorFor is clientError, with the gateway's own timeout told apart from
-// an upstream deadline.
-func (s *Server) errorFor(ctx context.Context, c *gin.Context, err error) *openai.Error {
+// errorFor is clientError for a chat request: the gateway's own timeout is
+// told apart from an upstream deadline, and the fields are named as the
+// client named them (max_completion_tokens rather than max_tokens).
+func (s *Server) errorFor(ctx context.Context, c *gin.Context, req *openai.ChatCompletionRequest, err error) *openai.Error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.Request.Context().Err() == nil {
 		return openai.Timeout("the request took longer than the gateway allows (" + s.cfg.RequestTimeout.String() + ")")
 	}
-	return s.clientError(c, err)
+	return req.InClientTerms(s.clientError(c, err))
 }
 
 func (s *Server) countTokens(res chat.Result) {

@@ -1,13 +1,13 @@
 // Package gateway is the public edge of slm-mesh: the OpenAI-compatible
-// HTTP API (gin). It holds no model; every chat request becomes an
-// inference::get_response call to a caller instance found through discovery.
+// HTTP API (gin). It holds no model; every chat request becomes a
+// GetResponse call (mesh.CallerClient) to a caller instance found through
+// discovery.
 package gateway
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -21,8 +21,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/singleflight"
 
-	"github.com/slm-mesh/slm-mesh/internal/caller"
+	"github.com/slm-mesh/slm-mesh/internal/mesh"
 	"github.com/slm-mesh/slm-mesh/internal/openai"
 	"github.com/slm-mesh/slm-mesh/internal/prom"
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
@@ -30,7 +31,9 @@ import (
 
 // Config configures a Server. Zero values take the defaults given.
 type Config struct {
-	// Caller is the pool of caller instances.
+	// Caller is the pool of caller instances. Leave its PoolConfig.Retries
+	// at 0: the callers retry on another inference instance, and retries
+	// here too would multiply the attempts an overloaded mesh makes.
 	Caller *rpc.Pool
 	// APIKeys, when not empty, are the keys accepted in
 	// "Authorization: Bearer <key>" on /v1/*. /health and /metrics stay open.
@@ -68,12 +71,17 @@ type Server struct {
 	log    hclog.Logger
 	router *gin.Engine
 	m      *metrics
+	caller *mesh.CallerClient
 
-	statusMu   sync.Mutex
-	status     caller.Status
-	statusAt   time.Time
-	statusErr  error
-	statusTTL  time.Duration
+	// The caller's status, remembered for statusTTL; statusGroup makes
+	// one refresh at a time, shared by whoever asks meanwhile.
+	statusGroup   singleflight.Group
+	statusMu      sync.Mutex
+	status        mesh.CallerStatus
+	statusAt      time.Time
+	statusTTL     time.Duration
+	statusTimeout time.Duration
+
 	keys       [][]byte
 	corsOrigin map[string]bool
 	limiter    *rateLimiter // nil: no rate limit
@@ -101,7 +109,10 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, statusTTL: 2 * time.Second, corsOrigin: map[string]bool{}}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger, caller: mesh.NewCallerClient(cfg.Caller),
+		statusTTL: 2 * time.Second, statusTimeout: 3 * time.Second, corsOrigin: map[string]bool{},
+	}
 	for _, k := range cfg.APIKeys {
 		if k = strings.TrimSpace(k); k != "" {
 			s.keys = append(s.keys, []byte(k))
@@ -340,21 +351,37 @@ func validRequestID(id string) bool {
 // callerStatus asks a caller which inference instances and models are
 // live, remembering the answer for a moment so that /health and /v1/models
 // under load do not multiply calls.
-func (s *Server) callerStatus(ctx context.Context) (caller.Status, error) {
+//
+// The refresh runs once for everyone asking at the time, on a context of
+// its own (the first asker's values, not its cancellation) with its own
+// timeout: a client that goes away mid-refresh must not fail it for the
+// others, or turn /health into a 503 that Consul acts on. A failure is not
+// remembered; the next asker tries again.
+func (s *Server) callerStatus(ctx context.Context) (mesh.CallerStatus, error) {
 	s.statusMu.Lock()
-	defer s.statusMu.Unlock()
 	if time.Since(s.statusAt) < s.statusTTL {
-		return s.status, s.statusErr
+		st := s.status
+		s.statusMu.Unlock()
+		return st, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	var st caller.Status
-	raw, err := s.cfg.Caller.Call(ctx, rpc.MethodStatus, nil, nil)
-	if err == nil {
-		err = json.Unmarshal(raw, &st)
+	s.statusMu.Unlock()
+	ch := s.statusGroup.DoChan("status", func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.statusTimeout)
+		defer cancel()
+		st, err := s.caller.Status(ctx)
+		if err == nil {
+			s.statusMu.Lock()
+			s.status, s.statusAt = st, time.Now()
+			s.statusMu.Unlock()
+		}
+		return st, err
+	})
+	select {
+	case r := <-ch:
+		return r.Val.(mesh.CallerStatus), r.Err
+	case <-ctx.Done():
+		return mesh.CallerStatus{}, ctx.Err()
 	}
-	s.status, s.statusErr, s.statusAt = st, err, time.Now()
-	return st, err
 }
 
 // healthReport is the body of GET /health.
@@ -363,9 +390,9 @@ type healthReport struct {
 	Models []string `json:"models,omitempty"`
 	// Failing names the first hop that does not work: "caller" or
 	// "inference".
-	Failing   string                  `json:"failing,omitempty"`
-	Error     string                  `json:"error,omitempty"`
-	Inference []caller.InstanceStatus `json:"inference,omitempty"`
+	Failing   string                 `json:"failing,omitempty"`
+	Error     string                 `json:"error,omitempty"`
+	Inference []mesh.InferenceStatus `json:"inference,omitempty"`
 }
 
 // Health serves GET /health: 200 only when a request can travel gateway →

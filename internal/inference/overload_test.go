@@ -2,7 +2,6 @@ package inference
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http/httptest"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/engine"
+	"github.com/slm-mesh/slm-mesh/internal/mesh"
 	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
@@ -43,13 +43,14 @@ func TestOverloadedCarriesRetryAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	c := mesh.NewInferenceClient(conn)
 
 	req := func(maxTokens int) chat.Request {
 		return chat.Request{Messages: []chat.Message{{Role: chat.RoleUser, Content: "Once"}}, MaxTokens: maxTokens}
 	}
 	// One finished request gives the engine a measure of how long a slot is
 	// held; a long one then keeps the only slot busy.
-	if _, err := conn.Call(ctx, rpc.MethodRunInference, req(8), nil); err != nil {
+	if _, err := c.RunInference(ctx, req(8), nil); err != nil {
 		t.Fatal(err)
 	}
 	busy, cancel := context.WithCancel(ctx)
@@ -58,7 +59,7 @@ func TestOverloadedCarriesRetryAfter(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		conn.Call(busy, rpc.MethodRunInference, req(500), func(json.RawMessage) error {
+		_, _ = c.RunInference(busy, req(500), func(chat.Delta) error {
 			once.Do(func() { close(started) })
 			return nil
 		})
@@ -70,7 +71,7 @@ func TestOverloadedCarriesRetryAfter(t *testing.T) {
 		t.Fatal("the long generation never started")
 	}
 
-	_, err = conn.Call(ctx, rpc.MethodRunInference, req(4), nil)
+	_, err = c.RunInference(ctx, req(4), nil)
 	var re *rpc.Error
 	if !errors.As(err, &re) || re.Code != rpc.CodeOverloaded {
 		t.Fatalf("got %v, want %s", err, rpc.CodeOverloaded)

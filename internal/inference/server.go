@@ -1,12 +1,14 @@
 // Package inference is the inference service: it loads a model into the
-// engine and serves inference::run_inference over the mesh's RPC, plus
-// GET /health and GET /metrics, all on one port.
+// engine and serves mesh.InferenceService (inference::run_inference,
+// inference::info) over the mesh's RPC, plus GET /health and GET /metrics,
+// all on one port.
 package inference
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/engine"
+	"github.com/slm-mesh/slm-mesh/internal/mesh"
 	"github.com/slm-mesh/slm-mesh/internal/prom"
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
@@ -57,8 +60,7 @@ func New(cfg Config) *Server {
 		started: time.Now(),
 		reg:     prom.NewRegistry(),
 	}
-	s.rpc.Handle(rpc.MethodRunInference, s.runInference)
-	s.rpc.Handle(rpc.MethodInfo, s.info)
+	mesh.RegisterInference(s.rpc, s)
 	s.registerMetrics()
 	s.mux.Handle(rpc.PathRPC, s.rpc)
 	s.mux.HandleFunc("GET /health", s.health)
@@ -66,7 +68,10 @@ func New(cfg Config) *Server {
 	return s
 }
 
-var _ http.Handler = (*Server)(nil)
+var (
+	_ http.Handler          = (*Server)(nil)
+	_ mesh.InferenceService = (*Server)(nil)
+)
 
 // ServeHTTP serves /rpc, /health and /metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
@@ -85,39 +90,32 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// runInference serves inference::run_inference: a chat.Request in, a
-// chat.Delta per piece of text, a chat.Result at the end.
-func (s *Server) runInference(ctx context.Context, payload json.RawMessage, send func(any) error) (any, error) {
+// RunInference serves inference::run_inference (mesh.InferenceService):
+// a chat.Request in, a chat.Delta per piece of text, a chat.Result at the
+// end.
+func (s *Server) RunInference(ctx context.Context, req chat.Request, send func(chat.Delta) error) (chat.Result, error) {
 	start := time.Now()
-	res, err := s.generate(ctx, payload, func(text string) error {
-		return send(chat.Delta{Content: text})
-	}, func() { s.ttft.Observe(time.Since(start).Seconds()) })
+	res, err := s.generate(ctx, req, send, func() { s.ttft.Observe(time.Since(start).Seconds()) })
 	code := "ok"
 	if err != nil {
 		code = string(rpc.CodeOf(err))
 	}
 	s.requests.WithLabelValues(code).Inc()
 	s.duration.Observe(time.Since(start).Seconds())
-	if err != nil {
-		if rpc.CodeOf(err) == rpc.CodeInternal {
-			s.log.Error("generation failed", "request_id", rpc.RequestID(ctx), "error", err)
-		}
-		return nil, err
+	if rpc.CodeOf(err) == rpc.CodeInternal {
+		s.log.Error("generation failed", "request_id", rpc.RequestID(ctx), "error", err)
 	}
-	return res, nil
+	return res, err
 }
 
-func (s *Server) generate(ctx context.Context, payload json.RawMessage, onDelta func(string) error, first func()) (chat.Result, error) {
+func (s *Server) generate(ctx context.Context, req chat.Request, send func(chat.Delta) error, first func()) (chat.Result, error) {
 	e := s.eng.Load()
 	if e == nil {
 		return chat.Result{}, rpc.Errorf(rpc.CodeUnavailable, "the model is still loading")
 	}
-	var req chat.Request
-	if err := json.Unmarshal(payload, &req); err != nil {
-		return chat.Result{}, rpc.Errorf(rpc.CodeInvalidArgument, "decode request: %v", err)
-	}
 	if req.Model != "" && req.Model != e.Name() {
-		return chat.Result{}, rpc.Errorf(rpc.CodeNotFound, "model %q is not served here (this instance serves %q)", req.Model, e.Name())
+		return chat.Result{}, &rpc.Error{Code: rpc.CodeNotFound, Param: "model",
+			Message: fmt.Sprintf("model %q is not served here (this instance serves %q)", req.Model, e.Name())}
 	}
 	gotFirst := false
 	res, err := e.Generate(ctx, engine.Request{Request: req}, func(text string) error {
@@ -125,7 +123,7 @@ func (s *Server) generate(ctx context.Context, payload json.RawMessage, onDelta 
 			gotFirst = true
 			first()
 		}
-		return onDelta(text)
+		return send(chat.Delta{Content: text})
 	})
 	return res, codeFor(err)
 }
@@ -153,32 +151,20 @@ func codeFor(err error) error {
 	return &rpc.Error{Code: code, Message: ee.Message, Param: ee.Param, Reason: ee.Reason, RetryAfter: ee.RetryAfter}
 }
 
-// info serves inference::info: the same report as /health, so that the
-// caller can tell the gateway which models the mesh serves.
-func (s *Server) info(context.Context, json.RawMessage, func(any) error) (any, error) {
+// Info serves inference::info (mesh.InferenceService): the same report as
+// /health, so that the caller can tell the gateway which models the mesh
+// serves.
+func (s *Server) Info(context.Context) (mesh.InferenceInfo, error) {
 	rep, ok := s.report()
 	if !ok {
-		return nil, rpc.Errorf(rpc.CodeUnavailable, "the model is still loading")
+		return mesh.InferenceInfo{}, rpc.Errorf(rpc.CodeUnavailable, "the model is still loading")
 	}
 	return rep, nil
 }
 
-// healthReport is the JSON body of GET /health and the result of
-// inference::info.
-type healthReport struct {
-	Status        string `json:"status"` // "ok" or "loading"
-	Model         string `json:"model,omitempty"`
-	Template      string `json:"template,omitempty"`
-	Slots         int    `json:"slots"`
-	Busy          int    `json:"busy"`
-	Queued        int    `json:"queued"`
-	ContextPerSeq int    `json:"context_per_request,omitempty"`
-	UptimeSeconds int64  `json:"uptime_seconds"`
-}
-
 // report says whether the model is loaded and what the engine is doing.
-func (s *Server) report() (healthReport, bool) {
-	rep := healthReport{Status: "loading", UptimeSeconds: int64(time.Since(s.started).Seconds())}
+func (s *Server) report() (mesh.InferenceInfo, bool) {
+	rep := mesh.InferenceInfo{Status: "loading", UptimeSeconds: int64(time.Since(s.started).Seconds())}
 	e := s.eng.Load()
 	if e == nil {
 		return rep, false

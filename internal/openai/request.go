@@ -40,13 +40,17 @@ type ChatCompletionRequest struct {
 	// array content has been joined into plain text.
 	Messages []chat.Message
 	// MaxTokens is max_completion_tokens if given, else max_tokens; ≥ 1.
-	MaxTokens        *int
-	Temperature      *float32 // 0..2
-	TopP             *float32 // (0..1]
+	MaxTokens *int
+	// MaxTokensParam is the name the client gave MaxTokens, max_tokens or
+	// max_completion_tokens; InClientTerms names it so in errors.
+	MaxTokensParam string
+	// The ranges are chat.Request.Validate's.
+	Temperature      *float32
+	TopP             *float32
 	Seed             *int64
-	Stop             []string // at most chat.MaxStop non-empty strings
-	PresencePenalty  *float32 // -2..2
-	FrequencyPenalty *float32 // -2..2
+	Stop             []string
+	PresencePenalty  *float32
+	FrequencyPenalty *float32
 	// Stream asks for server-sent events instead of one JSON response.
 	Stream bool
 	// IncludeUsage asks for a final usage chunk in a stream.
@@ -71,6 +75,23 @@ func (r *ChatCompletionRequest) ToChat() chat.Request {
 		req.MaxTokens = *r.MaxTokens
 	}
 	return req
+}
+
+// InClientTerms returns e with the request's fields named as the client
+// named them. The services speak of max_tokens; a client that sent
+// max_completion_tokens reads that name in error.param and in the message.
+func (r *ChatCompletionRequest) InClientTerms(e *Error) *Error {
+	if e == nil || r.MaxTokensParam != "max_completion_tokens" || e.Type != TypeInvalidRequest {
+		return e
+	}
+	out := *e
+	if out.Param == "max_tokens" {
+		out.Param = r.MaxTokensParam
+	}
+	// "max_completion_tokens" does not hold "max_tokens", so this renames
+	// nothing twice.
+	out.Message = strings.ReplaceAll(out.Message, "max_tokens", r.MaxTokensParam)
+	return &out
 }
 
 // wireRequest is the JSON body as sent. Fields whose JSON type varies
@@ -167,6 +188,15 @@ func DecodeChatRequest(body []byte, lim Limits) (*ChatCompletionRequest, *Error)
 			return nil, InvalidRequest("stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
 		}
 		r.IncludeUsage = w.StreamOptions.IncludeUsage != nil && *w.StreamOptions.IncludeUsage
+	}
+	// The rules every tier shares: roles, ranges, stop strings.
+	creq := r.ToChat()
+	if err := creq.Validate(); err != nil {
+		var fe *chat.FieldError
+		if errors.As(err, &fe) {
+			return nil, r.InClientTerms(InvalidRequest(fe.Param, fe.Message))
+		}
+		return nil, InvalidRequest("", err.Error())
 	}
 	return r, nil
 }
@@ -326,8 +356,8 @@ func decodePart(path string, raw json.RawMessage) (string, *Error) {
 	return *p.Text, nil
 }
 
-// decodeSampling checks the numeric sampling parameters' ranges and copies
-// them into r.
+// decodeSampling copies the numeric sampling parameters into r; their
+// ranges are chat.Request.Validate's.
 func decodeSampling(r *ChatCompletionRequest, w *wireRequest) *Error {
 	for _, t := range []struct {
 		param string
@@ -337,50 +367,36 @@ func decodeSampling(r *ChatCompletionRequest, w *wireRequest) *Error {
 			return InvalidRequest(t.param, fmt.Sprintf("Invalid '%s': must be at least 1, got %d.", t.param, *t.v))
 		}
 	}
-	r.MaxTokens = w.MaxTokens
+	r.MaxTokens, r.MaxTokensParam = w.MaxTokens, "max_tokens"
 	if w.MaxCompletionTokens != nil {
 		// The newer name wins, as in the OpenAI API.
-		r.MaxTokens = w.MaxCompletionTokens
+		r.MaxTokens, r.MaxTokensParam = w.MaxCompletionTokens, "max_completion_tokens"
 	}
-
-	floats := []struct {
-		param    string
-		v        *float64
-		min, max float64
-		minOpen  bool // whether min itself is excluded
-		dst      **float32
+	if r.MaxTokens == nil {
+		r.MaxTokensParam = ""
+	}
+	for _, f := range []struct {
+		v   *float64
+		dst **float32
 	}{
-		{"temperature", w.Temperature, 0, 2, false, &r.Temperature},
-		{"top_p", w.TopP, 0, 1, true, &r.TopP},
-		{"presence_penalty", w.PresencePenalty, -2, 2, false, &r.PresencePenalty},
-		{"frequency_penalty", w.FrequencyPenalty, -2, 2, false, &r.FrequencyPenalty},
-	}
-	for _, f := range floats {
-		if f.v == nil {
-			continue
+		{w.Temperature, &r.Temperature},
+		{w.TopP, &r.TopP},
+		{w.PresencePenalty, &r.PresencePenalty},
+		{w.FrequencyPenalty, &r.FrequencyPenalty},
+	} {
+		if f.v != nil {
+			// The services work in float32 and check the value after the
+			// conversion: a tiny top_p becomes 0 and is refused.
+			v32 := float32(*f.v)
+			*f.dst = &v32
 		}
-		in := func(v float64) bool { return v >= f.min && v <= f.max && !(f.minOpen && v == f.min) }
-		v := *f.v
-		// The engine works in float32, so the value must be in range after
-		// the conversion too: a tiny top_p would otherwise become 0.
-		v32 := float32(v)
-		if !in(v) || !in(float64(v32)) {
-			lo := "["
-			if f.minOpen {
-				lo = "("
-			}
-			return InvalidRequest(f.param, fmt.Sprintf(
-				"Invalid '%s': must be in %s%g, %g], got %g.", f.param, lo, f.min, f.max, v))
-		}
-		*f.dst = &v32
 	}
 	r.Seed = w.Seed
 	return nil
 }
 
-// decodeStop reads stop: a string or an array of up to chat.MaxStop strings,
-// none of them empty (an empty stop string would end every generation at
-// once).
+// decodeStop reads stop: a string or an array of strings. How many and
+// which are allowed is chat.Request.Validate's to say.
 func decodeStop(raw json.RawMessage) ([]string, *Error) {
 	raw = bytes.TrimSpace(raw)
 	if isNull(raw) {
@@ -392,9 +408,6 @@ func decodeStop(raw json.RawMessage) ([]string, *Error) {
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return nil, decodeError("stop", err)
 		}
-		if s == "" {
-			return nil, InvalidRequest("stop", "Invalid 'stop': stop strings must not be empty.")
-		}
 		return []string{s}, nil
 	case '[':
 		var stop []string
@@ -405,15 +418,6 @@ func decodeStop(raw json.RawMessage) ([]string, *Error) {
 					"Invalid type for 'stop': expected an array of strings, but it holds %s.", article(te.Value)))
 			}
 			return nil, decodeError("stop", err)
-		}
-		if len(stop) > chat.MaxStop {
-			return nil, InvalidRequest("stop", fmt.Sprintf(
-				"Invalid 'stop': at most %d stop strings are allowed, got %d.", chat.MaxStop, len(stop)))
-		}
-		for i, s := range stop {
-			if s == "" {
-				return nil, InvalidRequest(fmt.Sprintf("stop[%d]", i), "Invalid 'stop': stop strings must not be empty.")
-			}
 		}
 		if len(stop) == 0 {
 			return nil, nil

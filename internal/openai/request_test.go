@@ -50,9 +50,9 @@ func TestDecodeChatRequestValid(t *testing.T) {
 			`"messages":[{"role":"user","content":"hi","name":"bob","extra":1}]}`,
 			ChatCompletionRequest{Messages: hi()}},
 		{"max_tokens", `{"max_tokens":5,` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), MaxTokens: ptr(5)}},
+			ChatCompletionRequest{Messages: hi(), MaxTokens: ptr(5), MaxTokensParam: "max_tokens"}},
 		{"max_completion_tokens wins", `{"max_tokens":5,"max_completion_tokens":7,` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), MaxTokens: ptr(7)}},
+			ChatCompletionRequest{Messages: hi(), MaxTokens: ptr(7), MaxTokensParam: "max_completion_tokens"}},
 		{"sampling", `{"temperature":0,"top_p":1,"seed":-9007199254740993,` +
 			`"presence_penalty":-2,"frequency_penalty":2,` + user + `}`,
 			ChatCompletionRequest{Messages: hi(), Temperature: ptr[float32](0), TopP: ptr[float32](1),
@@ -184,14 +184,14 @@ func TestDecodeChatRequestInvalid(t *testing.T) {
 		{name: "temperature negative", body: `{"temperature":-0.1,` + user + `}`, param: "temperature"},
 		{name: "top_p 0", body: `{"top_p":0,` + user + `}`, param: "top_p", msg: "(0, 1]"},
 		{name: "top_p high", body: `{"top_p":1.5,` + user + `}`, param: "top_p"},
-		{name: "top_p 0 as float32", body: `{"top_p":1e-50,` + user + `}`, param: "top_p", msg: "got 1e-50"},
+		{name: "top_p 0 as float32", body: `{"top_p":1e-50,` + user + `}`, param: "top_p", msg: "(0, 1]"},
 		{name: "presence_penalty low", body: `{"presence_penalty":-2.5,` + user + `}`, param: "presence_penalty"},
 		{name: "frequency_penalty high", body: `{"frequency_penalty":3,` + user + `}`, param: "frequency_penalty"},
 		{name: "n 2", body: `{"n":2,` + user + `}`, param: "n", msg: "only 1"},
 		{name: "n 0", body: `{"n":0,` + user + `}`, param: "n"},
 
 		// stop.
-		{name: "stop empty string", body: `{"stop":"",` + user + `}`, param: "stop"},
+		{name: "stop empty string", body: `{"stop":"",` + user + `}`, param: "stop[0]"},
 		{name: "stop five", body: `{"stop":["a","b","c","d","e"],` + user + `}`, param: "stop", msg: "at most 4"},
 		{name: "stop empty element", body: `{"stop":["a",""],` + user + `}`, param: "stop[1]"},
 		{name: "stop number", body: `{"stop":1,` + user + `}`, param: "stop", msg: "got a number"},

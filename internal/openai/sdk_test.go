@@ -249,6 +249,7 @@ func TestSDKClientNew(t *testing.T) {
 			{Role: chat.RoleUser, Content: "how\nare you"},
 		},
 		MaxTokens:        ptr(16),
+		MaxTokensParam:   "max_completion_tokens",
 		Temperature:      ptr[float32](0.5),
 		TopP:             ptr[float32](0.25),
 		Seed:             ptr[int64](42),

@@ -31,6 +31,11 @@ type PoolConfig struct {
 	// DrainTimeout bounds how long the calls on an instance that left the
 	// discovered set may run before its connection is closed. Default 5m.
 	DrainTimeout time.Duration
+	// Retries is how many times Call tries another instance when one fails
+	// with CodeUnavailable or CodeOverloaded before any chunk. Default 0:
+	// retry in one tier only (the caller's pool, with 1), or the attempts
+	// multiply with each tier that retries.
+	Retries int
 }
 
 func (c *PoolConfig) setDefaults() {
@@ -55,8 +60,9 @@ func (c *PoolConfig) setDefaults() {
 // Pool calls one service over a connection to each of its instances. It
 // follows a discovery.Resolver, sends each call to the connected instance
 // with the fewest calls in flight, reconnects lost connections with backoff,
-// drains instances that leave the set, and retries a call once elsewhere if
-// it failed before any chunk reached the caller.
+// drains instances that leave the set, and retries a call elsewhere (up to
+// PoolConfig.Retries times) if it failed before any chunk reached the
+// caller.
 type Pool struct {
 	service string
 	cfg     PoolConfig
@@ -242,10 +248,12 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // Call calls method on one instance of the service; see Conn.Call for the
 // arguments and errors. The call goes to the connected instance with the
 // fewest calls in flight. If it fails with CodeUnavailable or
-// CodeOverloaded before any chunk reached onChunk, it is retried once on
-// another connected instance; after a chunk it never is, because the caller
-// has already passed text on. With no instance connected, Call waits up to
-// ConnectWait for one, then fails with CodeUnavailable.
+// CodeOverloaded before any chunk reached onChunk, it is retried on another
+// connected instance, up to PoolConfig.Retries times, each time on one not
+// tried yet; after a chunk it never is, because the caller has already
+// passed text on. With no instance connected, Call waits up to ConnectWait
+// for one, then fails with CodeUnavailable. A call that ran out of
+// instances or retries returns the first instance's error.
 func (p *Pool) Call(ctx context.Context, method string, req any, onChunk func(json.RawMessage) error) (json.RawMessage, error) {
 	payload, err := json.Marshal(req)
 	if err != nil {
@@ -253,9 +261,9 @@ func (p *Pool) Call(ctx context.Context, method string, req any, onChunk func(js
 	}
 	var (
 		firstErr error
-		tried    *poolInstance
+		tried    []*poolInstance
 	)
-	for attempt := 0; attempt < 2; attempt++ {
+	for range p.cfg.Retries + 1 {
 		pi, conn, err := p.pick(ctx, tried, method)
 		if err != nil {
 			if firstErr != nil {
@@ -277,15 +285,19 @@ func (p *Pool) Call(ctx context.Context, method string, req any, onChunk func(js
 			return res, err
 		}
 		p.log.Debug("call failed before any chunk; retrying on another instance", "method", method, "id", pi.inst.ID, "error", err, "request_id", RequestID(ctx))
-		firstErr, tried = err, pi
+		if firstErr == nil {
+			firstErr = err
+		}
+		tried = append(tried, pi)
 	}
 	return nil, firstErr
 }
 
 // pick reserves the connected instance with the fewest calls in flight,
-// other than exclude. With none connected it waits up to ConnectWait, unless
-// this is a retry (exclude set), which only takes what is there.
-func (p *Pool) pick(ctx context.Context, exclude *poolInstance, method string) (*poolInstance, *Conn, error) {
+// other than those in exclude. With none connected it waits up to
+// ConnectWait, unless this is a retry (exclude not empty), which only takes
+// what is there.
+func (p *Pool) pick(ctx context.Context, exclude []*poolInstance, method string) (*poolInstance, *Conn, error) {
 	var timeout <-chan time.Time
 	for {
 		p.mu.Lock()
@@ -293,7 +305,7 @@ func (p *Pool) pick(ctx context.Context, exclude *poolInstance, method string) (
 		n := len(p.order)
 		for i := range n {
 			pi := p.order[(p.next+i)%n]
-			if pi == exclude || pi.conn == nil {
+			if pi.conn == nil || slices.Contains(exclude, pi) {
 				continue
 			}
 			if best == nil || pi.inFlight < best.inFlight {
@@ -310,7 +322,7 @@ func (p *Pool) pick(ctx context.Context, exclude *poolInstance, method string) (
 		changed := p.changed
 		p.mu.Unlock()
 
-		if exclude != nil || p.ctx.Err() != nil {
+		if len(exclude) > 0 || p.ctx.Err() != nil {
 			return nil, nil, Errorf(CodeUnavailable, "%s: no other connected instance of %s", method, p.service)
 		}
 		if timeout == nil {

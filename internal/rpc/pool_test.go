@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,8 +13,14 @@ import (
 
 const testService = "slm-test"
 
-// newTestPool follows a static resolver and closes when the test ends.
+// newTestPool follows a static resolver, retries once as the caller's pool
+// does, and closes when the test ends.
 func newTestPool(t *testing.T, addrs ...string) (*Pool, *discovery.Static) {
+	t.Helper()
+	return newTestPoolRetries(t, 1, addrs...)
+}
+
+func newTestPoolRetries(t *testing.T, retries int, addrs ...string) (*Pool, *discovery.Static) {
 	t.Helper()
 	res := discovery.NewStatic()
 	res.Set(testService, addrs...)
@@ -21,6 +28,7 @@ func newTestPool(t *testing.T, addrs ...string) (*Pool, *discovery.Static) {
 		ConnectWait: 200 * time.Millisecond,
 		MinBackoff:  10 * time.Millisecond,
 		MaxBackoff:  100 * time.Millisecond,
+		Retries:     retries,
 	})
 	t.Cleanup(func() { p.Close() })
 	return p, res
@@ -100,6 +108,35 @@ func TestPoolRetriesBeforeFirstChunk(t *testing.T) {
 	}
 	if goodCalls.Load() != calls {
 		t.Errorf("good instance served %d calls, want %d", goodCalls.Load(), calls)
+	}
+}
+
+// TestPoolRetries proves a call that every instance refuses makes at most
+// Retries+1 attempts, each on an instance not tried yet, and returns the
+// first refusal.
+func TestPoolRetries(t *testing.T) {
+	t.Parallel()
+	const instances = 3
+	var served atomic.Int64
+	var addrs []string
+	for i := range instances {
+		ts := startServer(t, ServerConfig{}, "")
+		ts.rpc.Handle("test::work", countingHandler(&served, func(context.Context, json.RawMessage, func(any) error) (any, error) {
+			return nil, &Error{Code: CodeOverloaded, Message: fmt.Sprintf("instance %d is full", i)}
+		}))
+		addrs = append(addrs, ts.addr)
+	}
+	for _, tt := range []struct{ retries, attempts int }{{0, 1}, {1, 2}, {2, 3}, {5, instances}} {
+		t.Run(fmt.Sprintf("retries %d", tt.retries), func(t *testing.T) {
+			p, _ := newTestPoolRetries(t, tt.retries, addrs...)
+			eventually(t, "every instance connected", func() bool { return p.Healthy() == instances })
+			before := served.Load()
+			_, err := p.Call(testCtx(t), "test::work", nil, nil)
+			wantCode(t, err, CodeOverloaded)
+			if got := served.Load() - before; got != int64(tt.attempts) {
+				t.Errorf("%d attempts, want %d", got, tt.attempts)
+			}
+		})
 	}
 }
 

@@ -6,26 +6,13 @@
 // A service serves methods with a Server mounted at PathRPC; a client holds a
 // Conn per peer instance, usually through a Pool that follows a
 // discovery.Resolver and spreads calls over the instances. docs/rpc.md
-// describes the protocol on the wire.
+// describes the protocol on the wire. The package is a generic transport:
+// which methods the mesh has, and what they carry, is internal/mesh's.
 package rpc
 
 import (
 	"context"
 	"time"
-)
-
-// Methods served in the mesh. The names keep the function ids of the system
-// slm-mesh replaces.
-const (
-	// MethodGetResponse is served by the caller tier; the gateway calls it.
-	MethodGetResponse = "inference::get_response"
-	// MethodRunInference is served by the inference tier; the caller calls it.
-	MethodRunInference = "inference::run_inference"
-	// MethodInfo is served by the inference tier: its model and load.
-	MethodInfo = "inference::info"
-	// MethodStatus is served by the caller tier: the inference instances it
-	// reaches and their models, for the gateway's /health and /v1/models.
-	MethodStatus = "caller::status"
 )
 
 // PathRPC is the HTTP path where services mount Server and where Dial

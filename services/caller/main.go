@@ -29,7 +29,6 @@ func run(args []string) error {
 	register := f.Bool("consul-register", "SLM_CONSUL_REGISTER", false, "register in Consul with a /health check (outside Nomad)")
 	advertise := f.String("advertise", "SLM_ADVERTISE", "", "address to register in Consul (default: -addr)")
 	token := f.Secret("rpc-token", "SLM_RPC_TOKEN", "shared RPC token, presented to inference and required from gateways (empty: none)")
-	defMax := f.Int("default-max-tokens", "SLM_DEFAULT_MAX_TOKENS", 256, "max_tokens when a request sets none")
 	maxLimit := f.Int("max-tokens-limit", "SLM_MAX_TOKENS_LIMIT", 2048, "largest max_tokens a request may ask for")
 	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running calls may take to finish")
 	timeouts := f.Timeouts(cli.PrivateTimeouts)
@@ -49,11 +48,14 @@ func run(args []string) error {
 	pool := rpc.NewPool(resolver, discovery.ServiceInference, rpc.PoolConfig{
 		Client: rpc.ClientConfig{Token: *token},
 		Logger: log.Named("pool"),
+		// The one tier that retries: a call refused by one inference
+		// instance before any text tries one other.
+		Retries: 1,
 	})
 	defer pool.Close()
 
 	srv := caller.New(caller.Config{
-		DefaultMaxTokens: *defMax, MaxTokensLimit: *maxLimit, Inference: pool,
+		MaxTokensLimit: *maxLimit, Inference: pool,
 		RPC: rpc.ServerConfig{Token: *token}, Logger: log,
 	})
 	hs, err := cli.StartHTTP(*addr, srv, *timeouts, log)

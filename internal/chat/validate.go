@@ -1,0 +1,94 @@
+package chat
+
+import (
+	"fmt"
+	"math"
+)
+
+// FieldError is a request field with a value no tier accepts. Param names
+// the field as the OpenAI API does ("temperature", "messages[2].role",
+// "stop"); Message is meant for the client.
+type FieldError struct {
+	Param   string
+	Message string
+}
+
+// Error implements error with the message alone: it already names the field.
+func (e *FieldError) Error() string { return e.Message }
+
+func fieldErrorf(param, format string, args ...any) *FieldError {
+	return &FieldError{Param: param, Message: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks what every tier requires of a request, so that the
+// gateway, the caller and the engine apply one set of rules: at least one
+// message, each with a known role; max_tokens not negative (0 leaves the
+// length to the engine); the sampling fields in their ranges; at most
+// MaxStop stop strings, none empty. It returns the first fault found as a
+// *FieldError, in the order the OpenAI API reports them, or nil.
+//
+// Limits that belong to one deployment (message count, characters, the
+// largest max_tokens, the context size) are checked where they are known,
+// not here.
+func (r *Request) Validate() error {
+	if len(r.Messages) == 0 {
+		return fieldErrorf("messages", "'messages' must be a non-empty array.")
+	}
+	for i, m := range r.Messages {
+		switch m.Role {
+		case RoleSystem, RoleUser, RoleAssistant:
+		default:
+			param := fmt.Sprintf("messages[%d].role", i)
+			return fieldErrorf(param, "Invalid value for '%s': %q; supported values are system, user and assistant.", param, m.Role)
+		}
+	}
+	return r.ValidateOptions()
+}
+
+// ValidateOptions is Validate without the messages: for a request whose
+// prompt comes from elsewhere (the engine's raw prompts in tests and
+// benchmarks).
+func (r *Request) ValidateOptions() error {
+	if r.MaxTokens < 0 {
+		return fieldErrorf("max_tokens", "Invalid 'max_tokens': must not be negative, got %d.", r.MaxTokens)
+	}
+	for _, f := range []struct {
+		param    string
+		v        *float32
+		min, max float32
+		minOpen  bool // whether min itself is excluded
+	}{
+		{"temperature", r.Temperature, 0, 2, false},
+		{"top_p", r.TopP, 0, 1, true},
+		{"min_p", r.MinP, 0, 1, false},
+		{"presence_penalty", r.PresencePenalty, -2, 2, false},
+		{"frequency_penalty", r.FrequencyPenalty, -2, 2, false},
+		// 0 would divide a recent token's logit by zero.
+		{"repeat_penalty", r.RepeatPenalty, 0, 10, true},
+	} {
+		if f.v == nil {
+			continue
+		}
+		v := *f.v
+		if math.IsNaN(float64(v)) || v < f.min || v > f.max || (f.minOpen && v == f.min) {
+			lo := "["
+			if f.minOpen {
+				lo = "("
+			}
+			return fieldErrorf(f.param, "Invalid '%s': must be in %s%g, %g], got %g.", f.param, lo, f.min, f.max, v)
+		}
+	}
+	if r.TopK != nil && *r.TopK < 0 {
+		return fieldErrorf("top_k", "Invalid 'top_k': must not be negative, got %d.", *r.TopK)
+	}
+	if len(r.Stop) > MaxStop {
+		return fieldErrorf("stop", "Invalid 'stop': at most %d stop strings are allowed, got %d.", MaxStop, len(r.Stop))
+	}
+	for i, s := range r.Stop {
+		if s == "" {
+			// An empty stop string would end every generation at once.
+			return fieldErrorf(fmt.Sprintf("stop[%d]", i), "Invalid 'stop': stop strings must not be empty.")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+package chat
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	f32 := func(v float32) *float32 { return &v }
+	i := func(v int) *int { return &v }
+	user := []Message{{Role: RoleUser, Content: "hi"}}
+	tests := []struct {
+		name  string
+		req   Request
+		param string // "" for a valid request
+		msg   string // a part of the message
+	}{
+		{"minimal", Request{Messages: user}, "", ""},
+		{"everything at its bounds", Request{Messages: []Message{{Role: RoleSystem}, {Role: RoleUser}, {Role: RoleAssistant}},
+			MaxTokens: 0, Temperature: f32(2), TopP: f32(1), MinP: f32(0), TopK: i(0), PresencePenalty: f32(-2),
+			FrequencyPenalty: f32(2), RepeatPenalty: f32(10), Stop: []string{"a", "b", "c", "d"}}, "", ""},
+		{"no messages", Request{}, "messages", "non-empty"},
+		{"developer role not normalised", Request{Messages: []Message{{Role: RoleUser}, {Role: "developer"}}}, "messages[1].role", `"developer"`},
+		{"empty role", Request{Messages: []Message{{Content: "x"}}}, "messages[0].role", "supported values"},
+		{"max_tokens negative", Request{Messages: user, MaxTokens: -1}, "max_tokens", "got -1"},
+		{"temperature high", Request{Messages: user, Temperature: f32(2.01)}, "temperature", "[0, 2]"},
+		{"temperature negative", Request{Messages: user, Temperature: f32(-0.1)}, "temperature", ""},
+		{"temperature NaN", Request{Messages: user, Temperature: f32(float32(math.NaN()))}, "temperature", ""},
+		{"top_p 0", Request{Messages: user, TopP: f32(0)}, "top_p", "(0, 1]"},
+		{"top_p high", Request{Messages: user, TopP: f32(1.5)}, "top_p", ""},
+		{"min_p high", Request{Messages: user, MinP: f32(1.1)}, "min_p", ""},
+		{"top_k negative", Request{Messages: user, TopK: i(-1)}, "top_k", ""},
+		{"presence_penalty low", Request{Messages: user, PresencePenalty: f32(-2.5)}, "presence_penalty", ""},
+		{"frequency_penalty high", Request{Messages: user, FrequencyPenalty: f32(3)}, "frequency_penalty", ""},
+		{"repeat_penalty 0", Request{Messages: user, RepeatPenalty: f32(0)}, "repeat_penalty", "(0, 10]"},
+		{"repeat_penalty infinite", Request{Messages: user, RepeatPenalty: f32(float32(math.Inf(1)))}, "repeat_penalty", ""},
+		{"five stops", Request{Messages: user, Stop: []string{"a", "b", "c", "d", "e"}}, "stop", "at most 4"},
+		{"empty stop", Request{Messages: user, Stop: []string{"a", ""}}, "stop[1]", "must not be empty"},
+		{"first fault wins", Request{Messages: user, MaxTokens: -1, Temperature: f32(9)}, "max_tokens", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.req.Validate()
+			if tt.param == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Param != tt.param || !strings.Contains(fe.Message, tt.msg) {
+				t.Fatalf("Validate = %v (%#v), want param %q and a message with %q", err, fe, tt.param, tt.msg)
+			}
+		})
+	}
+}
+
+// TestValidateOptions checks that a request without messages (a raw
+// prompt) still gets its options checked.
+func TestValidateOptions(t *testing.T) {
+	t.Parallel()
+	if err := (&Request{}).ValidateOptions(); err != nil {
+		t.Errorf("no options: %v", err)
+	}
+	var fe *FieldError
+	if err := (&Request{Stop: make([]string, 5)}).ValidateOptions(); !errors.As(err, &fe) || fe.Param != "stop" {
+		t.Errorf("five stops: %v", err)
+	}
+}
