@@ -134,7 +134,7 @@ func TestRetriesInOneTier(t *testing.T) {
 	// somewhere to go.
 	for _, addr := range callers {
 		one := client(t, addr)
-		waitFor(t, "a caller to reach the three instances", func() bool {
+		meshtest.Eventually(t, "a caller to reach the three instances", func() bool {
 			st, err := one.Status(ctx(t))
 			return err == nil && len(st.Inference) == 3 &&
 				!slices.ContainsFunc(st.Inference, func(s mesh.InferenceStatus) bool { return s.Error != "" })
@@ -170,7 +170,7 @@ func TestStatus(t *testing.T) {
 	c := client(t, addr)
 
 	var st mesh.CallerStatus
-	waitFor(t, "three instances to answer", func() bool {
+	meshtest.Eventually(t, "three instances to answer", func() bool {
 		var err error
 		st, err = c.Status(ctx(t))
 		return err == nil && len(st.Inference) == 4 && !slices.ContainsFunc(st.Inference, func(s mesh.InferenceStatus) bool {
@@ -228,16 +228,4 @@ func freeAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
-}
-
-// waitFor polls cond for up to ten seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for range 500 {
-		if cond() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }

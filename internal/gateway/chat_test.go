@@ -348,21 +348,16 @@ func TestHealthSharesOneRefresh(t *testing.T) {
 	}
 }
 
-// waitMetric waits until the gateway's /metrics holds line, for up to ten
-// seconds.
+// waitMetric waits until the gateway's /metrics holds line.
 func waitMetric(t *testing.T, srv *httptest.Server, line string) {
 	t.Helper()
-	for range 1000 {
+	meshtest.Eventually(t, "/metrics to show "+line, func() bool {
 		resp, err := http.Get(srv.URL + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer resp.Body.Close()
 		m, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if strings.Contains(string(m), line) {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("/metrics never showed %s", line)
+		return strings.Contains(string(m), line)
+	})
 }

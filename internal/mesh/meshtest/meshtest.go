@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/discovery"
@@ -200,4 +201,17 @@ func (f *Caller) StatusCalls() int {
 // address.
 func (f *Caller) Serve(t testing.TB) string {
 	return ServeRPC(t, func(srv *rpc.Server) { mesh.RegisterCaller(srv, f) })
+}
+
+// Eventually polls cond every 10ms until it holds, for up to ten seconds,
+// and fails the test with what it waited for if it never does.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
 }
