@@ -281,3 +281,52 @@ func TestToChat(t *testing.T) {
 		t.Errorf("MaxTokens = %d, want 0", got)
 	}
 }
+
+// TestInClientTerms proves an error about max_tokens names the field the
+// client sent: max_completion_tokens in param and message when that is
+// what it sent, max_tokens unchanged otherwise, and other errors untouched.
+func TestInClientTerms(t *testing.T) {
+	t.Parallel()
+	limit := func() *Error {
+		return InvalidRequest("max_tokens", "Invalid 'max_tokens': 5000 is above this deployment's limit of 2048.")
+	}
+	overflow := func() *Error {
+		e := InvalidRequest("messages", "the prompt is 9 tokens and max_tokens 5000; together they exceed the 1024 tokens a request may use")
+		e.Code = "context_length_exceeded"
+		return e
+	}
+	tests := []struct {
+		name       string
+		body       string
+		err        *Error
+		param, msg string
+	}{
+		{"max_completion_tokens", `{"max_completion_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`, limit(),
+			"max_completion_tokens", "Invalid 'max_completion_tokens': 5000 is above"},
+		{"both sent, the newer wins", `{"max_tokens":1,"max_completion_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`, limit(),
+			"max_completion_tokens", "Invalid 'max_completion_tokens'"},
+		{"max_tokens", `{"max_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`, limit(),
+			"max_tokens", "Invalid 'max_tokens'"},
+		{"context overflow keeps its param", `{"max_completion_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`, overflow(),
+			"messages", "and max_completion_tokens 5000"},
+		{"not an invalid request", `{"max_completion_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`,
+			Overloaded("max_tokens is not the point", 1), "", "max_tokens is not the point"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r, e := DecodeChatRequest([]byte(tt.body), Limits{})
+			if e != nil {
+				t.Fatal(e)
+			}
+			before := *tt.err
+			got := r.InClientTerms(tt.err)
+			if got.Param != tt.param || !strings.Contains(got.Message, tt.msg) || got.Status != tt.err.Status || got.Code != tt.err.Code {
+				t.Errorf("got %+v, want param %q and a message with %q", got, tt.param, tt.msg)
+			}
+			if *tt.err != before {
+				t.Errorf("the error given was changed: %+v", tt.err)
+			}
+		})
+	}
+}
