@@ -121,6 +121,30 @@ func TestErrors(t *testing.T) {
 		}
 	})
 
+	// A prompt that leaves less room than a completion usually takes, sent
+	// without max_tokens, gets a shorter answer rather than a 400: the
+	// engine owns that default and fits it to the context. (The caller's
+	// own default of 256 made this a 400.)
+	t.Run("LongPromptWithoutMaxTokens", func(t *testing.T) {
+		const ctxLen, oldDefault = 1024, 256
+		prompt := strings.Repeat("Once upon a time there was a girl. ", 80) // about 880 tokens
+		body, _ := json.Marshal(map[string]any{"messages": []map[string]string{{"role": "user", "content": prompt}}, "temperature": 0})
+		resp, b := m.request(t, http.MethodPost, "/v1/chat/completions", string(body), nil)
+		var c struct {
+			Usage struct {
+				PromptTokens     int `json:"prompt_tokens"`
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal(b, &c); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%d %s (%v)", resp.StatusCode, b, err)
+		}
+		u := c.Usage
+		if u.PromptTokens <= ctxLen-oldDefault || u.CompletionTokens < 1 || u.PromptTokens+u.CompletionTokens > ctxLen {
+			t.Errorf("usage %+v: want a prompt over %d tokens and a completion within the %d tokens left", u, ctxLen-oldDefault, ctxLen-u.PromptTokens)
+		}
+	})
+
 	t.Run("UnknownModelSDK", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
