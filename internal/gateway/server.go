@@ -155,20 +155,20 @@ func (s *Server) fail(c *gin.Context, e *openai.Error) {
 }
 
 // clientError is the one place that turns an RPC error into what the client
-// sees: the code decides the status, internal detail stays in the log.
+// sees: the code decides the status, internal detail stays in the log. A
+// 429 or 503 without a Retry-After from upstream gets the configured one.
 func (s *Server) clientError(c *gin.Context, err error) *openai.Error {
-	code := rpc.CodeOf(err)
-	var msg string
+	u := openai.Upstream{Code: string(rpc.CodeOf(err))}
 	var re *rpc.Error
 	if errors.As(err, &re) {
-		msg = re.Message
+		u.Message, u.Param, u.Reason, u.RetryAfter = re.Message, re.Param, re.Reason, re.RetryAfter
 	}
-	if code == rpc.CodeInternal {
+	if u.Code == string(rpc.CodeInternal) {
 		s.log.Error("request failed", "request_id", requestIDOf(c), "error", err)
-		msg = ""
+		u.Message = ""
 	}
-	e := openai.FromCode(string(code), msg)
-	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
+	e := openai.FromCode(u)
+	if u.RetryAfter <= 0 && (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable) {
 		e.RetryAfter = s.cfg.RetryAfter
 	}
 	return e

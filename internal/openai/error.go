@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Error types as the OpenAI API names them in error.type.
@@ -201,15 +202,59 @@ func Internal() *Error {
 	}
 }
 
-// FromCode turns an RPC error code and message into the client's error. It is
-// the one place where service errors become HTTP errors.
+// Upstream is a failure as a service reported it: the fields of the rpc
+// package's Error, copied so that this package does not depend on rpc.
+type Upstream struct {
+	// Code is one of the rpc package's codes ("invalid_argument", …).
+	Code string
+	// Message describes the failure; see FromCode for when it is shown.
+	Message string
+	// Param names the request field at fault ("messages", "max_tokens").
+	Param string
+	// Reason refines Code for machines, e.g. "context_length_exceeded".
+	Reason string
+	// RetryAfter is how long the service suggests waiting; zero: no
+	// suggestion.
+	RetryAfter time.Duration
+}
+
+// RetryAfterSeconds is d as a Retry-After value: whole seconds, rounded up,
+// at least 1 (a Retry-After of 0 asks for an immediate retry, which is never
+// what an overloaded service wants); 0 when d is not positive.
+func RetryAfterSeconds(d time.Duration) int {
+	if d <= 0 {
+		return 0
+	}
+	return max(int((d+time.Second-1)/time.Second), 1)
+}
+
+// FromCode turns a service's error into the client's error. It is the one
+// place where service errors become HTTP errors.
 //
-// The codes are those of the rpc package's Code type; they arrive as plain
-// strings so that this package does not depend on rpc. Messages of the codes
-// that describe the client's request (invalid_argument, not_found,
-// overloaded) are passed on; the others may carry internal detail such as
-// addresses and are replaced by a fixed text. An unknown code is internal.
-func FromCode(code, msg string) *Error {
+// Messages of the codes that describe the client's request
+// (invalid_argument, not_found, overloaded) are passed on, with Param as
+// error.param and, for invalid_argument, Reason as error.code; the other
+// codes may carry internal detail such as addresses and get a fixed text.
+// A 429 or 503 carries u.RetryAfter (see RetryAfterSeconds), else
+// DefaultRetryAfter. An unknown code is internal.
+func FromCode(u Upstream) *Error {
+	e := fromCode(u.Code, u.Message)
+	switch u.Code {
+	case "invalid_argument":
+		e.Param, e.Code = u.Param, u.Reason
+	case "not_found":
+		e.Param = u.Param
+	}
+	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
+		e.RetryAfter = RetryAfterSeconds(u.RetryAfter)
+		if e.RetryAfter == 0 {
+			e.RetryAfter = DefaultRetryAfter
+		}
+	}
+	return e
+}
+
+func fromCode(code, msg string) *Error {
 	switch code {
 	case "invalid_argument":
 		if msg == "" {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestErrorJSON(t *testing.T) {
@@ -107,15 +108,15 @@ func TestFromCode(t *testing.T) {
 		{"invalid_argument", "prompt is longer than the context", 400, TypeInvalidRequest, "", "prompt is longer than the context", 0},
 		{"not_found", "The model `x` does not exist.", 404, TypeInvalidRequest, "model_not_found", "The model `x` does not exist.", 0},
 		{"overloaded", "queue full", 429, TypeRateLimit, "rate_limit_exceeded", "queue full", DefaultRetryAfter},
-		{"unavailable", secret, 503, TypeServer, "service_unavailable", "", 0},
+		{"unavailable", secret, 503, TypeServer, "service_unavailable", "", DefaultRetryAfter},
 		{"deadline_exceeded", secret, 504, TypeServer, "timeout", "", 0},
-		{"canceled", secret, 503, TypeServer, "request_canceled", "", 0},
+		{"canceled", secret, 503, TypeServer, "request_canceled", "", DefaultRetryAfter},
 		{"internal", secret, 500, TypeServer, "", "", 0},
 		{"something_new", secret, 500, TypeServer, "", "", 0},
 		{"", "", 500, TypeServer, "", "", 0},
 	}
 	for _, tt := range tests {
-		e := FromCode(tt.code, tt.msg)
+		e := FromCode(Upstream{Code: tt.code, Message: tt.msg})
 		if e.Status != tt.status || e.Type != tt.typ || e.Code != tt.ecode || e.RetryAfter != tt.retryAfter {
 			t.Errorf("FromCode(%q) = %+v, want status %d type %q code %q retry %d",
 				tt.code, *e, tt.status, tt.typ, tt.ecode, tt.retryAfter)
@@ -129,12 +130,57 @@ func TestFromCode(t *testing.T) {
 	}
 	// Codes whose message is passed on still get one when it is empty.
 	for _, code := range []string{"invalid_argument", "not_found", "overloaded"} {
-		if e := FromCode(code, ""); e.Message == "" {
+		if e := FromCode(Upstream{Code: code}); e.Message == "" {
 			t.Errorf("FromCode(%q, \"\") has no message", code)
 		}
 	}
 	// The gateway turns the status into a header; check it is a real one.
-	if http.StatusText(FromCode("canceled", "").Status) == "" {
+	if http.StatusText(FromCode(Upstream{Code: "canceled"}).Status) == "" {
 		t.Error("canceled maps to a non-standard status")
+	}
+}
+
+// TestFromCodeDetail checks that a service's param, reason and retry-after
+// reach the client where they mean something, and nowhere else.
+func TestFromCodeDetail(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		in          Upstream
+		param, code string
+		retryAfter  int
+	}{
+		{"context overflow", Upstream{Code: "invalid_argument", Message: "too long", Param: "messages", Reason: "context_length_exceeded"},
+			"messages", "context_length_exceeded", 0},
+		{"invalid without detail", Upstream{Code: "invalid_argument", Message: "bad"}, "", "", 0},
+		{"unknown model", Upstream{Code: "not_found", Message: "no such model", Param: "model", Reason: "whatever"}, "model", "model_not_found", 0},
+		{"retry after 1.5s rounds up", Upstream{Code: "overloaded", RetryAfter: 1500 * time.Millisecond}, "", "rate_limit_exceeded", 2},
+		{"retry after 1ms is 1s", Upstream{Code: "overloaded", RetryAfter: time.Millisecond}, "", "rate_limit_exceeded", 1},
+		{"retry after 7s", Upstream{Code: "unavailable", RetryAfter: 7 * time.Second}, "", "service_unavailable", 7},
+		{"no retry after: the default", Upstream{Code: "overloaded"}, "", "rate_limit_exceeded", DefaultRetryAfter},
+		{"overload keeps its code and no param", Upstream{Code: "overloaded", Param: "messages", Reason: "queue_full"}, "", "rate_limit_exceeded", DefaultRetryAfter},
+		{"internal keeps nothing", Upstream{Code: "internal", Param: "messages", Reason: "oops", RetryAfter: time.Second}, "", "", 0},
+		{"retry after only on 429 and 503", Upstream{Code: "invalid_argument", RetryAfter: time.Second}, "", "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := FromCode(tt.in)
+			if e.Param != tt.param || e.Code != tt.code || e.RetryAfter != tt.retryAfter {
+				t.Errorf("FromCode(%+v) = %+v, want param %q code %q retry %d", tt.in, *e, tt.param, tt.code, tt.retryAfter)
+			}
+		})
+	}
+}
+
+func TestRetryAfterSeconds(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]int{
+		-time.Second: 0, 0: 0, time.Nanosecond: 1, time.Second: 1,
+		time.Second + time.Nanosecond: 2, 2500 * time.Millisecond: 3, time.Minute: 60,
+	} {
+		if got := RetryAfterSeconds(d); got != want {
+			t.Errorf("RetryAfterSeconds(%v) = %d, want %d", d, got, want)
+		}
 	}
 }

@@ -163,7 +163,7 @@ func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	last := req.Messages[len(req.Messages)-1].Content
 	if last == "busy" {
-		writeError(w, FromCode("overloaded", "The queue is full."))
+		writeError(w, FromCode(Upstream{Code: "overloaded", Message: "The queue is full."}))
 		return
 	}
 	words := strings.SplitAfter("echo: "+last, " ")
@@ -186,7 +186,7 @@ func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.Done()
 	for _, word := range words {
 		if strings.TrimSpace(word) == "fail" {
-			s.Error(FromCode("deadline_exceeded", "engine: context deadline exceeded"))
+			s.Error(FromCode(Upstream{Code: "deadline_exceeded", Message: "engine: context deadline exceeded"}))
 			return
 		}
 		s.Delta(word)
