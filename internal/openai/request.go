@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -115,7 +116,18 @@ type wireRequest struct {
 	N    *int   `json:"n"`
 	User string `json:"user"`
 
-	// Decoded only to be refused; see Unsupported.
+	// Accepted and ignored: they identify the client or tune caching,
+	// billing or tool use, and change nothing in the generated text.
+	Metadata             map[string]string `json:"metadata"`
+	ParallelToolCalls    *bool             `json:"parallel_tool_calls"`
+	Prediction           json.RawMessage   `json:"prediction"`
+	PromptCacheKey       *string           `json:"prompt_cache_key"`
+	PromptCacheRetention *string           `json:"prompt_cache_retention"`
+	PromptCacheOptions   json.RawMessage   `json:"prompt_cache_options"`
+	SafetyIdentifier     *string           `json:"safety_identifier"`
+
+	// Decoded only to be refused; see checkUnsupported. Store and
+	// ServiceTier pass with the values that ask for what we do anyway.
 	Tools          json.RawMessage `json:"tools"`
 	ToolChoice     json.RawMessage `json:"tool_choice"`
 	Functions      json.RawMessage `json:"functions"`
@@ -123,10 +135,32 @@ type wireRequest struct {
 	ResponseFormat *struct {
 		Type string `json:"type"`
 	} `json:"response_format"`
-	Logprobs    *bool           `json:"logprobs"`
-	TopLogprobs *int            `json:"top_logprobs"`
-	LogitBias   json.RawMessage `json:"logit_bias"`
+	Logprobs         *bool           `json:"logprobs"`
+	TopLogprobs      *int            `json:"top_logprobs"`
+	LogitBias        json.RawMessage `json:"logit_bias"`
+	Store            *bool           `json:"store"`
+	ServiceTier      *string         `json:"service_tier"`
+	Modalities       []string        `json:"modalities"`
+	Audio            json.RawMessage `json:"audio"`
+	ReasoningEffort  json.RawMessage `json:"reasoning_effort"`
+	Verbosity        json.RawMessage `json:"verbosity"`
+	Moderation       json.RawMessage `json:"moderation"`
+	WebSearchOptions json.RawMessage `json:"web_search_options"`
 }
+
+// knownFields are the top-level fields of wireRequest: every field of the
+// OpenAI chat-completions request. Any other name is refused, as OpenAI
+// refuses it, rather than silently ignored: a misspelt "max_token" would
+// otherwise change nothing without the client knowing.
+var knownFields = func() map[string]bool {
+	known := map[string]bool{}
+	t := reflect.TypeFor[wireRequest]()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		known[name] = true
+	}
+	return known
+}()
 
 // wireMessage is one element of messages.
 type wireMessage struct {
@@ -145,7 +179,9 @@ type wirePart struct {
 // DecodeChatRequest decodes and validates a chat-completions request body.
 // It returns either the request or an *Error with status 400 (or 413 for a
 // body over lim.MaxBodyBytes) whose Param names the offending field.
-// Unknown fields are ignored; fields this server cannot honour are refused.
+// A top-level field the OpenAI API does not define is refused, as OpenAI
+// refuses it; fields this server cannot honour are refused too (see
+// checkUnsupported).
 //
 // The body must be UTF-8, as JSON text must be (RFC 8259): encoding/json
 // would quietly turn invalid bytes into U+FFFD, changing what the client
@@ -157,6 +193,9 @@ func DecodeChatRequest(body []byte, lim Limits) (*ChatCompletionRequest, *Error)
 	}
 	if !utf8.Valid(body) {
 		return nil, InvalidRequest("", "The request body is not valid UTF-8. Send JSON encoded as UTF-8.")
+	}
+	if e := checkFieldNames(body); e != nil {
+		return nil, e
 	}
 	var w wireRequest
 	if err := json.Unmarshal(body, &w); err != nil {
@@ -201,27 +240,67 @@ func DecodeChatRequest(body []byte, lim Limits) (*ChatCompletionRequest, *Error)
 	return r, nil
 }
 
+// checkFieldNames refuses a body with a top-level field that is not in
+// knownFields, with OpenAI's wording. The names are matched exactly:
+// encoding/json alone would take "Messages" for "messages".
+func checkFieldNames(body []byte) *Error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return decodeError("", err)
+	}
+	// Report the first unknown name in sorted order, so that the same body
+	// always gets the same error.
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		if !knownFields[name] {
+			return InvalidRequest(name, "Unrecognized request argument supplied: "+name)
+		}
+	}
+	return nil
+}
+
 // checkUnsupported refuses the parameters a client sends only when it wants
 // a feature we lack. Empty or neutral values ("tools": [], "logprobs":
-// false, "tool_choice": "none") ask for nothing and pass.
+// false, "store": false, "modalities": ["text"]) ask for nothing and pass.
+// It also refuses, as OpenAI does, the parameters that only mean something
+// next to another one: tool_choice without tools, top_logprobs without
+// logprobs.
 func checkUnsupported(w *wireRequest) *Error {
 	switch {
 	case !isEmpty(w.Tools):
 		return Unsupported("tools")
 	case !isEmpty(w.Functions):
 		return Unsupported("functions")
-	case !isNull(w.ToolChoice) && string(bytes.TrimSpace(w.ToolChoice)) != `"none"`:
-		return Unsupported("tool_choice")
+	case !isNull(w.ToolChoice):
+		// Tools are refused above, so a tool_choice is always alone.
+		return InvalidRequest("tool_choice", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
 	case !isNull(w.FunctionCall) && string(bytes.TrimSpace(w.FunctionCall)) != `"none"`:
 		return Unsupported("function_call")
 	case w.ResponseFormat != nil && w.ResponseFormat.Type != "text":
 		return Unsupported("response_format")
 	case w.Logprobs != nil && *w.Logprobs:
 		return Unsupported("logprobs")
-	case w.TopLogprobs != nil && *w.TopLogprobs > 0:
-		return Unsupported("top_logprobs")
+	case w.TopLogprobs != nil:
+		return InvalidRequest("top_logprobs", "Invalid value for 'top_logprobs': 'top_logprobs' is only allowed when 'logprobs' is true.")
 	case !isEmpty(w.LogitBias):
 		return Unsupported("logit_bias")
+	case w.Store != nil && *w.Store:
+		// Nothing is stored: a client relying on it would look for the
+		// completion later in vain.
+		return Unsupported("store")
+	case w.ServiceTier != nil && *w.ServiceTier != "auto" && *w.ServiceTier != "default":
+		return Unsupported("service_tier")
+	case len(w.Modalities) > 0 && !slices.Equal(w.Modalities, []string{"text"}):
+		return Unsupported("modalities")
+	case !isNull(w.Audio):
+		return Unsupported("audio")
+	case !isNull(w.ReasoningEffort):
+		return Unsupported("reasoning_effort")
+	case !isNull(w.Verbosity):
+		return Unsupported("verbosity")
+	case !isNull(w.Moderation):
+		return Unsupported("moderation")
+	case !isNull(w.WebSearchOptions):
+		return Unsupported("web_search_options")
 	}
 	return nil
 }

@@ -46,9 +46,16 @@ func TestDecodeChatRequestValid(t *testing.T) {
 		{"text parts joined by newline", `{"messages":[{"role":"user","content":[
 			{"type":"text","text":"a"},{"type":"text","text":"b","cache_control":{}}]}]}`,
 			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleUser, Content: "a\nb"}}}},
-		{"unknown fields ignored", `{"metadata":{"k":"v"},"store":false,"service_tier":"auto",` +
+		// Fields that change nothing in the text are accepted and ignored;
+		// so are unknown fields inside a message (only top-level names are
+		// checked).
+		{"ignored fields", `{"metadata":{"k":"v"},"store":false,"service_tier":"auto","parallel_tool_calls":true,` +
+			`"prediction":{"type":"content","content":"x"},"prompt_cache_key":"k","prompt_cache_retention":"24h",` +
+			`"prompt_cache_options":{},"safety_identifier":"s","modalities":["text"],` +
+			`"stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false},` +
 			`"messages":[{"role":"user","content":"hi","name":"bob","extra":1}]}`,
-			ChatCompletionRequest{Messages: hi()}},
+			ChatCompletionRequest{Messages: hi(), Stream: true, IncludeUsage: true}},
+		{"service_tier default", `{"service_tier":"default",` + user + `}`, ChatCompletionRequest{Messages: hi()}},
 		{"max_tokens", `{"max_tokens":5,` + user + `}`,
 			ChatCompletionRequest{Messages: hi(), MaxTokens: ptr(5), MaxTokensParam: "max_tokens"}},
 		{"max_completion_tokens wins", `{"max_tokens":5,"max_completion_tokens":7,` + user + `}`,
@@ -74,8 +81,9 @@ func TestDecodeChatRequestValid(t *testing.T) {
 			ChatCompletionRequest{Messages: hi(), Stream: true, IncludeUsage: true}},
 		{"include_usage false", `{"stream":true,"stream_options":{"include_usage":false},` + user + `}`,
 			ChatCompletionRequest{Messages: hi(), Stream: true}},
-		{"neutral unsupported values", `{"tools":[],"functions":[],"tool_choice":"none","function_call":"none",` +
-			`"response_format":{"type":"text"},"logprobs":false,"top_logprobs":0,"logit_bias":{},` +
+		{"neutral unsupported values", `{"tools":[],"functions":[],"function_call":"none",` +
+			`"response_format":{"type":"text"},"logprobs":false,"logit_bias":{},"modalities":[],` +
+			`"audio":null,"reasoning_effort":null,"verbosity":null,"moderation":null,"web_search_options":null,` +
 			`"messages":[{"role":"assistant","content":"x","tool_calls":[]},{"role":"user","content":"hi"}]}`,
 			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleAssistant, Content: "x"}, {Role: chat.RoleUser, Content: "hi"}}}},
 		{"whitespace around body", " \n{" + user + "}\n", ChatCompletionRequest{Messages: hi()}},
@@ -204,8 +212,25 @@ func TestDecodeChatRequestInvalid(t *testing.T) {
 
 		// Features we lack are refused, never dropped.
 		{name: "tools", body: `{"tools":[{"type":"function","function":{"name":"f"}}],` + user + `}`, param: "tools", code: "unsupported_parameter"},
-		{name: "tool_choice auto", body: `{"tool_choice":"auto",` + user + `}`, param: "tool_choice", code: "unsupported_parameter"},
-		{name: "tool_choice object", body: `{"tool_choice":{"type":"function"},` + user + `}`, param: "tool_choice", code: "unsupported_parameter"},
+		// Parameters that only mean something next to another, as OpenAI
+		// refuses them.
+		{name: "tool_choice auto without tools", body: `{"tool_choice":"auto",` + user + `}`, param: "tool_choice", msg: "only allowed when 'tools' are specified"},
+		{name: "tool_choice none without tools", body: `{"tool_choice":"none",` + user + `}`, param: "tool_choice", msg: "only allowed when 'tools' are specified"},
+		{name: "tool_choice with empty tools", body: `{"tools":[],"tool_choice":"none",` + user + `}`, param: "tool_choice", msg: "only allowed when 'tools' are specified"},
+		{name: "tool_choice object", body: `{"tool_choice":{"type":"function"},` + user + `}`, param: "tool_choice", msg: "only allowed when 'tools' are specified"},
+		{name: "tool_choice with tools", body: `{"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"auto",` + user + `}`,
+			param: "tools", code: "unsupported_parameter"},
+		{name: "top_logprobs without logprobs", body: `{"top_logprobs":3,` + user + `}`, param: "top_logprobs", msg: "only allowed when 'logprobs' is true"},
+		{name: "top_logprobs 0 without logprobs", body: `{"top_logprobs":0,` + user + `}`, param: "top_logprobs", msg: "only allowed when 'logprobs' is true"},
+		{name: "top_logprobs with logprobs false", body: `{"logprobs":false,"top_logprobs":2,` + user + `}`, param: "top_logprobs", msg: "only allowed when 'logprobs' is true"},
+		{name: "top_logprobs with logprobs", body: `{"logprobs":true,"top_logprobs":2,` + user + `}`, param: "logprobs", code: "unsupported_parameter"},
+
+		// Names the OpenAI API does not define, in OpenAI's words; names are
+		// matched exactly.
+		{name: "unknown field", body: `{"max_token":5,` + user + `}`, param: "max_token", msg: "Unrecognized request argument supplied: max_token"},
+		{name: "field in capitals", body: `{"Temperature":1,` + user + `}`, param: "Temperature", msg: "Unrecognized request argument supplied: Temperature"},
+		{name: "first unknown field in order", body: `{"zz":1,"aa":2,` + user + `}`, param: "aa", msg: "supplied: aa"},
+		{name: "ignored field of the wrong type", body: `{"parallel_tool_calls":"yes",` + user + `}`, param: "parallel_tool_calls", msg: "expected a boolean"},
 		{name: "functions", body: `{"functions":[{"name":"f"}],` + user + `}`, param: "functions", code: "unsupported_parameter"},
 		{name: "function_call", body: `{"function_call":"auto",` + user + `}`, param: "function_call", code: "unsupported_parameter"},
 		{name: "response_format json_object", body: `{"response_format":{"type":"json_object"},` + user + `}`,
@@ -213,8 +238,15 @@ func TestDecodeChatRequestInvalid(t *testing.T) {
 		{name: "response_format json_schema", body: `{"response_format":{"type":"json_schema","json_schema":{}},` + user + `}`,
 			param: "response_format", code: "unsupported_parameter"},
 		{name: "logprobs", body: `{"logprobs":true,` + user + `}`, param: "logprobs", code: "unsupported_parameter"},
-		{name: "top_logprobs", body: `{"top_logprobs":3,` + user + `}`, param: "top_logprobs", code: "unsupported_parameter"},
 		{name: "logit_bias", body: `{"logit_bias":{"50256":-100},` + user + `}`, param: "logit_bias", code: "unsupported_parameter"},
+		{name: "store", body: `{"store":true,` + user + `}`, param: "store", code: "unsupported_parameter"},
+		{name: "service_tier flex", body: `{"service_tier":"flex",` + user + `}`, param: "service_tier", code: "unsupported_parameter"},
+		{name: "modalities audio", body: `{"modalities":["text","audio"],` + user + `}`, param: "modalities", code: "unsupported_parameter"},
+		{name: "audio", body: `{"audio":{"voice":"alloy","format":"mp3"},` + user + `}`, param: "audio", code: "unsupported_parameter"},
+		{name: "reasoning_effort", body: `{"reasoning_effort":"low",` + user + `}`, param: "reasoning_effort", code: "unsupported_parameter"},
+		{name: "verbosity", body: `{"verbosity":"low",` + user + `}`, param: "verbosity", code: "unsupported_parameter"},
+		{name: "moderation", body: `{"moderation":{},` + user + `}`, param: "moderation", code: "unsupported_parameter"},
+		{name: "web_search_options", body: `{"web_search_options":{},` + user + `}`, param: "web_search_options", code: "unsupported_parameter"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
