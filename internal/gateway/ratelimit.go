@@ -1,62 +1,59 @@
 package gateway
 
 import (
-	"math"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
-// rateLimiter is a token bucket per client key (the API key, or the client
-// address when no keys are configured): rate requests per second on average,
-// bursts of up to burst.
+// rateLimiter keeps a token bucket (rate.Limiter) per client key (the API
+// key, or the client address when no keys are configured): rate requests
+// per second on average, bursts of up to burst.
 type rateLimiter struct {
-	rate  float64
-	burst float64
+	rate  rate.Limit
+	burst int
 
-	mu      sync.Mutex
-	buckets map[string]*bucket
-	swept   time.Time
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter
+	swept    time.Time
 }
 
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-func newRateLimiter(rate float64, burst int) *rateLimiter {
-	return &rateLimiter{rate: rate, burst: float64(max(burst, 1)), buckets: map[string]*bucket{}}
+func newRateLimiter(perSecond float64, burst int) *rateLimiter {
+	return &rateLimiter{rate: rate.Limit(perSecond), burst: max(burst, 1), limiters: map[string]*rate.Limiter{}}
 }
 
 // allow takes a token for key; when there is none it returns how long until
-// there will be one.
+// there will be one, and takes nothing.
 func (l *rateLimiter) allow(key string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweep(now)
-	b, ok := l.buckets[key]
+	lim, ok := l.limiters[key]
 	if !ok {
-		b = &bucket{tokens: l.burst, at: now}
-		l.buckets[key] = b
+		lim = rate.NewLimiter(l.rate, l.burst)
+		l.limiters[key] = lim
 	}
-	b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
-	b.at = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return true, 0
+	// A reservation tells the wait; a refused request gives its token back.
+	r := lim.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
 	}
-	return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+	return true, 0
 }
 
-// sweep forgets full buckets once a minute, so that many one-off clients
-// cannot grow the map without bound.
+// sweep forgets the limiters whose bucket has filled up again once a
+// minute: such a client is idle, and a new limiter for it would be the
+// same. Many one-off clients thus cannot grow the map without bound.
 func (l *rateLimiter) sweep(now time.Time) {
 	if now.Sub(l.swept) < time.Minute {
 		return
 	}
 	l.swept = now
-	for k, b := range l.buckets {
-		if b.tokens+now.Sub(b.at).Seconds()*l.rate >= l.burst {
-			delete(l.buckets, k)
+	for k, lim := range l.limiters {
+		if lim.TokensAt(now) >= float64(l.burst) {
+			delete(l.limiters, k)
 		}
 	}
 }

@@ -22,11 +22,20 @@ func TestRateLimiter(t *testing.T) {
 		t.Fatal("another key shares the bucket")
 	}
 	if ok, _ := l.allow("a", now.Add(500*time.Millisecond)); !ok {
-		t.Fatal("no token after the refill time")
+		t.Fatal("no token after the refill time (a refused request took one)")
+	}
+	if ok, wait := l.allow("a", now.Add(500*time.Millisecond)); ok || wait != 500*time.Millisecond {
+		t.Fatalf("after the refill: ok=%v wait=%v, want refused with 500ms", ok, wait)
 	}
 	l.allow("c", now)
+	for range 3 { // e empties its bucket just before the sweep
+		l.allow("e", now.Add(2*time.Minute-time.Millisecond))
+	}
 	l.allow("a", now.Add(2*time.Minute)) // sweeps the full buckets
-	if _, kept := l.buckets["c"]; kept {
+	if _, kept := l.limiters["c"]; kept {
 		t.Fatal("full bucket of an idle key was not swept")
+	}
+	if _, kept := l.limiters["e"]; !kept {
+		t.Fatal("the bucket of a busy key was swept")
 	}
 }

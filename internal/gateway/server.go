@@ -10,7 +10,6 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -207,8 +206,7 @@ func (s *Server) rateLimit(c *gin.Context) {
 		key = "key:" + h // auth already checked it is a valid key
 	}
 	if ok, wait := s.limiter.allow(key, time.Now()); !ok {
-		secs := int(math.Ceil(wait.Seconds()))
-		s.fail(c, openai.Overloaded(fmt.Sprintf("rate limit of %g requests per second exceeded", s.cfg.RateLimit), max(secs, 1)))
+		s.fail(c, openai.Overloaded(fmt.Sprintf("rate limit of %g requests per second exceeded", s.cfg.RateLimit), openai.RetryAfterSeconds(wait)))
 	}
 }
 
