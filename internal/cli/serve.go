@@ -57,12 +57,23 @@ func (f *Flags) Timeouts(def Timeouts) *Timeouts {
 	return t
 }
 
+// ListenerWrapper is implemented by a handler that must see its
+// connections below HTTP (the gateway, to put net/http's own error
+// responses into its API's format).
+type ListenerWrapper interface {
+	WrapListener(net.Listener) net.Listener
+}
+
 // StartHTTP listens on addr and serves h in the background, with the
-// timeouts t.
+// timeouts t. When h is a ListenerWrapper, it accepts the connections
+// through h.WrapListener.
 func StartHTTP(addr string, h http.Handler, t Timeouts, log hclog.Logger) (*HTTPServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if w, ok := h.(ListenerWrapper); ok {
+		ln = w.WrapListener(ln)
 	}
 	srv := &http.Server{
 		Handler:           h,

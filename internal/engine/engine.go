@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -165,15 +166,19 @@ type Stats struct {
 	// a slot (0 when one is free or nothing has been measured yet); past
 	// Config.MaxQueueWait it is refused.
 	QueueWait time.Duration
+	// Created is the model file's modification time, which the API
+	// reports as the model's "created"; zero if unknown.
+	Created time.Time
 }
 
 // Engine serves one model. Create it with Open; it is safe for concurrent use.
 type Engine struct {
-	cfg    Config
-	log    hclog.Logger
-	name   string
-	render *renderer
-	tokens *promptTokenizer
+	cfg     Config
+	log     hclog.Logger
+	name    string
+	created time.Time // the model file's modification time
+	render  *renderer
+	tokens  *promptTokenizer
 
 	model *llama.Model
 	lctx  *llama.Context
@@ -205,6 +210,10 @@ func Open(cfg Config) (*Engine, error) {
 	info, err := model.Validate(cfg.ModelPath)
 	if err != nil {
 		return nil, err
+	}
+	var created time.Time
+	if fi, err := os.Stat(cfg.ModelPath); err == nil {
+		created = fi.ModTime()
 	}
 	name := cfg.ModelName
 	if name == "" {
@@ -262,6 +271,7 @@ func Open(cfg Config) (*Engine, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		name:     name,
+		created:  created,
 		render:   r,
 		tokens:   tok,
 		model:    m,
@@ -296,6 +306,7 @@ func (e *Engine) Stats() Stats {
 	e.mu.Unlock()
 	return Stats{
 		Model:            e.name,
+		Created:          e.created,
 		Template:         e.render.name,
 		Slots:            e.cfg.Parallel,
 		Busy:             busy,

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -22,14 +21,9 @@ import (
 // overloaded, no instance, bad parameters — still gets its proper HTTP
 // status. An error after that is sent as an error event.
 func (s *Server) ChatCompletions(c *gin.Context) {
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.Limits.MaxBodyBytes))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			s.fail(c, openai.BodyTooLarge(s.cfg.Limits.MaxBodyBytes))
-			return
-		}
-		s.fail(c, openai.InvalidRequest("", "could not read the request body"))
+	body, apiErr := s.readBody(c)
+	if apiErr != nil {
+		s.fail(c, apiErr)
 		return
 	}
 	req, apiErr := openai.DecodeChatRequest(body, s.cfg.Limits)

@@ -147,7 +147,21 @@ func startGateway(t *testing.T) *httptest.Server {
 	t.Helper()
 	pool := rpc.NewPool(discovery.NewStatic(), discovery.ServiceCaller, rpc.PoolConfig{ConnectWait: 10 * time.Millisecond})
 	t.Cleanup(func() { pool.Close() })
-	srv := httptest.NewServer(New(Config{Caller: pool}))
+	return serveGateway(t, Config{Caller: pool}, nil)
+}
+
+// serveGateway serves a gateway with cfg on loopback as the service does:
+// through its WrapListener. configure, if not nil, sets up the http.Server
+// (timeouts) before it starts.
+func serveGateway(t *testing.T, cfg Config, configure func(*http.Server)) *httptest.Server {
+	t.Helper()
+	g := New(cfg)
+	srv := httptest.NewUnstartedServer(g)
+	srv.Listener = g.WrapListener(srv.Listener)
+	if configure != nil {
+		configure(srv.Config)
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,8 +54,18 @@ type Config struct {
 	// counts from the request and would cut long responses short. Zero: no
 	// deadline of its own.
 	WriteTimeout time.Duration
-	// RetryAfter is the Retry-After (seconds) sent with 429 and 503;
-	// default 1.
+	// BodyTimeout bounds each wait for the next bytes of a request body,
+	// so that a client that declares a body and never sends it (or stops
+	// halfway) is answered 408 and cut off after it, not after the
+	// server's whole-request ReadTimeout; default 10s. A client that sends
+	// slowly but steadily is not cut off by it.
+	BodyTimeout time.Duration
+	// ReadTimeout is the http.Server's ReadTimeout, to give it here too:
+	// the body's deadlines replace the server's on the connection, so the
+	// gateway applies it to the body itself. Zero: no bound of its own.
+	ReadTimeout time.Duration
+	// RetryAfter is the Retry-After (seconds) sent with 429 and 503 when
+	// the service that refused did not say; default 1.
 	RetryAfter int
 	// RateLimit, when positive, limits each client (API key, or address
 	// without keys) to this many chat requests per second on average, with
@@ -105,6 +116,9 @@ func New(cfg Config) *Server {
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = 1
 	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -128,6 +142,10 @@ func New(cfg Config) *Server {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
+	// A path with a trailing slash is another path: 404 unknown_url in the
+	// API's format, not a redirect with an empty body that POST clients
+	// do not follow.
+	r.RedirectTrailingSlash = false
 	r.ContextWithFallback = true
 	r.Use(s.recover, s.requestID, s.observe, s.writeDeadlines, s.cors)
 	r.NoRoute(func(c *gin.Context) { s.fail(c, openai.UnknownRoute(c.Request.Method, c.Request.URL.Path)) })
@@ -137,6 +155,7 @@ func New(cfg Config) *Server {
 	v1 := r.Group("/v1", s.auth)
 	v1.POST("/chat/completions", s.rateLimit, s.ChatCompletions)
 	v1.GET("/models", s.Models)
+	v1.GET("/models/:id", s.Model)
 	s.router = r
 	return s
 }
@@ -421,10 +440,29 @@ func (s *Server) Models(c *gin.Context) {
 	}
 	list := make([]openai.Model, 0)
 	for _, m := range st.Models() {
-		list = append(list, openai.NewModel(m, 0, "slm-mesh"))
+		list = append(list, openai.NewModel(m, st.Created(m), ownedBy))
 	}
 	c.JSON(http.StatusOK, openai.NewModelList(list...))
 }
+
+// Model serves GET /v1/models/{id}: one of the models the live inference
+// instances serve, or 404 model_not_found.
+func (s *Server) Model(c *gin.Context) {
+	st, err := s.callerStatus(c.Request.Context())
+	if err != nil {
+		s.fail(c, s.clientError(c, err))
+		return
+	}
+	id := c.Param("id")
+	if !slices.Contains(st.Models(), id) {
+		s.fail(c, openai.ModelNotFound(id))
+		return
+	}
+	c.JSON(http.StatusOK, openai.NewModel(id, st.Created(id), ownedBy))
+}
+
+// ownedBy is the owned_by of the models the gateway lists.
+const ownedBy = "slm-mesh"
 
 func rpcMessage(err error) string {
 	var re *rpc.Error

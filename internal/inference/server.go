@@ -171,6 +171,9 @@ func (s *Server) report() (mesh.InferenceInfo, bool) {
 	}
 	st := e.Stats()
 	rep.Status, rep.Model, rep.Template = "ok", st.Model, st.Template
+	if !st.Created.IsZero() {
+		rep.Created = st.Created.Unix()
+	}
 	rep.Slots, rep.Busy, rep.Queued, rep.ContextPerSeq = st.Slots, st.Busy, st.Queued, st.ContextPerSeq
 	return rep, true
 }

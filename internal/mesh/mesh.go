@@ -80,7 +80,9 @@ type CallerStatus struct {
 type InferenceStatus struct {
 	Addr  string `json:"addr"`
 	Model string `json:"model,omitempty"`
-	Error string `json:"error,omitempty"`
+	// Created is when the model file was made (Unix seconds); 0 if unknown.
+	Created int64  `json:"created,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // Models returns the distinct models of the instances that answered, in
@@ -95,11 +97,24 @@ func (st CallerStatus) Models() []string {
 	return out
 }
 
+// Created returns when model's file was made (Unix seconds), as the first
+// instance that serves it and knows says; 0 if none does. The gateway
+// reports it as the model's "created".
+func (st CallerStatus) Created(model string) int64 {
+	for _, in := range st.Inference {
+		if in.Error == "" && in.Model == model && in.Created != 0 {
+			return in.Created
+		}
+	}
+	return 0
+}
+
 // InferenceInfo is the result of inference::info, and the body of an
 // inference instance's GET /health.
 type InferenceInfo struct {
 	Status        string `json:"status"` // "ok" or "loading"
 	Model         string `json:"model,omitempty"`
+	Created       int64  `json:"created,omitempty"` // the model file's time, Unix seconds
 	Template      string `json:"template,omitempty"`
 	Slots         int    `json:"slots"`
 	Busy          int    `json:"busy"`

@@ -160,6 +160,12 @@ func BodyTooLarge(limit int64) *Error {
 	}
 }
 
+// RequestTimeout is a 408 for a request that did not arrive in time, such as
+// a body that stops coming.
+func RequestTimeout(message string) *Error {
+	return &Error{Status: http.StatusRequestTimeout, Type: TypeInvalidRequest, Code: "request_timeout", Message: message}
+}
+
 // Overloaded is a 429 for a service whose queue is full. retryAfter is in
 // seconds; the OpenAI SDKs honour Retry-After on a 429 and retry by themselves.
 func Overloaded(message string, retryAfter int) *Error {

@@ -15,6 +15,10 @@ import (
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
 
+// The gateway rewrites net/http's own error responses into the API's format
+// through the listener StartHTTP gives it.
+var _ cli.ListenerWrapper = (*gateway.Server)(nil)
+
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
@@ -39,6 +43,7 @@ func run(args []string) error {
 	maxChars := f.Int("max-chars", "SLM_MAX_CHARS", 200000, "most characters in all messages of a request")
 	rateLimit := f.Int("rate-limit", "SLM_RATE_LIMIT", 0, "chat requests per second allowed per API key (or client address); 0: no limit")
 	rateBurst := f.Int("rate-burst", "SLM_RATE_BURST", 10, "burst allowed above -rate-limit")
+	bodyTimeout := f.Duration("body-timeout", "SLM_BODY_TIMEOUT", 10*time.Second, "longest wait for the next bytes of a request body; a client that stops sending gets 408")
 	timeout := f.Duration("request-timeout", "SLM_REQUEST_TIMEOUT", 5*time.Minute, "longest a request may take, generation included")
 	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running requests may take to finish")
 	// A client may take a minute to send a request (a body of up to
@@ -80,6 +85,7 @@ func run(args []string) error {
 		Caller: pool, APIKeys: keys, CORSOrigins: cli.SplitList(*cors),
 		Limits:         openai.Limits{MaxBodyBytes: int64(*maxBody), MaxMessages: *maxMessages, MaxChars: *maxChars},
 		RequestTimeout: *timeout, WriteTimeout: timeouts.Write,
+		BodyTimeout: *bodyTimeout, ReadTimeout: timeouts.Read,
 		RateLimit: float64(*rateLimit), RateBurst: *rateBurst, Logger: log,
 	})
 	hs, err := cli.StartHTTP(*addr, srv, *timeouts, log)
