@@ -102,7 +102,8 @@ type ChatCompletionChunk struct {
 	// Choices is empty, not null, in the usage chunk.
 	Choices []ChunkChoice `json:"choices"`
 	// Usage is set only in the last chunk, and only if the client asked
-	// with stream_options.include_usage.
+	// with stream_options.include_usage; the StreamWriter then writes it
+	// as null in the chunks before.
 	Usage *Usage `json:"usage,omitempty"`
 }
 

@@ -143,6 +143,14 @@ func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(NewModelList(NewModel("tiny", 1700000000, "slm-mesh")))
 		return
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/models/"):
+		if id := strings.TrimPrefix(r.URL.Path, "/v1/models/"); id != "tiny" {
+			writeError(w, ModelNotFound(id))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(NewModel("tiny", 1700000000, "slm-mesh"))
+		return
 	case r.URL.Path != "/v1/chat/completions":
 		writeError(w, UnknownRoute(r.Method, r.URL.Path))
 		return
@@ -381,5 +389,18 @@ func TestSDKClientModels(t *testing.T) {
 	}
 	if len(page.Data) != 1 || page.Data[0].ID != "tiny" || page.Data[0].OwnedBy != "slm-mesh" {
 		t.Errorf("models %s", page.RawJSON())
+	}
+
+	m, err := client.Models.Get(context.Background(), "tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID != "tiny" || m.Created != 1700000000 || string(m.Object) != "model" || m.OwnedBy != "slm-mesh" {
+		t.Errorf("model %s", m.RawJSON())
+	}
+	_, err = client.Models.Get(context.Background(), "gpt-9")
+	var e *sdk.Error
+	if !errors.As(err, &e) || e.StatusCode != http.StatusNotFound || e.Code != "model_not_found" {
+		t.Errorf("unknown model: %v, want 404 model_not_found", err)
 	}
 }

@@ -61,7 +61,7 @@ func (s *StreamWriter) Start() error {
 		return s.err
 	}
 	s.started = true
-	return s.event(RoleChunk(s.meta))
+	return s.chunk(RoleChunk(s.meta))
 }
 
 // Delta writes a piece of generated text. Empty text writes nothing.
@@ -72,7 +72,7 @@ func (s *StreamWriter) Delta(text string) error {
 	if text == "" || s.finished || s.ended {
 		return nil
 	}
-	return s.event(DeltaChunk(s.meta, text))
+	return s.chunk(DeltaChunk(s.meta, text))
 }
 
 // Finish writes the finish reason and, if asked for, the usage chunk. Done
@@ -85,11 +85,11 @@ func (s *StreamWriter) Finish(res chat.Result) error {
 		return nil
 	}
 	s.finished = true
-	if err := s.event(FinishChunk(s.meta, res)); err != nil {
+	if err := s.chunk(FinishChunk(s.meta, res)); err != nil {
 		return err
 	}
 	if s.includeUsage {
-		return s.event(UsageChunk(s.meta, res))
+		return s.chunk(UsageChunk(s.meta, res))
 	}
 	return nil
 }
@@ -112,6 +112,22 @@ func (s *StreamWriter) Done() error {
 	}
 	s.ended = true
 	return s.write([]byte("data: [DONE]\n\n"))
+}
+
+// chunkWithUsage is a chunk whose usage is written even when null: its
+// Usage hides the embedded chunk's, which is omitted when empty.
+type chunkWithUsage struct {
+	ChatCompletionChunk
+	Usage *Usage `json:"usage"`
+}
+
+// chunk writes c as an event. When the client asked for usage, every chunk
+// carries "usage" (null until the usage chunk), as OpenAI's do.
+func (s *StreamWriter) chunk(c ChatCompletionChunk) error {
+	if s.includeUsage {
+		return s.event(chunkWithUsage{c, c.Usage})
+	}
+	return s.event(c)
 }
 
 // event writes v as one event's JSON data.

@@ -111,10 +111,12 @@ func TestStreamWriterBytes(t *testing.T) {
 				s.Done()
 			},
 			want: []string{
-				head + `"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"logprobs":null}]}` + "\n\n",
-				head + `"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null,"logprobs":null}]}` + "\n\n",
-				head + `"choices":[{"index":0,"delta":{"content":" <wörld> & \"quotes\"\n\tnew\u2028line"},"finish_reason":null,"logprobs":null}]}` + "\n\n",
-				head + `"choices":[{"index":0,"delta":{},"finish_reason":"length","logprobs":null}]}` + "\n\n",
+				// With include_usage, every chunk before the usage chunk
+				// has "usage": null, as OpenAI sends it.
+				head + `"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"logprobs":null}],"usage":null}` + "\n\n",
+				head + `"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null,"logprobs":null}],"usage":null}` + "\n\n",
+				head + `"choices":[{"index":0,"delta":{"content":" <wörld> & \"quotes\"\n\tnew\u2028line"},"finish_reason":null,"logprobs":null}],"usage":null}` + "\n\n",
+				head + `"choices":[{"index":0,"delta":{},"finish_reason":"length","logprobs":null}],"usage":null}` + "\n\n",
 				head + `"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}` + "\n\n",
 				"data: [DONE]\n\n",
 			},
