@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/discovery"
 	"github.com/slm-mesh/slm-mesh/internal/localmesh"
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 )
 
 // story is a prompt the stories model continues at length: it keeps going
@@ -229,6 +232,27 @@ func testAPI(t *testing.T, m *mesh) {
 		}
 		if len(page.Data) != 1 || page.Data[0].ID != m.model || string(page.Data[0].Object) != "model" {
 			t.Errorf("models %s, want just %s", page.RawJSON(), m.model)
+		}
+		// created is the model file's time, as the inference service
+		// found it.
+		fi, err := os.Stat(modeltest.Stories(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Data) == 1 && page.Data[0].Created != fi.ModTime().Unix() {
+			t.Errorf("created %d, want the model file's time %d", page.Data[0].Created, fi.ModTime().Unix())
+		}
+		one, err := c.Models.Get(ctx, m.model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if one.ID != m.model || one.Created != fi.ModTime().Unix() || one.OwnedBy != "slm-mesh" {
+			t.Errorf("models.retrieve: %s", one.RawJSON())
+		}
+		_, err = c.Models.Get(ctx, "gpt-nothing")
+		var e *sdk.Error
+		if !errors.As(err, &e) || e.StatusCode != http.StatusNotFound || e.Code != "model_not_found" {
+			t.Errorf("models.retrieve of an unknown model: %v", err)
 		}
 	})
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -65,6 +66,11 @@ func TestErrors(t *testing.T) {
 			{"unknown route", "GET", "/v1/nothing", "", nil, 404, "invalid_request_error", "", "unknown_url", ""},
 			{"wrong method", "GET", "/v1/chat/completions", "", nil, 405, "invalid_request_error", "", "method_not_allowed", ""},
 			{"wrong method on health", "DELETE", "/health", "", nil, 405, "invalid_request_error", "", "method_not_allowed", ""},
+			{"trailing slash", "POST", "/v1/chat/completions/", `{` + hi + `}`, nil, 404, "invalid_request_error", "", "unknown_url", ""},
+			{"unknown field", "POST", "/v1/chat/completions", `{` + hi + `,"max_token":5}`, nil, 400, "invalid_request_error", "max_token", "", "Unrecognized request argument supplied: max_token"},
+			{"tool_choice without tools", "POST", "/v1/chat/completions", `{` + hi + `,"tool_choice":"auto"}`, nil, 400, "invalid_request_error", "tool_choice", "", ""},
+			{"top_logprobs without logprobs", "POST", "/v1/chat/completions", `{` + hi + `,"top_logprobs":2}`, nil, 400, "invalid_request_error", "top_logprobs", "", ""},
+			{"unknown model by id", "GET", "/v1/models/gpt-nothing", "", nil, 404, "invalid_request_error", "", "model_not_found", ""},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +88,43 @@ func TestErrors(t *testing.T) {
 				}
 				if strings.Contains(string(body), "key-one") || strings.Contains(string(body), "key-three") {
 					t.Errorf("the error shows a key: %s", body)
+				}
+			})
+		}
+	})
+
+	// Requests that net/http refuses before any handler runs, sent raw to
+	// the gateway binary: the answer is the JSON envelope too. An upload
+	// over the limit announced with "Expect: 100-continue" gets its 413
+	// first, with no "100 Continue".
+	t.Run("HTTPLayer", func(t *testing.T) {
+		tests := []struct {
+			name, request string
+			status        int
+		}{
+			{"bad header value", "GET /v1/models HTTP/1.1\r\nHost: gw\r\nX-Bad: a\x01b\r\n\r\n", 400},
+			{"bad escape", "GET /v1/models%zz HTTP/1.1\r\nHost: gw\r\n\r\n", 400},
+			{"headers too large", "GET /v1/models HTTP/1.1\r\nHost: gw\r\nX-Big: " + strings.Repeat("a", 2<<20) + "\r\n\r\n", 431},
+			{"over-limit upload with Expect", "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer key-one\r\n" +
+				"Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 120000000\r\n\r\n", 413},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				conn := dialGateway(t, m, nil)
+				_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+				if _, err := io.WriteString(conn, tt.request); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var e apiError
+				if resp.StatusCode != tt.status || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") ||
+					json.Unmarshal(body, &e) != nil || e.Error.Message == "" || e.Error.Type != "invalid_request_error" {
+					t.Errorf("%s %v %q, want %d with the error envelope", resp.Status, resp.Header, body, tt.status)
 				}
 			})
 		}
