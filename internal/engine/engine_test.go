@@ -307,3 +307,17 @@ func TestGoMaxProcs(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsCreated checks that the engine reports the model file's time,
+// which /v1/models shows as "created".
+func TestStatsCreated(t *testing.T) {
+	t.Parallel()
+	e := openStories(t, Config{Parallel: 1})
+	fi, err := os.Stat(modeltest.Stories(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Stats().Created; !got.Equal(fi.ModTime()) {
+		t.Errorf("Stats().Created = %v, want the file's %v", got, fi.ModTime())
+	}
+}
