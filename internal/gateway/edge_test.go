@@ -157,7 +157,9 @@ func TestBodyTimeout(t *testing.T) {
 	t.Parallel()
 	pool := rpc.NewPool(discovery.NewStatic(), discovery.ServiceCaller, rpc.PoolConfig{ConnectWait: 10 * time.Millisecond})
 	t.Cleanup(func() { pool.Close() })
-	srv := serveGateway(t, Config{Caller: pool, BodyTimeout: 300 * time.Millisecond, ReadTimeout: 2 * time.Second}, nil)
+	// WriteTimeout as in the service: the deadlines reach the connection
+	// through its writer too.
+	srv := serveGateway(t, Config{Caller: pool, BodyTimeout: 300 * time.Millisecond, ReadTimeout: 2 * time.Second, WriteTimeout: 5 * time.Second}, nil)
 	head := func(extra string) string {
 		return "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n" + extra + "Content-Length: 5000\r\n\r\n"
 	}
