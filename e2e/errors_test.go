@@ -57,7 +57,7 @@ func TestErrors(t *testing.T) {
 			// Refused by the inference, which knows the context (1024).
 			{"max_tokens over the context", "POST", "/v1/chat/completions", `{` + hi + `,"max_tokens":1500}`, nil, 400, "invalid_request_error", "messages", "context_length_exceeded", "1024"},
 			// Refused by the caller's policy (at most 2048).
-			{"max_tokens over the limit", "POST", "/v1/chat/completions", `{` + hi + `,"max_tokens":5000}`, nil, 400, "invalid_request_error", "", "", "2048"},
+			{"max_tokens over the limit", "POST", "/v1/chat/completions", `{` + hi + `,"max_tokens":5000}`, nil, 400, "invalid_request_error", "max_tokens", "", "2048"},
 			{"unknown model", "POST", "/v1/chat/completions", `{` + hi + `,"model":"gpt-nothing"}`, nil, 404, "invalid_request_error", "", "model_not_found", ""},
 			{"huge body", "POST", "/v1/chat/completions", huge, nil, 413, "invalid_request_error", "", "request_too_large", ""},
 			{"missing key", "POST", "/v1/chat/completions", `{` + hi + `}`, noKey, 401, "invalid_request_error", "", "invalid_api_key", ""},
