@@ -58,6 +58,9 @@ func TestErrors(t *testing.T) {
 			{"max_tokens over the context", "POST", "/v1/chat/completions", `{` + hi + `,"max_tokens":1500}`, nil, 400, "invalid_request_error", "messages", "context_length_exceeded", "1024"},
 			// Refused by the caller's policy (at most 2048).
 			{"max_tokens over the limit", "POST", "/v1/chat/completions", `{` + hi + `,"max_tokens":5000}`, nil, 400, "invalid_request_error", "max_tokens", "", "2048"},
+			// The same, named as the client named it.
+			{"max_completion_tokens over the limit", "POST", "/v1/chat/completions", `{` + hi + `,"max_completion_tokens":5000}`, nil, 400, "invalid_request_error", "max_completion_tokens", "", "Invalid 'max_completion_tokens': 5000"},
+			{"max_completion_tokens over the context", "POST", "/v1/chat/completions", `{` + hi + `,"max_completion_tokens":1500}`, nil, 400, "invalid_request_error", "messages", "context_length_exceeded", "max_completion_tokens 1500"},
 			{"unknown model", "POST", "/v1/chat/completions", `{` + hi + `,"model":"gpt-nothing"}`, nil, 404, "invalid_request_error", "", "model_not_found", ""},
 			{"huge body", "POST", "/v1/chat/completions", huge, nil, 413, "invalid_request_error", "", "request_too_large", ""},
 			{"missing key", "POST", "/v1/chat/completions", `{` + hi + `}`, noKey, 401, "invalid_request_error", "", "invalid_api_key", ""},

@@ -361,3 +361,44 @@ func waitMetric(t *testing.T, srv *httptest.Server, line string) {
 		return strings.Contains(string(m), line)
 	})
 }
+
+// TestChatFieldErrors proves a refusal that names a field reaches the
+// client as OpenAI words it (issue defect 4): a context overflow is 400
+// with param "messages" and code "context_length_exceeded", and a
+// max_tokens over the limit names the field the client sent, in param and
+// in the message, streamed or not.
+func TestChatFieldErrors(t *testing.T) {
+	t.Parallel()
+	overflow := &rpc.Error{Code: rpc.CodeInvalidArgument, Param: "messages", Reason: "context_length_exceeded",
+		Message: "the prompt is 2000 tokens but a request may use at most 1024 (prompt and completion)"}
+	limit := &rpc.Error{Code: rpc.CodeInvalidArgument, Param: "max_tokens",
+		Message: "Invalid 'max_tokens': 5000 is above this deployment's limit of 2048."}
+	tests := []struct {
+		name        string
+		err         *rpc.Error
+		fields      string
+		param, code string
+		msg         string
+	}{
+		{"context overflow", overflow, ``, "messages", "context_length_exceeded", "1024"},
+		{"context overflow with max_completion_tokens", overflow, `,"max_completion_tokens":10`, "messages", "context_length_exceeded", "1024"},
+		{"max_tokens over the limit", limit, `,"max_tokens":5000`, "max_tokens", "", "Invalid 'max_tokens': 5000"},
+		{"max_completion_tokens over the limit", limit, `,"max_completion_tokens":5000`, "max_completion_tokens", "", "Invalid 'max_completion_tokens': 5000"},
+	}
+	for _, tt := range tests {
+		for _, stream := range []string{"false", "true"} {
+			t.Run(tt.name+" stream "+stream, func(t *testing.T) {
+				t.Parallel()
+				srv := startMeshGateway(t, &meshtest.Caller{Generate: meshtest.Fail(tt.err)})
+				resp := post(t, srv, `{"messages":[{"role":"user","content":"hi"}],"stream":`+stream+tt.fields+`}`)
+				e := readError(t, resp)
+				if resp.StatusCode != http.StatusBadRequest || e.Param != tt.param || e.Code != tt.code || !strings.Contains(e.Message, tt.msg) {
+					t.Errorf("got %d %+v, want 400 param %q code %q, a message with %q", resp.StatusCode, e, tt.param, tt.code, tt.msg)
+				}
+				if strings.Contains(tt.fields, "max_completion_tokens") && strings.Contains(e.Message, "'max_tokens'") {
+					t.Errorf("the message names max_tokens, which the client did not send: %q", e.Message)
+				}
+			})
+		}
+	}
+}
