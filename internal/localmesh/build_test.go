@@ -4,9 +4,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 )
 
 // TestMakefileCgoFlagsAreStable proves the Makefile gives cgo the same flags
@@ -17,8 +18,7 @@ func TestMakefileCgoFlagsAreStable(t *testing.T) {
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Skip("make is not installed")
 	}
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
+	root := modeltest.RepoRoot()
 	cgoEnv := func(header string) map[string]string {
 		cmd := exec.Command("make", "--no-print-directory", "-s", "cgo-env", "MINIAUDIO_SYSTEM_HEADER="+header)
 		cmd.Dir = root
