@@ -138,6 +138,28 @@ func (f *Flags) Parse(args []string) error {
 	return nil
 }
 
+// ParseTool parses the flags of a developer tool (tools/...), which reports
+// to fs's output and exits with a code instead of calling os.Exit: -h prints
+// "usage: " + usage and the flags (0), a bad flag or a leftover argument
+// is 2. ok is false when the tool should stop with code.
+func ParseTool(fs *flag.FlagSet, args []string, usage string) (code int, ok bool) {
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage:", usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return 2, false
+	}
+	return 0, true
+}
+
 // SplitList splits a comma-separated flag value and drops empty entries.
 func SplitList(list string) []string {
 	var out []string

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +54,39 @@ func TestTimeouts(t *testing.T) {
 	want := Timeouts{ReadHeader: PrivateTimeouts.ReadHeader, Read: 3 * time.Second, Write: 4 * time.Second, Idle: PrivateTimeouts.Idle}
 	if *got != want {
 		t.Errorf("timeouts %+v, want %+v", *got, want)
+	}
+}
+
+func TestParseTool(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		code    int
+		ok      bool
+		printed string
+	}{
+		{"flags", []string{"-n", "3"}, 0, true, ""},
+		{"help", []string{"-h"}, 0, false, "usage: tool [-n N]"},
+		{"bad flag", []string{"-x"}, 2, false, "flag provided but not defined: -x"},
+		{"leftover", []string{"-n", "3", "extra"}, 2, false, `tool: unexpected argument "extra"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out strings.Builder
+			fs := flag.NewFlagSet("tool", flag.ContinueOnError)
+			fs.SetOutput(&out)
+			n := fs.Int("n", 0, "a number")
+			code, ok := ParseTool(fs, tc.args, "tool [-n N]")
+			if code != tc.code || ok != tc.ok {
+				t.Fatalf("ParseTool(%q) = %d, %v; want %d, %v (printed %q)", tc.args, code, ok, tc.code, tc.ok, out.String())
+			}
+			if !strings.Contains(out.String(), tc.printed) || (tc.printed == "" && out.Len() > 0) {
+				t.Errorf("printed %q, want it to contain %q", out.String(), tc.printed)
+			}
+			if tc.ok && *n != 3 {
+				t.Errorf("-n = %d, want 3", *n)
+			}
+		})
 	}
 }

@@ -14,7 +14,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/slm-mesh/slm-mesh/internal/cli"
 	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 )
 
@@ -44,19 +44,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	upload := fs.Bool("upload", true, "upload with the aws CLI (false: only build and write the files)")
 	out := fs.String("out", "release.vars.hcl", "where to write the job variables of the release")
 	dir := fs.String("dir", "", "directory for the binaries and SHA256SUMS (default .cache/release/<version>/linux_amd64)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./tools/release -bucket B -region R [-version V] [-upload=false] [-out release.vars.hcl]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "release: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code, ok := cli.ParseTool(fs, args, "go run ./tools/release -bucket B -region R [-version V] [-upload=false] [-out release.vars.hcl]"); !ok {
+		return code
 	}
 
 	r := &Release{

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
+	"github.com/slm-mesh/slm-mesh/internal/cli"
 	"github.com/slm-mesh/slm-mesh/jobs"
 )
 
@@ -77,19 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	namespace := fs.String("namespace", "", "Nomad namespace (default: NOMAD_NAMESPACE)")
 	purge := fs.Bool("purge", false, "stop: also purge the jobs from Nomad's state")
 	timeout := fs.Duration("timeout", 30*time.Minute, "run: how long to wait for all deployments")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./tools/submit [render|plan|run|status|stop [-purge]] [flags]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "submit: unexpected argument %q\n", fs.Arg(0))
-		return 2
+	if code, ok := cli.ParseTool(fs, args, "go run ./tools/submit [render|plan|run|status|stop [-purge]] [flags]"); !ok {
+		return code
 	}
 
 	rendered, err := renderJobs(only, varFiles, vars)
