@@ -12,7 +12,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -155,12 +156,7 @@ func (v *Values) AddFlag(flag string) error {
 
 // Names lists the variables that have a value, sorted.
 func (v *Values) Names() []string {
-	names := make([]string, 0, len(v.byName))
-	for n := range v.byName {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(v.byName))
 }
 
 // Rendered is a job template with an operator's values applied.

@@ -1,15 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -189,7 +190,7 @@ func (s *Submitter) Plan(_ context.Context, rendered []*jobs.Rendered) error {
 			}
 		}
 		if plan.Annotations != nil {
-			for _, group := range sortedKeys(plan.Annotations.DesiredTGUpdates) {
+			for _, group := range slices.Sorted(maps.Keys(plan.Annotations.DesiredTGUpdates)) {
 				u := plan.Annotations.DesiredTGUpdates[group]
 				s.printf("  group %s: %d to place, %d canary, %d in-place, %d destructive, %d to stop, %d unchanged\n",
 					group, u.Place, u.Canary, u.InPlaceUpdate, u.DestructiveUpdate, u.Stop, u.Ignore)
@@ -236,14 +237,14 @@ func printDiff(w io.Writer, indent string, fields []*api.FieldDiff, objects []*a
 // printPlacementFailures says why the scheduler could not place groups:
 // most often no node has the slm_role meta the constraint asks for.
 func printPlacementFailures(w io.Writer, indent string, failed map[string]*api.AllocationMetric) {
-	for _, group := range sortedKeys(failed) {
+	for _, group := range slices.Sorted(maps.Keys(failed)) {
 		m := failed[group]
 		fmt.Fprintf(w, "%sgroup %s cannot be placed: %d nodes evaluated, %d filtered, %d exhausted\n",
 			indent, group, m.NodesEvaluated, m.NodesFiltered, m.NodesExhausted)
-		for _, c := range sortedKeys(m.ConstraintFiltered) {
+		for _, c := range slices.Sorted(maps.Keys(m.ConstraintFiltered)) {
 			fmt.Fprintf(w, "%s  constraint %s filtered %d nodes\n", indent, c, m.ConstraintFiltered[c])
 		}
-		for _, d := range sortedKeys(m.DimensionExhausted) {
+		for _, d := range slices.Sorted(maps.Keys(m.DimensionExhausted)) {
 			fmt.Fprintf(w, "%s  %s exhausted on %d nodes\n", indent, d, m.DimensionExhausted[d])
 		}
 	}
@@ -485,7 +486,7 @@ func (s *Submitter) stopped(ctx context.Context, jobID, doing string) error {
 func progress(d *api.Deployment) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "deployment %s %s", short(d.ID), d.Status)
-	for _, name := range sortedKeys(d.TaskGroups) {
+	for _, name := range slices.Sorted(maps.Keys(d.TaskGroups)) {
 		g := d.TaskGroups[name]
 		fmt.Fprintf(&b, "; %s: %d/%d placed, %d healthy, %d unhealthy", name, g.PlacedAllocs, g.DesiredTotal, g.HealthyAllocs, g.UnhealthyAllocs)
 		if g.DesiredCanaries > 0 {
@@ -513,7 +514,7 @@ func (s *Submitter) printFailing(ctx context.Context, deploymentID string, unfin
 	}
 	// A failing allocation is rescheduled again and again during a
 	// deployment; the newest ones tell the story.
-	sort.Slice(allocs, func(i, j int) bool { return allocs[i].CreateTime > allocs[j].CreateTime })
+	slices.SortFunc(allocs, func(a, b *api.AllocationListStub) int { return cmp.Compare(b.CreateTime, a.CreateTime) })
 	shown, more := 0, 0
 	for _, a := range allocs {
 		decided := a.DeploymentStatus != nil && a.DeploymentStatus.Healthy != nil
@@ -528,7 +529,7 @@ func (s *Submitter) printFailing(ctx context.Context, deploymentID string, unfin
 		}
 		shown++
 		s.printf("    allocation %s (%s) on %s: %s\n", short(a.ID), a.Name, a.NodeName, a.ClientStatus)
-		for _, task := range sortedKeys(a.TaskStates) {
+		for _, task := range slices.Sorted(maps.Keys(a.TaskStates)) {
 			st := a.TaskStates[task]
 			s.printf("      task %s: %s, %d restarts\n", task, st.State, st.Restarts)
 			events := st.Events
@@ -714,13 +715,4 @@ func derefU(p *uint64) uint64 {
 		return 0
 	}
 	return *p
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
