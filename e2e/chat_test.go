@@ -94,6 +94,35 @@ func testAPI(t *testing.T, m *mesh) {
 		}
 	})
 
+	t.Run("PromptCache", func(t *testing.T) {
+		// A chat client re-sends the conversation every turn: the second
+		// turn finds the first in the inference instance's KV cache and
+		// says so as OpenAI does, streamed and not.
+		first := m.complete(t, m.greedy("The cat sat on the mat", 16))
+		if n := first.Usage.PromptTokensDetails.CachedTokens; n != 0 {
+			t.Errorf("first turn: %d cached tokens, want 0", n)
+		}
+		p := m.greedy("The cat sat on the mat", 16)
+		p.Messages = append(p.Messages, sdk.AssistantMessage(first.Choices[0].Message.Content), sdk.UserMessage("What did the cat do next?"))
+		second := m.complete(t, p)
+		u := second.Usage
+		if u.PromptTokensDetails.CachedTokens < first.Usage.PromptTokens-1 || u.PromptTokensDetails.CachedTokens >= u.PromptTokens {
+			t.Errorf("second turn usage %s: want at least the first turn's %d prompt tokens cached", u.RawJSON(), first.Usage.PromptTokens)
+		}
+		p.StreamOptions = sdk.ChatCompletionStreamOptionsParam{IncludeUsage: sdk.Bool(true)}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c := m.client()
+		s := readStream(c.Chat.Completions.NewStreaming(ctx, p), nil)
+		if s.err != nil || s.usage == nil {
+			t.Fatalf("stream: %v, usage %v", s.err, s.usage)
+		}
+		// The same request again: all of its prompt but the last token.
+		if n := s.usage.PromptTokensDetails.CachedTokens; n != s.usage.PromptTokens-1 {
+			t.Errorf("streamed repeat: usage %s, want %d cached tokens", s.usage.RawJSON(), s.usage.PromptTokens-1)
+		}
+	})
+
 	t.Run("Stream", func(t *testing.T) {
 		const max = 48
 		want := m.complete(t, m.greedy(story, max))

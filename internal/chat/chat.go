@@ -64,6 +64,10 @@ type Result struct {
 	FinishReason     string `json:"finish_reason"`
 	PromptTokens     int    `json:"prompt_tokens"`
 	CompletionTokens int    `json:"completion_tokens"`
+	// CachedTokens is how many of the PromptTokens the engine found already
+	// in its KV cache (a conversation's earlier turns) and did not process
+	// again; OpenAI's usage.prompt_tokens_details.cached_tokens.
+	CachedTokens int `json:"cached_tokens,omitempty"`
 	// Model is the name of the model that produced the text.
 	Model string `json:"model,omitempty"`
 }

@@ -72,7 +72,13 @@ type Config struct {
 	// (default), or "q8_0" / "q4_0", which take about 1/2 and 1/4 of the
 	// memory at some cost in accuracy and need flash attention.
 	KVCacheType string
-	Logger      hclog.Logger
+	// NoPromptCache turns prompt-prefix reuse off: every request then
+	// clears its slot's KV cache and processes its whole prompt. By
+	// default a slot keeps its tokens after a request ends, and a new
+	// request goes to the free slot sharing the longest prefix with it
+	// (a conversation's earlier turns) and processes only the rest.
+	NoPromptCache bool
+	Logger        hclog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -159,7 +165,8 @@ type Stats struct {
 	Queued           int    // requests waiting for a slot
 	ContextPerSeq    int    // tokens per request
 	Requests         uint64 // requests finished (any outcome)
-	PromptTokens     uint64
+	PromptTokens     uint64 // prompt tokens of admitted requests, cached ones included
+	CachedTokens     uint64 // of PromptTokens, those found in a slot's KV cache
 	CompletionTokens uint64
 	Steps            uint64 // decode steps
 	// QueueWait is how long a request arriving now is expected to wait for
@@ -187,6 +194,8 @@ type Engine struct {
 	mu       sync.Mutex
 	queue    []*sequence // waiting for a slot, oldest first
 	slots    []*sequence // index = llama sequence id; nil = free
+	cache    []slotCache // index = llama sequence id; what a free slot's KV cache holds
+	tick     uint64      // requests that left a cache, the clock of slotCache.used
 	hold     holdTime    // how long requests keep a slot
 	draining bool
 	wake     chan struct{} // cap 1: something changed for the loop
@@ -195,7 +204,7 @@ type Engine struct {
 	loopDone chan struct{}
 	plan     planner
 
-	requests, promptTokens, completionTokens, steps atomic.Uint64
+	requests, promptTokens, cachedTokens, completionTokens, steps atomic.Uint64
 }
 
 // backendOnce initialises llama.cpp's backends once per process.
@@ -278,13 +287,14 @@ func Open(cfg Config) (*Engine, error) {
 		lctx:     lctx,
 		batch:    batch,
 		slots:    make([]*sequence, cfg.Parallel),
+		cache:    make([]slotCache, cfg.Parallel),
 		wake:     make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 	}
 	e.log.Info("model loaded", "model", name, "arch", info.Architecture, "template", r.name,
 		"parallel", cfg.Parallel, "ctx_per_seq", cfg.ContextPerSeq, "threads", cfg.Threads,
-		"batch", cfg.BatchSize, "queue", cfg.QueueSize, "max_queue_wait", cfg.MaxQueueWait, "flash_attention", cfg.FlashAttention, "kv_cache_type", cfg.KVCacheType)
+		"batch", cfg.BatchSize, "queue", cfg.QueueSize, "max_queue_wait", cfg.MaxQueueWait, "flash_attention", cfg.FlashAttention, "kv_cache_type", cfg.KVCacheType, "prompt_cache", !cfg.NoPromptCache)
 	go e.loop(e.quit)
 	return e, nil
 }
@@ -315,6 +325,7 @@ func (e *Engine) Stats() Stats {
 		ContextPerSeq:    e.cfg.ContextPerSeq,
 		Requests:         e.requests.Load(),
 		PromptTokens:     e.promptTokens.Load(),
+		CachedTokens:     e.cachedTokens.Load(),
 		CompletionTokens: e.completionTokens.Load(),
 		Steps:            e.steps.Load(),
 	}

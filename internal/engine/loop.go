@@ -31,6 +31,8 @@ type sequence struct {
 	id       int      // llama sequence id = slot index
 	fed      int      // prompt tokens already decoded
 	nPast    int      // tokens in the KV cache
+	cached   int      // prompt tokens found in the slot's KV cache at admission
+	genFed   []int    // completion tokens decoded into the KV cache
 	last     int      // last sampled token, fed at the next step
 	nGen     int      // completion tokens
 	batchIdx int      // index of this sequence's logits in the current batch
@@ -118,22 +120,30 @@ func (e *Engine) loop(quit <-chan struct{}) {
 }
 
 // admit frees the slots of cancelled sequences, moves queued requests into
-// free slots and returns the number of slots in use.
+// free slots (each to the one whose cache shares most of its prompt, see
+// pickSlot) and returns the number of slots in use.
 func (e *Engine) admit() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	active := 0
-	for i, s := range e.slots {
+	for _, s := range e.slots {
 		if s != nil && s.cancelled.Load() {
-			e.release(s)
-			s = nil
+			e.release(s, true) // what it decoded is still valid
 		}
-		for s == nil && len(e.queue) > 0 {
-			s, e.queue = e.queue[0], e.queue[1:]
-			s.sampler, s.id = newSampler(s.sampling), i
-			s.admittedAt = time.Now()
-			e.slots[i] = s
+	}
+	for len(e.queue) > 0 {
+		i := e.pickSlot(e.queue[0].tokens)
+		if i < 0 {
+			break
 		}
+		s := e.queue[0]
+		e.queue = e.queue[1:]
+		s.sampler, s.id = newSampler(s.sampling), i
+		s.admittedAt = time.Now()
+		e.slots[i] = s
+		e.seat(s)
+	}
+	active := 0
+	for _, s := range e.slots {
 		if s != nil {
 			active++
 		}
@@ -141,14 +151,16 @@ func (e *Engine) admit() int {
 	return active
 }
 
-// release empties s's slot and clears its KV cells so the next sequence in
-// the slot starts clean. Called with e.mu held, from the loop.
-func (e *Engine) release(s *sequence) {
-	e.lctx.KvCacheSeqRm(s.id, -1, -1)
+// release empties s's slot. With keep (and prompt reuse on) the slot's KV
+// cache stays as s left it, for a later request sharing its prefix;
+// otherwise it is cleared. Called with e.mu held, from the loop.
+func (e *Engine) release(s *sequence, keep bool) {
+	e.keepOrClear(s, keep)
 	e.slots[s.id] = nil
 	e.hold.observe(time.Since(s.admittedAt))
 	s.sampler = nil
 	e.promptTokens.Add(uint64(s.fed))
+	e.cachedTokens.Add(uint64(s.cached))
 	e.completionTokens.Add(uint64(s.nGen))
 }
 
@@ -207,6 +219,7 @@ func (e *Engine) decodeStep(seqs []*sequence, step uint64) bool {
 		s.batchIdx = b.NumTokens()
 		b.Add(s.last, nil, s.nPast, true, s.id)
 		s.nPast++
+		s.genFed = append(s.genFed, s.last)
 		s.lastStep = step
 	}
 	start := time.Now()
@@ -266,7 +279,7 @@ func (e *Engine) deliver(s *sequence, tok int) {
 	if tok < 0 {
 		s.out.finish(outcome{err: fmt.Errorf("llama.cpp returned no logits for sequence %d", s.id)})
 		e.mu.Lock()
-		e.release(s)
+		e.release(s, false)
 		e.mu.Unlock()
 		return
 	}
@@ -295,10 +308,11 @@ func (e *Engine) finish(s *sequence, reason, text string) {
 		FinishReason:     reason,
 		PromptTokens:     len(s.tokens),
 		CompletionTokens: s.nGen,
+		CachedTokens:     s.cached,
 		Model:            e.name,
 	}})
 	e.mu.Lock()
-	e.release(s)
+	e.release(s, true)
 	e.mu.Unlock()
 }
 
@@ -309,7 +323,7 @@ func (e *Engine) failSlots(err error) {
 	for _, s := range e.slots {
 		if s != nil {
 			s.out.finish(outcome{err: err})
-			e.release(s)
+			e.release(s, false) // the KV cache state is unknown
 		}
 	}
 }

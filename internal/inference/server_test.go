@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/discovery"
 	"github.com/slm-mesh/slm-mesh/internal/engine"
@@ -80,7 +83,7 @@ func TestServe(t *testing.T) {
 	t.Cleanup(eng.Close)
 	s := New(Config{})
 	s.SetEngine(eng)
-	c, _ := startInference(t, s)
+	c, addr := startInference(t, s)
 	zero := float32(0)
 	user := func(text string) []chat.Message { return []chat.Message{{Role: chat.RoleUser, Content: text}} }
 
@@ -99,6 +102,37 @@ func TestServe(t *testing.T) {
 			func(d chat.Delta) error { text.WriteString(d.Content); return nil })
 		if err != nil || text.Len() == 0 || res.CompletionTokens != 8 || res.FinishReason != chat.FinishLength || res.Model != eng.Name() {
 			t.Errorf("%q %+v %v", text.String(), res, err)
+		}
+	})
+	t.Run("PromptCache", func(t *testing.T) {
+		// The second turn re-sends the first: its prompt is found in the
+		// slot the first left, reported as cached and counted.
+		conv := user("The little dog ran to the park")
+		first, err := c.RunInference(testCtx(t), chat.Request{Messages: conv, MaxTokens: 4, Temperature: &zero}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conv = append(conv, chat.Message{Role: chat.RoleAssistant, Content: first.Text}, chat.Message{Role: chat.RoleUser, Content: "and then"})
+		second, err := c.RunInference(testCtx(t), chat.Request{Messages: conv, MaxTokens: 4, Temperature: &zero}, nil)
+		if err != nil || second.CachedTokens < first.PromptTokens-1 || second.CachedTokens >= second.PromptTokens {
+			t.Fatalf("second turn %+v %v: want at least the first turn's %d prompt tokens cached", second, err, first.PromptTokens)
+		}
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		mf, err := parser.TextToMetricFamilies(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached, prompt := mf["slm_inference_prompt_tokens_cached_total"], mf["slm_inference_prompt_tokens_total"]
+		if cached == nil || prompt == nil {
+			t.Fatalf("/metrics lacks the prompt token counters")
+		}
+		if c, p := cached.Metric[0].GetCounter().GetValue(), prompt.Metric[0].GetCounter().GetValue(); c < float64(second.CachedTokens) || c >= p {
+			t.Errorf("/metrics: %v of %v prompt tokens cached, want at least %d", c, p, second.CachedTokens)
 		}
 	})
 	t.Run("ModelMismatch", func(t *testing.T) {

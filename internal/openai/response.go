@@ -39,16 +39,25 @@ func NewCompletionMeta(model string) CompletionMeta {
 
 // Usage counts the tokens of a completion.
 type Usage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
+	PromptTokens        int                 `json:"prompt_tokens"`
+	CompletionTokens    int                 `json:"completion_tokens"`
+	TotalTokens         int                 `json:"total_tokens"`
+	PromptTokensDetails PromptTokensDetails `json:"prompt_tokens_details"`
+}
+
+// PromptTokensDetails breaks PromptTokens down; OpenAI always sends it.
+type PromptTokensDetails struct {
+	// CachedTokens are the prompt tokens the server found in its cache (a
+	// conversation's earlier turns) and did not process again.
+	CachedTokens int `json:"cached_tokens"`
 }
 
 func usageOf(res chat.Result) Usage {
 	return Usage{
-		PromptTokens:     res.PromptTokens,
-		CompletionTokens: res.CompletionTokens,
-		TotalTokens:      res.PromptTokens + res.CompletionTokens,
+		PromptTokens:        res.PromptTokens,
+		CompletionTokens:    res.CompletionTokens,
+		TotalTokens:         res.PromptTokens + res.CompletionTokens,
+		PromptTokensDetails: PromptTokensDetails{CachedTokens: res.CachedTokens},
 	}
 }
 

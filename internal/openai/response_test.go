@@ -38,7 +38,7 @@ func TestNewCompletionMeta(t *testing.T) {
 
 func TestChatCompletionJSON(t *testing.T) {
 	t.Parallel()
-	res := chat.Result{Text: "Hi <b>&</b>\n", FinishReason: chat.FinishLength, PromptTokens: 7, CompletionTokens: 3, Model: "other"}
+	res := chat.Result{Text: "Hi <b>&</b>\n", FinishReason: chat.FinishLength, PromptTokens: 7, CompletionTokens: 3, CachedTokens: 4, Model: "other"}
 	got, err := json.Marshal(NewChatCompletion(testMeta, res))
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func TestChatCompletionJSON(t *testing.T) {
 	want := `{"id":"chatcmpl-test","object":"chat.completion","created":1700000000,"model":"tiny",` +
 		`"choices":[{"index":0,"message":{"role":"assistant","content":"Hi \u003cb\u003e\u0026\u003c/b\u003e\n"},` +
 		`"finish_reason":"length","logprobs":null}],` +
-		`"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}`
+		`"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10,"prompt_tokens_details":{"cached_tokens":4}}}`
 	if string(got) != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
@@ -80,7 +80,7 @@ func TestChunksJSON(t *testing.T) {
 		{"finish", FinishChunk(testMeta, res),
 			head + `"choices":[{"index":0,"delta":{},"finish_reason":"stop","logprobs":null}]}`},
 		{"usage", UsageChunk(testMeta, res),
-			head + `"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}`},
+			head + `"choices":[],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3,"prompt_tokens_details":{"cached_tokens":0}}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

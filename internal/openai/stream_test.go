@@ -117,7 +117,7 @@ func TestStreamWriterBytes(t *testing.T) {
 				head + `"choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null,"logprobs":null}],"usage":null}` + "\n\n",
 				head + `"choices":[{"index":0,"delta":{"content":" <wörld> & \"quotes\"\n\tnew\u2028line"},"finish_reason":null,"logprobs":null}],"usage":null}` + "\n\n",
 				head + `"choices":[{"index":0,"delta":{},"finish_reason":"length","logprobs":null}],"usage":null}` + "\n\n",
-				head + `"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}}` + "\n\n",
+				head + `"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6,"prompt_tokens_details":{"cached_tokens":0}}}` + "\n\n",
 				"data: [DONE]\n\n",
 			},
 		},

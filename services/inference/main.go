@@ -39,6 +39,7 @@ func run(args []string) error {
 	maxTokens := f.Int("default-max-tokens", "SLM_DEFAULT_MAX_TOKENS", 512, "completion length when a request sets none")
 	flash := f.String("flash-attention", "SLM_FLASH_ATTENTION", "auto", "flash attention: auto, on or off")
 	kvType := f.String("kv-cache-type", "SLM_KV_CACHE_TYPE", "f16", "KV cache type: f16, or q8_0 / q4_0 (1/2, 1/4 of the memory; need flash attention)")
+	noPromptCache := f.Bool("no-prompt-cache", "SLM_NO_PROMPT_CACHE", false, "do not reuse a slot's KV cache for a prompt sharing its prefix (a conversation's earlier turns): every request processes its whole prompt")
 	token := f.Secret("rpc-token", "SLM_RPC_TOKEN", "shared token peers must present (empty: none)")
 	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running generations may take to finish")
 	timeouts := f.Timeouts(cli.PrivateTimeouts)
@@ -63,7 +64,8 @@ func run(args []string) error {
 	cfg := engine.Config{
 		ModelName: *modelName, Threads: *threads, Parallel: *parallel,
 		ContextPerSeq: *ctxPerSeq, BatchSize: *batch, QueueSize: *queue, MaxQueueWait: *maxQueueWait,
-		DefaultMaxTokens: *maxTokens, FlashAttention: *flash, KVCacheType: *kvType, Logger: log.Named("engine"),
+		DefaultMaxTokens: *maxTokens, FlashAttention: *flash, KVCacheType: *kvType, NoPromptCache: *noPromptCache,
+		Logger: log.Named("engine"),
 	}
 	if err := cfg.Check(); err != nil { // before listening or downloading
 		return err
