@@ -10,13 +10,19 @@ import (
 	"github.com/slm-mesh/slm-mesh/internal/localmesh"
 )
 
+// leastBusy runs the caller with -routing least-busy: the tests of
+// failover and draining send the same prompt over and over and count on
+// the pool spreading it over the instances, which prefix routing (the
+// default, TestPrefixRouting) would rather keep on one.
+var leastBusy = map[string][]string{"caller": {"-routing", "least-busy"}}
+
 // TestFailover runs a mesh with two inference instances: requests are
 // spread over both; one is killed under load and the mesh goes on; it
 // rejoins when restarted; then the caller is restarted under load and the
 // gateway recovers by itself.
 func TestFailover(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t, localmesh.Config{Inference: 2, Parallel: 2})
+	m := startMesh(t, localmesh.Config{Inference: 2, Parallel: 2, ExtraArgs: leastBusy})
 
 	t.Run("Spread", func(t *testing.T) {
 		before1, before2 := okCount(t, m, "inference-1"), okCount(t, m, "inference-2")

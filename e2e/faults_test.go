@@ -48,7 +48,7 @@ const connectWait = time.Second
 // rejoins once restarted.
 func TestKillMidStream(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t, localmesh.Config{Inference: 2, Parallel: 2, Ctx: 2048})
+	m := startMesh(t, localmesh.Config{Inference: 2, Parallel: 2, Ctx: 2048, ExtraArgs: leastBusy})
 	waitLive(t, m, 2)
 
 	// Long enough to be generating when the kill comes, whatever the load
@@ -276,7 +276,7 @@ func TestConsulOutage(t *testing.T) {
 // started again before the next.
 func TestSIGTERMUnderLoad(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t, localmesh.Config{Inference: 2, Parallel: 2, Ctx: 1024})
+	m := startMesh(t, localmesh.Config{Inference: 2, Parallel: 2, Ctx: 1024, ExtraArgs: leastBusy})
 	for _, name := range []string{"inference-1", "caller", "gateway"} {
 		t.Run(name, func(t *testing.T) { testSIGTERMUnderLoad(t, m, name) })
 	}

@@ -124,6 +124,17 @@ variable "caller_max_tokens_limit" {
   default     = 2048
 }
 
+variable "caller_routing" {
+  description = "How a request picks an inference instance: prefix (the turns of a conversation go to the instance holding them in its KV cache, within a load bound) or least-busy."
+  type        = string
+  default     = "prefix"
+
+  validation {
+    condition     = contains(["prefix", "least-busy"], var.caller_routing)
+    error_message = "caller_routing must be prefix or least-busy."
+  }
+}
+
 locals {
   use_binary_artifact = var.caller_binary_url != ""
   command             = local.use_binary_artifact ? "local/caller" : "${var.bin_dir}/caller"
@@ -228,6 +239,7 @@ job "slm-caller" {
           "-discovery=consul",
           "-consul-addr=${var.consul_addr}",
           "-max-tokens-limit=${var.caller_max_tokens_limit}",
+          "-routing=${var.caller_routing}",
           "-drain-timeout=${var.drain_seconds}s",
           "-log-level=${var.log_level}",
           "-log-json",

@@ -3,12 +3,15 @@
 // (chat.Request.Validate), applies the limits of this deployment, picks an
 // inference instance through the discovery pool (which retries on another
 // instance when the first fails before any text: the mesh's one layer of
-// retries), and streams the text back. It holds no model; queueing policy
-// and future routing live here.
+// retries), and streams the text back. It holds no model; routing policy
+// lives here: by default the turns of a conversation go to the instance
+// that holds their prefix in its KV cache (Config.Routing).
 package caller
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -35,9 +38,61 @@ type Config struct {
 	// Inference is the pool of inference instances. Give it
 	// PoolConfig.Retries 1: the caller is the tier that retries.
 	Inference *rpc.Pool
+	// Routing picks an inference instance for each request: RoutingPrefix
+	// (the default) or RoutingLeastBusy.
+	Routing string
 	// RPC configures this service's own RPC endpoint.
 	RPC    rpc.ServerConfig
 	Logger hclog.Logger
+}
+
+// Routing policies (Config.Routing, the caller's -routing flag).
+const (
+	// RoutingPrefix sends the turns of one conversation to the same
+	// inference instance, which holds their prefix in its KV cache (see
+	// PrefixKey), within a load bound (rpc.WithAffinity).
+	RoutingPrefix = "prefix"
+	// RoutingLeastBusy sends each request to the instance with the fewest
+	// requests in flight.
+	RoutingLeastBusy = "least-busy"
+)
+
+// CheckRouting refuses an unknown routing policy.
+func CheckRouting(r string) error {
+	if r != RoutingPrefix && r != RoutingLeastBusy {
+		return fmt.Errorf("routing %q: want %s or %s", r, RoutingPrefix, RoutingLeastBusy)
+	}
+	return nil
+}
+
+// PrefixKey is the affinity key of a request under prefix routing: a hash
+// of its messages up to and including the first user message (and of the
+// model it names). A chat client re-sends the whole conversation every
+// turn, so every turn of a conversation starts with the same system prompt
+// and first user message and gets the same key, while two conversations
+// that share only a system prompt get different keys and spread over the
+// instances (each instance then caches that system prompt once, a small
+// cost). Hashing more of the prompt would move a conversation when it
+// grows; hashing only the system prompt would send every conversation of
+// an application to one instance. Empty for a request without messages.
+func PrefixKey(req chat.Request) string {
+	h := sha256.New()
+	h.Write([]byte(req.Model))
+	n := 0
+	for _, m := range req.Messages {
+		// Lengths first, so that no two different message lists write
+		// the same bytes.
+		fmt.Fprintf(h, "\x00%d:%s%d:", len(m.Role), m.Role, len(m.Content))
+		h.Write([]byte(m.Content))
+		n++
+		if m.Role == chat.RoleUser {
+			break
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // Server is the caller service.
@@ -66,6 +121,9 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
+	if cfg.Routing == "" {
+		cfg.Routing = RoutingPrefix
+	}
 	cfg.RPC.Logger = cfg.Logger.Named("rpc")
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, rpc: rpc.NewServer(cfg.RPC), mux: http.NewServeMux(),
@@ -81,7 +139,11 @@ func New(cfg Config) *Server {
 	})
 	s.reg.MustRegister(s.requests, s.duration,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "slm_caller_inference_instances", Help: "Connected inference instances."},
-			func() float64 { return float64(cfg.Inference.Healthy()) }))
+			func() float64 { return float64(cfg.Inference.Healthy()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "slm_caller_prefix_routed_total", Help: "Requests routed by prefix affinity (-routing prefix)."},
+			func() float64 { n, _ := cfg.Inference.AffinityStats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "slm_caller_prefix_spilled_total", Help: "Of those, requests the load bound sent past their prefix's instance."},
+			func() float64 { _, n := cfg.Inference.AffinityStats(); return float64(n) }))
 	s.mux.Handle(rpc.PathRPC, s.rpc)
 	s.mux.HandleFunc("GET /health", s.health)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
@@ -115,6 +177,9 @@ func (s *Server) GetResponse(ctx context.Context, req chat.Request, send func(ch
 func (s *Server) forward(ctx context.Context, req chat.Request, send func(chat.Delta) error) (chat.Result, error) {
 	if err := s.check(&req); err != nil {
 		return chat.Result{}, err
+	}
+	if s.cfg.Routing == RoutingPrefix {
+		ctx = rpc.WithAffinity(ctx, PrefixKey(req))
 	}
 	return s.inference.RunInference(ctx, req, send)
 }

@@ -36,6 +36,10 @@ type PoolConfig struct {
 	// retry in one tier only (the caller's pool, with 1), or the attempts
 	// multiply with each tier that retries.
 	Retries int
+	// AffinityLoad bounds affinity routing (WithAffinity): an instance
+	// whose calls in flight reach AffinityLoad × the mean + 1 is passed
+	// over for the key's next choice. Default 1.25.
+	AffinityLoad float64
 }
 
 func (c *PoolConfig) setDefaults() {
@@ -55,11 +59,15 @@ func (c *PoolConfig) setDefaults() {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 5 * time.Minute
 	}
+	if c.AffinityLoad <= 0 {
+		c.AffinityLoad = 1.25
+	}
 }
 
 // Pool calls one service over a connection to each of its instances. It
 // follows a discovery.Resolver, sends each call to the connected instance
-// with the fewest calls in flight, reconnects lost connections with backoff,
+// with the fewest calls in flight (or, with an affinity key, to the key's
+// instance: see WithAffinity), reconnects lost connections with backoff,
 // drains instances that leave the set, and retries a call elsewhere (up to
 // PoolConfig.Retries times) if it failed before any chunk reached the
 // caller.
@@ -76,6 +84,8 @@ type Pool struct {
 	order     []*poolInstance          // sorted by id, for fair tie-breaking
 	next      int                      // where the next pick starts looking
 	changed   chan struct{}            // closed and replaced when a connection is made
+
+	affine, spilled uint64 // calls routed by affinity key; of those, not to the key's first choice
 }
 
 // poolInstance is one discovered instance and its connection, if any.
@@ -294,7 +304,8 @@ func (p *Pool) Call(ctx context.Context, method string, req any, onChunk func(js
 }
 
 // pick reserves the connected instance with the fewest calls in flight,
-// other than those in exclude. With none connected it waits up to
+// or the one ctx's affinity key goes to (see WithAffinity), other than
+// those in exclude. With none connected it waits up to
 // ConnectWait, unless this is a retry (exclude not empty), which only takes
 // what is there.
 func (p *Pool) pick(ctx context.Context, exclude []*poolInstance, method string) (*poolInstance, *Conn, error) {
@@ -302,14 +313,24 @@ func (p *Pool) pick(ctx context.Context, exclude []*poolInstance, method string)
 	for {
 		p.mu.Lock()
 		var best *poolInstance
+		var candidates []*poolInstance
 		n := len(p.order)
 		for i := range n {
 			pi := p.order[(p.next+i)%n]
 			if pi.conn == nil || slices.Contains(exclude, pi) {
 				continue
 			}
+			candidates = append(candidates, pi)
 			if best == nil || pi.inFlight < best.inFlight {
 				best = pi
+			}
+		}
+		if key := Affinity(ctx); key != "" && best != nil {
+			var first bool
+			best, first = p.pickAffine(key, candidates)
+			p.affine++
+			if !first {
+				p.spilled++
 			}
 		}
 		if best != nil {
@@ -410,6 +431,15 @@ func (p *Pool) Instances() []InstanceStatus {
 		out = append(out, InstanceStatus{ID: pi.inst.ID, Addr: pi.inst.Addr, Connected: pi.conn != nil, InFlight: pi.inFlight})
 	}
 	return out
+}
+
+// AffinityStats returns how many calls (and retries) were routed by an
+// affinity key and, of those, how many the load bound sent past the key's
+// first choice among the instances they could go to.
+func (p *Pool) AffinityStats() (routed, spilled uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.affine, p.spilled
 }
 
 // Close stops following the resolver and closes every connection; calls
