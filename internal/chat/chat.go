@@ -4,6 +4,8 @@
 // into these at the gateway; the inference engine consumes them.
 package chat
 
+import "encoding/json"
+
 // Roles a message may have once normalised. The OpenAI "developer" role is
 // mapped to RoleSystem at the edge.
 const (
@@ -48,12 +50,69 @@ type Request struct {
 	// Stop holds up to four strings; generation ends before any of them and
 	// the string itself is not part of the output.
 	Stop []string `json:"stop,omitempty"`
+
+	// ResponseFormat constrains the output to JSON; nil or type "text"
+	// leaves it free.
+	ResponseFormat *ResponseFormat `json:"response_format,omitempty"`
+	// Logprobs asks for the log probability of each generated token, and
+	// TopLogprobs (0 to MaxTopLogprobs) for that many of the most likely
+	// alternatives at each position.
+	Logprobs    bool `json:"logprobs,omitempty"`
+	TopLogprobs int  `json:"top_logprobs,omitempty"`
 }
+
+// Response format types, as the OpenAI API names them.
+const (
+	FormatText       = "text"        // free text, the default
+	FormatJSONObject = "json_object" // any JSON object
+	FormatJSONSchema = "json_schema" // JSON valid against Schema
+)
+
+// ResponseFormat is what a completion must look like.
+type ResponseFormat struct {
+	// Type is FormatText, FormatJSONObject or FormatJSONSchema.
+	Type string `json:"type"`
+	// Name and Schema are the json_schema's, for FormatJSONSchema. Schema
+	// is a JSON Schema object, kept as the client sent it: the inference
+	// engine turns it into a grammar, and refuses what it cannot express.
+	Name   string          `json:"name,omitempty"`
+	Schema json.RawMessage `json:"schema,omitempty"`
+	// Strict is the client's "strict"; output always follows the schema
+	// here, strict or not.
+	Strict bool `json:"strict,omitempty"`
+}
+
+// MaxTopLogprobs is the most alternatives top_logprobs may ask for, as in
+// the OpenAI API.
+const MaxTopLogprobs = 20
 
 // Delta is one streamed piece of generated text. It never splits a UTF-8
 // character.
 type Delta struct {
 	Content string `json:"content"`
+	// Logprobs are those of the tokens generated since the previous
+	// delta, when the request asked for them. A token's text may reach the
+	// client in a later delta than its logprob (a stop string or a split
+	// UTF-8 character holds text back).
+	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
+}
+
+// TokenLogprob is one generated token with its log probability and, if
+// asked for, the most likely tokens at its position.
+type TokenLogprob struct {
+	// Bytes are the token's text; a token may hold part of a UTF-8
+	// character.
+	Bytes   []byte  `json:"bytes"`
+	Logprob float64 `json:"logprob"`
+	// Top holds the most likely tokens at this position, most likely
+	// first; the generated token is among them only if it is that likely.
+	Top []TopLogprob `json:"top,omitempty"`
+}
+
+// TopLogprob is one alternative at a token's position.
+type TopLogprob struct {
+	Bytes   []byte  `json:"bytes"`
+	Logprob float64 `json:"logprob"`
 }
 
 // Result is the outcome of a finished generation.
@@ -70,6 +129,9 @@ type Result struct {
 	CachedTokens int `json:"cached_tokens,omitempty"`
 	// Model is the name of the model that produced the text.
 	Model string `json:"model,omitempty"`
+	// Logprobs, like Text, may be left to the deltas; nil when the
+	// request did not ask for them.
+	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
 }
 
 // MaxStop is the most stop strings a request may carry, as in the OpenAI API.

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 )
@@ -89,6 +90,36 @@ func (r *Request) ValidateOptions() error {
 			// An empty stop string would end every generation at once.
 			return fieldErrorf(fmt.Sprintf("stop[%d]", i), "Invalid 'stop': stop strings must not be empty.")
 		}
+	}
+	if r.TopLogprobs < 0 || r.TopLogprobs > MaxTopLogprobs {
+		return fieldErrorf("top_logprobs", "Invalid 'top_logprobs': must be in [0, %d], got %d.", MaxTopLogprobs, r.TopLogprobs)
+	}
+	if r.TopLogprobs > 0 && !r.Logprobs {
+		return fieldErrorf("top_logprobs", "Invalid value for 'top_logprobs': 'top_logprobs' is only allowed when 'logprobs' is true.")
+	}
+	return r.ResponseFormat.validate()
+}
+
+// validate checks a response format's shape; whether its schema can be
+// turned into a grammar is the inference engine's to say.
+func (f *ResponseFormat) validate() error {
+	if f == nil {
+		return nil
+	}
+	switch f.Type {
+	case FormatText, FormatJSONObject:
+		if len(f.Schema) > 0 {
+			return fieldErrorf("response_format", "Invalid 'response_format': a schema is only allowed with type 'json_schema'.")
+		}
+	case FormatJSONSchema:
+		var obj map[string]json.RawMessage
+		if len(f.Schema) == 0 || json.Unmarshal(f.Schema, &obj) != nil || obj == nil {
+			return fieldErrorf("response_format", "Invalid 'response_format.json_schema.schema': expected a JSON Schema object.")
+		}
+	case "":
+		return fieldErrorf("response_format", "Missing required parameter: 'response_format.type'.")
+	default:
+		return fieldErrorf("response_format", "Invalid value for 'response_format.type': %q; supported values are 'text', 'json_object' and 'json_schema'.", f.Type)
 	}
 	return nil
 }

@@ -39,6 +39,18 @@ func TestValidate(t *testing.T) {
 		{"repeat_penalty infinite", Request{Messages: user, RepeatPenalty: f32(float32(math.Inf(1)))}, "repeat_penalty", ""},
 		{"five stops", Request{Messages: user, Stop: []string{"a", "b", "c", "d", "e"}}, "stop", "at most 4"},
 		{"empty stop", Request{Messages: user, Stop: []string{"a", ""}}, "stop[1]", "must not be empty"},
+		{"logprobs with 20 alternatives", Request{Messages: user, Logprobs: true, TopLogprobs: 20}, "", ""},
+		{"top_logprobs high", Request{Messages: user, Logprobs: true, TopLogprobs: 21}, "top_logprobs", "[0, 20]"},
+		{"top_logprobs negative", Request{Messages: user, Logprobs: true, TopLogprobs: -1}, "top_logprobs", "[0, 20]"},
+		{"top_logprobs without logprobs", Request{Messages: user, TopLogprobs: 2}, "top_logprobs", "only allowed when 'logprobs'"},
+		{"response_format text", Request{Messages: user, ResponseFormat: &ResponseFormat{Type: FormatText}}, "", ""},
+		{"response_format json_object", Request{Messages: user, ResponseFormat: &ResponseFormat{Type: FormatJSONObject}}, "", ""},
+		{"response_format json_schema", Request{Messages: user, ResponseFormat: &ResponseFormat{Type: FormatJSONSchema, Schema: []byte(`{"type":"object"}`)}}, "", ""},
+		{"response_format without type", Request{Messages: user, ResponseFormat: &ResponseFormat{}}, "response_format", "'response_format.type'"},
+		{"response_format unknown type", Request{Messages: user, ResponseFormat: &ResponseFormat{Type: "xml"}}, "response_format", `"xml"`},
+		{"json_schema without schema", Request{Messages: user, ResponseFormat: &ResponseFormat{Type: FormatJSONSchema}}, "response_format", "JSON Schema object"},
+		{"json_schema not an object", Request{Messages: user, ResponseFormat: &ResponseFormat{Type: FormatJSONSchema, Schema: []byte(`[1]`)}}, "response_format", "JSON Schema object"},
+		{"json_object with a schema", Request{Messages: user, ResponseFormat: &ResponseFormat{Type: FormatJSONObject, Schema: []byte(`{}`)}}, "response_format", "only allowed with type 'json_schema'"},
 		{"first fault wins", Request{Messages: user, MaxTokens: -1, Temperature: f32(9)}, "max_tokens", ""},
 	}
 	for _, tt := range tests {

@@ -345,6 +345,22 @@ type Request struct {
 // stop string); an error from onDelta cancels the generation. When ctx ends
 // the sequence is freed at the next step and ctx's error is returned.
 func (e *Engine) Generate(ctx context.Context, req Request, onDelta func(string) error) (chat.Result, error) {
+	var f func(chat.Delta) error
+	if onDelta != nil {
+		f = func(d chat.Delta) error {
+			if d.Content == "" {
+				return nil
+			}
+			return onDelta(d.Content)
+		}
+	}
+	return e.GenerateDeltas(ctx, req, f)
+}
+
+// GenerateDeltas is Generate with each piece of text as a chat.Delta,
+// which also carries the logprobs of the tokens generated since the last
+// one when the request asks for them.
+func (e *Engine) GenerateDeltas(ctx context.Context, req Request, onDelta func(chat.Delta) error) (chat.Result, error) {
 	s, err := e.prepare(req)
 	if err != nil {
 		return chat.Result{}, err
@@ -361,9 +377,9 @@ func (e *Engine) Generate(ctx context.Context, req Request, onDelta func(string)
 			return chat.Result{}, ctx.Err()
 		case <-s.out.notify:
 		}
-		text, res, done := s.out.take()
-		if text != "" && onDelta != nil {
-			if err := onDelta(text); err != nil {
+		d, res, done := s.out.take()
+		if (d.Content != "" || len(d.Logprobs) > 0) && onDelta != nil {
+			if err := onDelta(d); err != nil {
 				e.cancel(s)
 				return chat.Result{}, err
 			}
@@ -495,7 +511,19 @@ func samplingParams(r chat.Request) sampling {
 	if r.Seed != nil {
 		p.Seed = uint64(*r.Seed)
 	}
+	p.Logprobs, p.TopLogprobs = r.Logprobs, r.TopLogprobs
 	return p
+}
+
+// tokenLogprob is the logprob entry of the token s just drew, whose text
+// is piece.
+func (e *Engine) tokenLogprob(s *sampler, piece string) chat.TokenLogprob {
+	lp, top := s.logprob()
+	out := chat.TokenLogprob{Bytes: []byte(piece), Logprob: lp}
+	for _, c := range top {
+		out.Top = append(out.Top, chat.TopLogprob{Bytes: []byte(e.model.TokenToPiece(int(c.id))), Logprob: s.topLogprob(c)})
+	}
+	return out
 }
 
 // enqueue puts s in the queue, or fails when the queue is full or the engine

@@ -46,10 +46,11 @@ func (s *sequence) generating() bool { return s.fed == len(s.tokens) }
 type outbox struct {
 	notify chan struct{} // cap 1
 
-	mu      sync.Mutex
-	pending []byte
-	done    bool
-	res     outcome
+	mu       sync.Mutex
+	pending  []byte
+	logprobs []chat.TokenLogprob // of the tokens generated since the last take
+	done     bool
+	res      outcome
 }
 
 type outcome struct {
@@ -69,6 +70,13 @@ func (o *outbox) push(text string) {
 	o.signal()
 }
 
+// pushLogprob adds a generated token's logprob to the next delta.
+func (o *outbox) pushLogprob(lp chat.TokenLogprob) {
+	o.mu.Lock()
+	o.logprobs = append(o.logprobs, lp)
+	o.mu.Unlock()
+}
+
 func (o *outbox) finish(res outcome) {
 	o.mu.Lock()
 	o.done, o.res = true, res
@@ -83,14 +91,14 @@ func (o *outbox) signal() {
 	}
 }
 
-// take returns the text pushed since the last call and, once finished, the
-// outcome.
-func (o *outbox) take() (string, outcome, bool) {
+// take returns the text and logprobs pushed since the last call and, once
+// finished, the outcome.
+func (o *outbox) take() (chat.Delta, outcome, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	text := string(o.pending)
-	o.pending = o.pending[:0]
-	return text, o.res, o.done
+	d := chat.Delta{Content: string(o.pending), Logprobs: o.logprobs}
+	o.pending, o.logprobs = o.pending[:0], nil
+	return d, o.res, o.done
 }
 
 // loop is the only goroutine that calls into the llama context.
@@ -277,7 +285,7 @@ func (e *Engine) sampleAndDeliver(s *sequence) {
 // completes.
 func (e *Engine) deliver(s *sequence, tok int) {
 	if tok < 0 {
-		s.out.finish(outcome{err: fmt.Errorf("llama.cpp returned no logits for sequence %d", s.id)})
+		s.out.finish(outcome{err: fmt.Errorf("no token to sample for sequence %d: no logits, or the grammar allows none", s.id)})
 		e.mu.Lock()
 		e.release(s, false)
 		e.mu.Unlock()
@@ -289,7 +297,11 @@ func (e *Engine) deliver(s *sequence, tok int) {
 		return
 	}
 	s.nGen++
-	emit, stopped := s.text.push(e.model.TokenToPiece(tok))
+	piece := e.model.TokenToPiece(tok)
+	if s.sampling.Logprobs {
+		s.out.pushLogprob(e.tokenLogprob(s.sampler, piece))
+	}
+	emit, stopped := s.text.push(piece)
 	switch {
 	case stopped:
 		e.finish(s, chat.FinishStop, emit)

@@ -18,6 +18,31 @@ type sampling struct {
 	PenaltyFreq    float32 // subtracted once per occurrence of a recent token
 	PenaltyPresent float32 // subtracted once from every recent token
 	Seed           uint64
+
+	// Logprobs asks for the drawn token's log probability, TopLogprobs
+	// for that many of the most likely tokens (see sampler.logprob).
+	Logprobs    bool
+	TopLogprobs int
+	// Constraint, if set, limits what may be drawn (a grammar).
+	Constraint constraint
+}
+
+// constraint limits the tokens a sampler may draw: a grammar (grammar.go).
+// The sampler draws as if unconstrained, and only if the token is not
+// allowed masks the logits and draws again, as llama.cpp's sampler does:
+// most tokens a model draws are allowed, and checking one costs far less
+// than masking a whole vocabulary. The result follows the constrained
+// distribution: an allowed token t is drawn either at once, with
+// probability p(t), or after a refusal, with probability (1−A)·p(t)/A
+// where A is the allowed mass; together p(t)/A.
+type constraint interface {
+	// allows reports whether tok may come next.
+	allows(tok int) bool
+	// mask sets the logits of the tokens that may not come next to −Inf
+	// and reports whether any token may.
+	mask(logits []float32) bool
+	// accept records tok as drawn.
+	accept(tok int)
 }
 
 // sampler draws the tokens of one sequence from the logits of its decode
@@ -39,6 +64,14 @@ type sampler struct {
 	cand    candidates   // reused between draws
 	weights []float64    // reused between draws
 	counts  []tokenCount // reused between draws
+
+	// With Logprobs, the last draw's: the log of the softmax denominator
+	// of the penalised logits, the drawn token's log probability, and the
+	// TopLogprobs most likely tokens, most likely first (logit in place of
+	// log probability until logprob subtracts lse).
+	lse     float64
+	drawnLP float64
+	top     candidates
 }
 
 type candidate struct {
@@ -55,8 +88,11 @@ func newSampler(p sampling) *sampler {
 	return &sampler{sampling: p, rng: rand.New(rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15))}
 }
 
-// accept records a generated token for the penalties.
+// accept records a generated token for the penalties and the constraint.
 func (s *sampler) accept(tok int) {
+	if s.Constraint != nil {
+		s.Constraint.accept(tok)
+	}
 	switch {
 	case s.RepeatLastN <= 0:
 	case len(s.recent) < s.RepeatLastN:
@@ -68,13 +104,81 @@ func (s *sampler) accept(tok int) {
 }
 
 // sample returns the next token, or -1 when there are no logits (llama.cpp
-// had none for the sequence). It may change logits (the penalties are
-// applied in place). NaN logits are never drawn.
+// had none for the sequence) or the constraint allows no token. It may
+// change logits (the penalties and the constraint's mask are applied in
+// place). NaN logits are never drawn.
 func (s *sampler) sample(logits []float32) int {
 	if len(logits) == 0 {
 		return -1
 	}
 	s.penalize(logits)
+	if s.Logprobs {
+		s.measure(logits)
+	}
+	tok := s.pick(logits)
+	if c := s.Constraint; c != nil && !c.allows(tok) {
+		if !c.mask(logits) {
+			return -1
+		}
+		tok = s.pick(logits)
+	}
+	if s.Logprobs {
+		// The mask leaves an allowed token's logit as it was, so this is
+		// the log probability before the constraint.
+		s.drawnLP = float64(logits[tok]) - s.lse
+	}
+	return tok
+}
+
+// measure computes the log-softmax denominator of logits and their
+// TopLogprobs most likely tokens, for logprob.
+func (s *sampler) measure(logits []float32) {
+	best := logits[argmax(logits)]
+	var sum float64
+	for _, l := range logits {
+		if l == l { // not NaN
+			sum += math.Exp(float64(l - best))
+		}
+	}
+	s.lse = float64(best) + math.Log(sum)
+	if math.IsInf(float64(best), 0) {
+		s.lse = float64(best) // no distribution; logprob reports minLogprob
+	}
+	s.top = s.top[:0]
+	if s.TopLogprobs > 0 {
+		s.top = topK(s.top, logits, min(s.TopLogprobs, len(logits)))
+	}
+}
+
+// logprob returns the last drawn token's log probability and the most
+// likely tokens with theirs; only with Logprobs. The probabilities are the
+// softmax of the logits after the penalties, at temperature 1, before
+// top-k, top-p, min-p and any constraint: the model's distribution as
+// the request's penalties shape it. Log probabilities are finite: −Inf
+// (and NaN) become minLogprob, as OpenAI reports impossible tokens.
+func (s *sampler) logprob() (float64, []candidate) {
+	return finiteLogprob(s.drawnLP), s.top
+}
+
+// topLogprob is the log probability of an entry of logprob's list.
+func (s *sampler) topLogprob(c candidate) float64 {
+	return finiteLogprob(float64(c.logit) - s.lse)
+}
+
+// minLogprob stands for a log probability of −Inf, which JSON cannot
+// carry; OpenAI uses the same value.
+const minLogprob = -9999.0
+
+func finiteLogprob(lp float64) float64 {
+	if math.IsNaN(lp) || lp < minLogprob {
+		return minLogprob
+	}
+	return lp
+}
+
+// pick draws a token from penalised logits with the request's
+// truncation and temperature.
+func (s *sampler) pick(logits []float32) int {
 	if s.Temp <= 0 {
 		return argmax(logits)
 	}
@@ -146,10 +250,17 @@ func (s *sampler) candidates(logits []float32) (candidates, float64) {
 	return c, total
 }
 
-// topK selects the k largest logits with a min-heap in one pass: most
-// entries are compared with the heap's smallest and skipped.
+// topK selects the k largest logits into s.cand.
 func (s *sampler) topK(logits []float32, k int) candidates {
-	h := s.cand[:0]
+	s.cand = topK(s.cand, logits, k)
+	return s.cand
+}
+
+// topK selects the k largest logits (0 < k ≤ len(logits)), most likely
+// first, into h's storage, with a min-heap in one pass: most entries are
+// compared with the heap's smallest and skipped.
+func topK(h candidates, logits []float32, k int) candidates {
+	h = h[:0]
 	for i, l := range logits[:k] {
 		if l != l { // NaN would stick at the root: nothing compares above it
 			l = float32(math.Inf(-1))
@@ -166,7 +277,6 @@ func (s *sampler) topK(logits []float32, k int) candidates {
 		}
 	}
 	slices.SortFunc(h, byLogitDesc)
-	s.cand = h
 	return h
 }
 

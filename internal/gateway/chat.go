@@ -55,18 +55,25 @@ func (s *Server) ChatCompletions(c *gin.Context) {
 // complete answers with one chat.completion object.
 func (s *Server) complete(ctx context.Context, c *gin.Context, req *openai.ChatCompletionRequest, firstText func()) {
 	var text strings.Builder
+	var logprobs []chat.TokenLogprob
+	if req.Logprobs {
+		logprobs = []chat.TokenLogprob{} // [] rather than null when there are none
+	}
 	res, err := s.caller.GetResponse(ctx, req.ToChat(), func(d chat.Delta) error {
-		if text.Len() == 0 {
+		if text.Len() == 0 && d.Content != "" {
 			firstText()
 		}
 		text.WriteString(d.Content)
+		if req.Logprobs {
+			logprobs = append(logprobs, d.Logprobs...)
+		}
 		return nil
 	})
 	if err != nil {
 		s.fail(c, s.errorFor(ctx, c, req, err))
 		return
 	}
-	res.Text = text.String()
+	res.Text, res.Logprobs = text.String(), logprobs
 	s.countTokens(res)
 	c.JSON(http.StatusOK, openai.NewChatCompletion(openai.NewCompletionMeta(res.Model), res))
 }
@@ -86,7 +93,7 @@ func (s *Server) stream(ctx context.Context, c *gin.Context, req *openai.ChatCom
 		}
 		// A failed write means the client is gone: returning the error
 		// cancels the call, down to the inference sequence.
-		return sw.Delta(d.Content)
+		return sw.Send(d)
 	})
 	switch {
 	case err != nil && sw == nil:

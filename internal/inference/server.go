@@ -118,12 +118,12 @@ func (s *Server) generate(ctx context.Context, req chat.Request, send func(chat.
 			Message: fmt.Sprintf("model %q is not served here (this instance serves %q)", req.Model, e.Name())}
 	}
 	gotFirst := false
-	res, err := e.Generate(ctx, engine.Request{Request: req}, func(text string) error {
-		if !gotFirst {
+	res, err := e.GenerateDeltas(ctx, engine.Request{Request: req}, func(d chat.Delta) error {
+		if !gotFirst && d.Content != "" {
 			gotFirst = true
 			first()
 		}
-		return send(chat.Delta{Content: text})
+		return send(d)
 	})
 	return res, codeFor(err)
 }

@@ -58,6 +58,12 @@ type ChatCompletionRequest struct {
 	IncludeUsage bool
 	// User is the client's end-user id, for logs.
 	User string
+	// ResponseFormat constrains the output to JSON; nil leaves it free.
+	ResponseFormat *chat.ResponseFormat
+	// Logprobs asks for each token's log probability, TopLogprobs
+	// (0–20) for that many alternatives at each position.
+	Logprobs    bool
+	TopLogprobs int
 }
 
 // ToChat returns the domain request the services consume.
@@ -71,6 +77,9 @@ func (r *ChatCompletionRequest) ToChat() chat.Request {
 		PresencePenalty:  r.PresencePenalty,
 		FrequencyPenalty: r.FrequencyPenalty,
 		Stop:             slices.Clone(r.Stop),
+		ResponseFormat:   r.ResponseFormat,
+		Logprobs:         r.Logprobs,
+		TopLogprobs:      r.TopLogprobs,
 	}
 	if r.MaxTokens != nil {
 		req.MaxTokens = *r.MaxTokens
@@ -126,17 +135,16 @@ type wireRequest struct {
 	PromptCacheOptions   json.RawMessage   `json:"prompt_cache_options"`
 	SafetyIdentifier     *string           `json:"safety_identifier"`
 
+	ResponseFormat *wireResponseFormat `json:"response_format"`
+	Logprobs       *bool               `json:"logprobs"`
+	TopLogprobs    *int                `json:"top_logprobs"`
+
 	// Decoded only to be refused; see checkUnsupported. Store and
 	// ServiceTier pass with the values that ask for what we do anyway.
-	Tools          json.RawMessage `json:"tools"`
-	ToolChoice     json.RawMessage `json:"tool_choice"`
-	Functions      json.RawMessage `json:"functions"`
-	FunctionCall   json.RawMessage `json:"function_call"`
-	ResponseFormat *struct {
-		Type string `json:"type"`
-	} `json:"response_format"`
-	Logprobs         *bool           `json:"logprobs"`
-	TopLogprobs      *int            `json:"top_logprobs"`
+	Tools            json.RawMessage `json:"tools"`
+	ToolChoice       json.RawMessage `json:"tool_choice"`
+	Functions        json.RawMessage `json:"functions"`
+	FunctionCall     json.RawMessage `json:"function_call"`
 	LogitBias        json.RawMessage `json:"logit_bias"`
 	Store            *bool           `json:"store"`
 	ServiceTier      *string         `json:"service_tier"`
@@ -146,6 +154,18 @@ type wireRequest struct {
 	Verbosity        json.RawMessage `json:"verbosity"`
 	Moderation       json.RawMessage `json:"moderation"`
 	WebSearchOptions json.RawMessage `json:"web_search_options"`
+}
+
+// wireResponseFormat is response_format: {"type":"text"},
+// {"type":"json_object"} or {"type":"json_schema","json_schema":{...}}.
+type wireResponseFormat struct {
+	Type       string `json:"type"`
+	JSONSchema *struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Schema      json.RawMessage `json:"schema"`
+		Strict      *bool           `json:"strict"`
+	} `json:"json_schema"`
 }
 
 // knownFields are the top-level fields of wireRequest: every field of the
@@ -221,6 +241,13 @@ func DecodeChatRequest(body []byte, lim Limits) (*ChatCompletionRequest, *Error)
 	if w.N != nil && *w.N != 1 {
 		return nil, InvalidRequest("n", fmt.Sprintf("Invalid 'n': only 1 choice is supported, got %d.", *w.N))
 	}
+	if e := decodeResponseFormat(r, w.ResponseFormat); e != nil {
+		return nil, e
+	}
+	r.Logprobs = w.Logprobs != nil && *w.Logprobs
+	if w.TopLogprobs != nil {
+		r.TopLogprobs = *w.TopLogprobs // its range is chat.Request.Validate's
+	}
 	r.Stream = w.Stream != nil && *w.Stream
 	if w.StreamOptions != nil {
 		if !r.Stream {
@@ -259,10 +286,10 @@ func checkFieldNames(body []byte) *Error {
 }
 
 // checkUnsupported refuses the parameters a client sends only when it wants
-// a feature we lack. Empty or neutral values ("tools": [], "logprobs":
-// false, "store": false, "modalities": ["text"]) ask for nothing and pass.
-// It also refuses, as OpenAI does, the parameters that only mean something
-// next to another one: tool_choice without tools, top_logprobs without
+// a feature we lack. Empty or neutral values ("tools": [], "store":
+// false, "modalities": ["text"]) ask for nothing and pass. It also
+// refuses, as OpenAI does, the parameters that only mean something next
+// to another one: tool_choice without tools, top_logprobs without
 // logprobs.
 func checkUnsupported(w *wireRequest) *Error {
 	switch {
@@ -275,11 +302,7 @@ func checkUnsupported(w *wireRequest) *Error {
 		return InvalidRequest("tool_choice", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
 	case !isNull(w.FunctionCall) && string(bytes.TrimSpace(w.FunctionCall)) != `"none"`:
 		return Unsupported("function_call")
-	case w.ResponseFormat != nil && w.ResponseFormat.Type != "text":
-		return Unsupported("response_format")
-	case w.Logprobs != nil && *w.Logprobs:
-		return Unsupported("logprobs")
-	case w.TopLogprobs != nil:
+	case w.TopLogprobs != nil && (w.Logprobs == nil || !*w.Logprobs):
 		return InvalidRequest("top_logprobs", "Invalid value for 'top_logprobs': 'top_logprobs' is only allowed when 'logprobs' is true.")
 	case !isEmpty(w.LogitBias):
 		return Unsupported("logit_bias")
@@ -471,6 +494,34 @@ func decodeSampling(r *ChatCompletionRequest, w *wireRequest) *Error {
 		}
 	}
 	r.Seed = w.Seed
+	return nil
+}
+
+// decodeResponseFormat reads response_format. Its type is checked by
+// chat.Request.Validate; json_schema must come with its object, whose
+// schema the inference engine turns into a grammar (and refuses, naming
+// response_format, when it cannot).
+func decodeResponseFormat(r *ChatCompletionRequest, w *wireResponseFormat) *Error {
+	if w == nil {
+		return nil
+	}
+	f := &chat.ResponseFormat{Type: w.Type}
+	switch js := w.JSONSchema; {
+	case w.Type == chat.FormatJSONSchema && js == nil:
+		return InvalidRequest("response_format", "Missing required parameter: 'response_format.json_schema'.")
+	case w.Type == chat.FormatJSONSchema:
+		f.Name, f.Schema = js.Name, js.Schema
+		f.Strict = js.Strict != nil && *js.Strict
+		if isNull(f.Schema) {
+			// OpenAI allows a json_schema without a schema: any JSON
+			// object then.
+			f.Type, f.Schema = chat.FormatJSONObject, nil
+		}
+	case js != nil:
+		return InvalidRequest("response_format", fmt.Sprintf(
+			"Invalid 'response_format': 'json_schema' is only allowed with type 'json_schema', got type %q.", w.Type))
+	}
+	r.ResponseFormat = f
 	return nil
 }
 

@@ -85,7 +85,16 @@ func TestDecodeChatRequestValid(t *testing.T) {
 			`"response_format":{"type":"text"},"logprobs":false,"logit_bias":{},"modalities":[],` +
 			`"audio":null,"reasoning_effort":null,"verbosity":null,"moderation":null,"web_search_options":null,` +
 			`"messages":[{"role":"assistant","content":"x","tool_calls":[]},{"role":"user","content":"hi"}]}`,
-			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleAssistant, Content: "x"}, {Role: chat.RoleUser, Content: "hi"}}}},
+			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleAssistant, Content: "x"}, {Role: chat.RoleUser, Content: "hi"}},
+				ResponseFormat: &chat.ResponseFormat{Type: chat.FormatText}}},
+		{"response_format json_object", `{"response_format":{"type":"json_object"},` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), ResponseFormat: &chat.ResponseFormat{Type: chat.FormatJSONObject}}},
+		{"response_format json_schema", `{"response_format":{"type":"json_schema","json_schema":{"name":"p","strict":true,"schema":{"type":"object"}}},` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), ResponseFormat: &chat.ResponseFormat{Type: chat.FormatJSONSchema, Name: "p", Strict: true, Schema: []byte(`{"type":"object"}`)}}},
+		{"json_schema without a schema is any object", `{"response_format":{"type":"json_schema","json_schema":{"name":"p"}},` + user + `}`,
+			ChatCompletionRequest{Messages: hi(), ResponseFormat: &chat.ResponseFormat{Type: chat.FormatJSONObject, Name: "p"}}},
+		{"logprobs", `{"logprobs":true,` + user + `}`, ChatCompletionRequest{Messages: hi(), Logprobs: true}},
+		{"top_logprobs", `{"logprobs":true,"top_logprobs":20,` + user + `}`, ChatCompletionRequest{Messages: hi(), Logprobs: true, TopLogprobs: 20}},
 		{"whitespace around body", " \n{" + user + "}\n", ChatCompletionRequest{Messages: hi()}},
 		// Escaped characters are text: NUL included, and a lone surrogate
 		// becomes U+FFFD as encoding/json decodes it.
@@ -223,7 +232,17 @@ func TestDecodeChatRequestInvalid(t *testing.T) {
 		{name: "top_logprobs without logprobs", body: `{"top_logprobs":3,` + user + `}`, param: "top_logprobs", msg: "only allowed when 'logprobs' is true"},
 		{name: "top_logprobs 0 without logprobs", body: `{"top_logprobs":0,` + user + `}`, param: "top_logprobs", msg: "only allowed when 'logprobs' is true"},
 		{name: "top_logprobs with logprobs false", body: `{"logprobs":false,"top_logprobs":2,` + user + `}`, param: "top_logprobs", msg: "only allowed when 'logprobs' is true"},
-		{name: "top_logprobs with logprobs", body: `{"logprobs":true,"top_logprobs":2,` + user + `}`, param: "logprobs", code: "unsupported_parameter"},
+		{name: "top_logprobs 21", body: `{"logprobs":true,"top_logprobs":21,` + user + `}`, param: "top_logprobs", msg: "[0, 20]"},
+		{name: "top_logprobs negative", body: `{"logprobs":true,"top_logprobs":-1,` + user + `}`, param: "top_logprobs", msg: "[0, 20]"},
+		{name: "top_logprobs string", body: `{"logprobs":true,"top_logprobs":"2",` + user + `}`, param: "top_logprobs", msg: "expected an integer"},
+		{name: "response_format unknown type", body: `{"response_format":{"type":"xml"},` + user + `}`, param: "response_format", msg: `"xml"`},
+		{name: "response_format without type", body: `{"response_format":{},` + user + `}`, param: "response_format", msg: "response_format.type"},
+		{name: "response_format string", body: `{"response_format":"json",` + user + `}`, param: "response_format", msg: "expected an object"},
+		{name: "json_schema missing", body: `{"response_format":{"type":"json_schema"},` + user + `}`, param: "response_format", msg: "'response_format.json_schema'"},
+		{name: "json_schema schema not an object", body: `{"response_format":{"type":"json_schema","json_schema":{"name":"p","schema":[1]}},` + user + `}`,
+			param: "response_format", msg: "JSON Schema object"},
+		{name: "json_schema with type json_object", body: `{"response_format":{"type":"json_object","json_schema":{"name":"p"}},` + user + `}`,
+			param: "response_format", msg: "only allowed with type 'json_schema'"},
 
 		// Names the OpenAI API does not define, in OpenAI's words; names are
 		// matched exactly.
@@ -233,11 +252,6 @@ func TestDecodeChatRequestInvalid(t *testing.T) {
 		{name: "ignored field of the wrong type", body: `{"parallel_tool_calls":"yes",` + user + `}`, param: "parallel_tool_calls", msg: "expected a boolean"},
 		{name: "functions", body: `{"functions":[{"name":"f"}],` + user + `}`, param: "functions", code: "unsupported_parameter"},
 		{name: "function_call", body: `{"function_call":"auto",` + user + `}`, param: "function_call", code: "unsupported_parameter"},
-		{name: "response_format json_object", body: `{"response_format":{"type":"json_object"},` + user + `}`,
-			param: "response_format", code: "unsupported_parameter"},
-		{name: "response_format json_schema", body: `{"response_format":{"type":"json_schema","json_schema":{}},` + user + `}`,
-			param: "response_format", code: "unsupported_parameter"},
-		{name: "logprobs", body: `{"logprobs":true,` + user + `}`, param: "logprobs", code: "unsupported_parameter"},
 		{name: "logit_bias", body: `{"logit_bias":{"50256":-100},` + user + `}`, param: "logit_bias", code: "unsupported_parameter"},
 		{name: "store", body: `{"store":true,` + user + `}`, param: "store", code: "unsupported_parameter"},
 		{name: "service_tier flex", body: `{"service_tier":"flex",` + user + `}`, param: "service_tier", code: "unsupported_parameter"},

@@ -76,8 +76,62 @@ type Choice struct {
 	Index        int             `json:"index"`
 	Message      ResponseMessage `json:"message"`
 	FinishReason string          `json:"finish_reason"`
-	// Logprobs is always null: the server does not compute them.
-	Logprobs any `json:"logprobs"`
+	// Logprobs is null unless the request asked for them.
+	Logprobs *Logprobs `json:"logprobs"`
+}
+
+// Logprobs are the log probabilities of a choice's tokens.
+type Logprobs struct {
+	// Content is never null: a completion without tokens has [].
+	Content []TokenLogprob `json:"content"`
+	// Refusal is always null: the server never refuses in a message.
+	Refusal []TokenLogprob `json:"refusal"`
+}
+
+// TokenLogprob is one token of the completion.
+type TokenLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	// Bytes are the token's UTF-8 bytes; Token may show a part of a
+	// character as U+FFFD, Bytes never do.
+	Bytes []int `json:"bytes"`
+	// TopLogprobs are the most likely tokens at this position, as many as
+	// top_logprobs asked for; [] when it asked for none.
+	TopLogprobs []TopLogprob `json:"top_logprobs"`
+}
+
+// TopLogprob is one of the most likely tokens at a position.
+type TopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+// NewLogprobs turns the mesh's logprobs into OpenAI's; a nil lps gives
+// nil (no logprobs asked for, "logprobs": null).
+func NewLogprobs(lps []chat.TokenLogprob) *Logprobs {
+	if lps == nil {
+		return nil
+	}
+	out := &Logprobs{Content: make([]TokenLogprob, len(lps))}
+	for i, lp := range lps {
+		top := make([]TopLogprob, len(lp.Top))
+		for j, t := range lp.Top {
+			top[j] = TopLogprob{Token: string(t.Bytes), Logprob: t.Logprob, Bytes: byteInts(t.Bytes)}
+		}
+		out.Content[i] = TokenLogprob{Token: string(lp.Bytes), Logprob: lp.Logprob, Bytes: byteInts(lp.Bytes), TopLogprobs: top}
+	}
+	return out
+}
+
+// byteInts spells b as OpenAI does, an array of numbers (a []byte would
+// become base64).
+func byteInts(b []byte) []int {
+	out := make([]int, len(b))
+	for i, c := range b {
+		out[i] = int(c)
+	}
+	return out
 }
 
 // ResponseMessage is the assistant's message in a Choice.
@@ -97,6 +151,7 @@ func NewChatCompletion(meta CompletionMeta, res chat.Result) ChatCompletion {
 		Choices: []Choice{{
 			Message:      ResponseMessage{Role: chat.RoleAssistant, Content: res.Text},
 			FinishReason: finishReason(res),
+			Logprobs:     NewLogprobs(res.Logprobs),
 		}},
 		Usage: usageOf(res),
 	}
@@ -122,8 +177,9 @@ type ChunkChoice struct {
 	Delta ChunkDelta `json:"delta"`
 	// FinishReason is null until the final chunk.
 	FinishReason *string `json:"finish_reason"`
-	// Logprobs is always null.
-	Logprobs any `json:"logprobs"`
+	// Logprobs are those of the chunk's tokens when the request asked for
+	// them; otherwise null.
+	Logprobs *Logprobs `json:"logprobs"`
 }
 
 // ChunkDelta is the text a chunk adds. The first chunk carries the role and
@@ -153,9 +209,10 @@ func RoleChunk(meta CompletionMeta) ChatCompletionChunk {
 	return chunk(meta, ChunkChoice{Delta: ChunkDelta{Role: chat.RoleAssistant, Content: &empty}})
 }
 
-// DeltaChunk carries a piece of generated text.
-func DeltaChunk(meta CompletionMeta, text string) ChatCompletionChunk {
-	return chunk(meta, ChunkChoice{Delta: ChunkDelta{Content: &text}})
+// DeltaChunk carries a piece of generated text and, when asked for, the
+// logprobs of the tokens generated since the last chunk.
+func DeltaChunk(meta CompletionMeta, d chat.Delta) ChatCompletionChunk {
+	return chunk(meta, ChunkChoice{Delta: ChunkDelta{Content: &d.Content}, Logprobs: NewLogprobs(d.Logprobs)})
 }
 
 // FinishChunk is the last chunk of the choice: an empty delta and the finish

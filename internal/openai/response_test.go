@@ -3,6 +3,7 @@ package openai
 import (
 	"encoding/json"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +53,29 @@ func TestChatCompletionJSON(t *testing.T) {
 	}
 }
 
+// TestChatCompletionLogprobs checks that logprobs asked for are an object
+// whose content is [] even without tokens, and null when not asked for.
+func TestChatCompletionLogprobs(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		lps  []chat.TokenLogprob
+		want string
+	}{
+		{nil, `"logprobs":null`},
+		{[]chat.TokenLogprob{}, `"logprobs":{"content":[],"refusal":null}`},
+		{[]chat.TokenLogprob{{Bytes: []byte("Hi"), Logprob: -0.125}},
+			`"logprobs":{"content":[{"token":"Hi","logprob":-0.125,"bytes":[72,105],"top_logprobs":[]}],"refusal":null}`},
+	} {
+		got, err := json.Marshal(NewChatCompletion(testMeta, chat.Result{Logprobs: tc.lps}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(got), tc.want) {
+			t.Errorf("logprobs %v: got %s, want it to hold %s", tc.lps, got, tc.want)
+		}
+	}
+}
+
 func TestNewChatCompletionDefaults(t *testing.T) {
 	t.Parallel()
 	// Without a model in meta the result's is used; an empty finish reason
@@ -73,10 +97,17 @@ func TestChunksJSON(t *testing.T) {
 	}{
 		{"role", RoleChunk(testMeta),
 			head + `"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null,"logprobs":null}]}`},
-		{"delta", DeltaChunk(testMeta, "a\"b"),
+		{"delta", DeltaChunk(testMeta, chat.Delta{Content: "a\"b"}),
 			head + `"choices":[{"index":0,"delta":{"content":"a\"b"},"finish_reason":null,"logprobs":null}]}`},
-		{"empty delta keeps content", DeltaChunk(testMeta, ""),
+		{"empty delta keeps content", DeltaChunk(testMeta, chat.Delta{}),
 			head + `"choices":[{"index":0,"delta":{"content":""},"finish_reason":null,"logprobs":null}]}`},
+		{"delta with logprobs", DeltaChunk(testMeta, chat.Delta{Content: "é", Logprobs: []chat.TokenLogprob{
+			{Bytes: []byte{0xc3}, Logprob: -0.5, Top: []chat.TopLogprob{{Bytes: []byte{0xc3}, Logprob: -0.5}, {Bytes: []byte("x"), Logprob: -1.25}}},
+			{Bytes: []byte{0xa9}, Logprob: 0},
+		}}),
+			head + `"choices":[{"index":0,"delta":{"content":"é"},"finish_reason":null,"logprobs":{"content":[` +
+				`{"token":"\ufffd","logprob":-0.5,"bytes":[195],"top_logprobs":[{"token":"\ufffd","logprob":-0.5,"bytes":[195]},{"token":"x","logprob":-1.25,"bytes":[120]}]},` +
+				`{"token":"\ufffd","logprob":0,"bytes":[169],"top_logprobs":[]}],"refusal":null}}]}`},
 		{"finish", FinishChunk(testMeta, res),
 			head + `"choices":[{"index":0,"delta":{},"finish_reason":"stop","logprobs":null}]}`},
 		{"usage", UsageChunk(testMeta, res),

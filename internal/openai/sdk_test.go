@@ -54,6 +54,36 @@ func TestSDKReadsChatCompletion(t *testing.T) {
 	}
 }
 
+func TestSDKReadsLogprobs(t *testing.T) {
+	t.Parallel()
+	lps := []chat.TokenLogprob{{Bytes: []byte("Hi"), Logprob: -0.25, Top: []chat.TopLogprob{{Bytes: []byte("Hi"), Logprob: -0.25}, {Bytes: []byte("Yo"), Logprob: -2}}}}
+	b, err := json.Marshal(NewChatCompletion(testMeta, chat.Result{Text: "Hi", Logprobs: lps}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c sdk.ChatCompletion
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	content := c.Choices[0].Logprobs.Content
+	if len(content) != 1 || content[0].Token != "Hi" || content[0].Logprob != -0.25 || len(content[0].Bytes) != 2 ||
+		len(content[0].TopLogprobs) != 2 || content[0].TopLogprobs[1].Token != "Yo" || content[0].TopLogprobs[1].Logprob != -2 {
+		t.Errorf("logprobs %s", c.Choices[0].Logprobs.RawJSON())
+	}
+
+	b, err = json.Marshal(DeltaChunk(testMeta, chat.Delta{Content: "Hi", Logprobs: lps}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chunk sdk.ChatCompletionChunk
+	if err := json.Unmarshal(b, &chunk); err != nil {
+		t.Fatal(err)
+	}
+	if got := chunk.Choices[0].Logprobs.Content; len(got) != 1 || got[0].Token != "Hi" || len(got[0].TopLogprobs) != 2 {
+		t.Errorf("chunk logprobs %s", chunk.Choices[0].Logprobs.RawJSON())
+	}
+}
+
 func TestSDKReadsChunks(t *testing.T) {
 	t.Parallel()
 	res := chat.Result{FinishReason: chat.FinishStop, PromptTokens: 3, CompletionTokens: 4}
@@ -79,7 +109,7 @@ func TestSDKReadsChunks(t *testing.T) {
 		role.Choices[0].JSON.FinishReason.Valid() {
 		t.Errorf("role chunk %s", role.RawJSON())
 	}
-	delta := read(DeltaChunk(testMeta, "a\nb"))
+	delta := read(DeltaChunk(testMeta, chat.Delta{Content: "a\nb"}))
 	if len(delta.Choices) != 1 || delta.Choices[0].Delta.Content != "a\nb" || delta.Choices[0].Delta.Role != "" {
 		t.Errorf("delta chunk %s", delta.RawJSON())
 	}

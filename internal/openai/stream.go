@@ -66,13 +66,19 @@ func (s *StreamWriter) Start() error {
 
 // Delta writes a piece of generated text. Empty text writes nothing.
 func (s *StreamWriter) Delta(text string) error {
+	return s.Send(chat.Delta{Content: text})
+}
+
+// Send writes a piece of generated text with the logprobs of its tokens.
+// A delta with neither writes nothing.
+func (s *StreamWriter) Send(d chat.Delta) error {
 	if err := s.Start(); err != nil {
 		return err
 	}
-	if text == "" || s.finished || s.ended {
+	if (d.Content == "" && len(d.Logprobs) == 0) || s.finished || s.ended {
 		return nil
 	}
-	return s.chunk(DeltaChunk(s.meta, text))
+	return s.chunk(DeltaChunk(s.meta, d))
 }
 
 // Finish writes the finish reason and, if asked for, the usage chunk. Done
