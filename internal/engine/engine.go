@@ -205,6 +205,8 @@ type Engine struct {
 	plan     planner
 
 	requests, promptTokens, cachedTokens, completionTokens, steps atomic.Uint64
+
+	gvocab vocabOnce // the vocabulary grammars read (grammar.go)
 }
 
 // backendOnce initialises llama.cpp's backends once per process.
@@ -365,6 +367,7 @@ func (e *Engine) GenerateDeltas(ctx context.Context, req Request, onDelta func(c
 	if err != nil {
 		return chat.Result{}, err
 	}
+	defer s.grammar.free()
 	if err := e.enqueue(s); err != nil {
 		return chat.Result{}, err
 	}
@@ -430,9 +433,17 @@ func (e *Engine) prepare(req Request) (*sequence, error) {
 	}
 	sp := samplingParams(req.Request)
 	stops := slices.Concat(e.render.stops, req.Stop)
+	g, err := e.newGrammar(req.ResponseFormat)
+	if err != nil {
+		return nil, err
+	}
+	if g != nil {
+		sp.Constraint = g
+	}
 	return &sequence{
 		tokens:    tokens,
 		maxTokens: maxTokens,
+		grammar:   g,
 		sampling:  sp,
 		text:      newTextStream(stops),
 		out:       newOutbox(),

@@ -19,6 +19,7 @@ type sequence struct {
 	tokens    []int // the prompt
 	maxTokens int
 	sampling  sampling
+	grammar   *grammar // sampling.Constraint if the request asks for JSON; freed by Generate
 	text      *textStream
 	out       *outbox
 	queuedAt  time.Time

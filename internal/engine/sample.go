@@ -120,7 +120,11 @@ func (s *sampler) sample(logits []float32) int {
 		if !c.mask(logits) {
 			return -1
 		}
-		tok = s.pick(logits)
+		if tok = s.pick(logits); math.IsInf(float64(logits[tok]), -1) {
+			// draw's rounding fallback may land on a masked token, which
+			// the constraint must never accept.
+			tok = argmax(logits)
+		}
 	}
 	if s.Logprobs {
 		// The mask leaves an allowed token's logit as it was, so this is
