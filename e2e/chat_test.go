@@ -162,6 +162,9 @@ func testAPI(t *testing.T, m *mesh) {
 		}
 	})
 
+	t.Run("StructuredOutput", func(t *testing.T) { testStructuredOutput(t, m) })
+	t.Run("Logprobs", func(t *testing.T) { testLogprobs(t, m) })
+
 	t.Run("Stop", func(t *testing.T) {
 		const max = 48
 		full := m.complete(t, m.greedy(story, max)).Choices[0].Message.Content

@@ -73,6 +73,8 @@ func TestErrors(t *testing.T) {
 			{"unknown field", "POST", "/v1/chat/completions", `{` + hi + `,"max_token":5}`, nil, 400, "invalid_request_error", "max_token", "", "Unrecognized request argument supplied: max_token"},
 			{"tool_choice without tools", "POST", "/v1/chat/completions", `{` + hi + `,"tool_choice":"auto"}`, nil, 400, "invalid_request_error", "tool_choice", "", ""},
 			{"top_logprobs without logprobs", "POST", "/v1/chat/completions", `{` + hi + `,"top_logprobs":2}`, nil, 400, "invalid_request_error", "top_logprobs", "", ""},
+			{"top_logprobs over 20", "POST", "/v1/chat/completions", `{` + hi + `,"logprobs":true,"top_logprobs":21}`, nil, 400, "invalid_request_error", "top_logprobs", "", ""},
+			{"unknown response_format", "POST", "/v1/chat/completions", `{` + hi + `,"response_format":{"type":"xml"}}`, nil, 400, "invalid_request_error", "response_format", "", ""},
 			{"unknown model by id", "GET", "/v1/models/gpt-nothing", "", nil, 404, "invalid_request_error", "", "model_not_found", ""},
 		}
 		for _, tt := range tests {

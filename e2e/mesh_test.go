@@ -279,6 +279,7 @@ type streamed struct {
 	finishChunks int
 	usage        *sdk.CompletionUsage
 	contentParts int // chunks that carried text
+	logprobs     []sdk.ChatCompletionTokenLogprob
 	err          error
 }
 
@@ -302,6 +303,7 @@ func readStream(stream *ssestream.Stream[sdk.ChatCompletionChunk], onText func(s
 			s.usage = &u
 		}
 		for _, ch := range c.Choices {
+			s.logprobs = append(s.logprobs, ch.Logprobs.Content...)
 			if ch.Delta.Content != "" {
 				s.text += ch.Delta.Content
 				s.contentParts++
