@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -207,6 +208,31 @@ func BenchmarkSample(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			s := newSampler(bc.p)
+			for b.Loop() {
+				copy(buf, logits)
+				s.accept(s.sample(buf))
+			}
+		})
+	}
+}
+
+// BenchmarkSampleLogprobs is BenchmarkSample's default draw with logprobs:
+// the extra cost per token of logprobs over gemma3's vocabulary.
+func BenchmarkSampleLogprobs(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 4))
+	logits := make([]float32, 262144)
+	for i := range logits {
+		logits[i] = float32(r.NormFloat64() * 3)
+	}
+	buf := make([]float32, len(logits))
+	for _, top := range []int{-1, 0, 5, 20} {
+		name := fmt.Sprintf("top_logprobs=%d", top)
+		if top < 0 {
+			name = "off"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := newSampler(sampling{Temp: 1, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatLastN: 64, PenaltyRepeat: 1.1,
+				Logprobs: top >= 0, TopLogprobs: max(top, 0)})
 			for b.Loop() {
 				copy(buf, logits)
 				s.accept(s.sample(buf))
