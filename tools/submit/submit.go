@@ -159,7 +159,7 @@ func (s *Submitter) Plan(_ context.Context, rendered []*jobs.Rendered) error {
 		// The plan API has no preserve-counts option: give the job the
 		// running counts that run would keep, so the diff shows no
 		// count change that run would not make.
-		if err := s.keepRunningCounts(job); err != nil {
+		if _, err := s.keepRunningCounts(job); err != nil {
 			return err
 		}
 		plan, _, err := s.client.Jobs().Plan(job, true, nil)
@@ -262,20 +262,22 @@ func (s *Submitter) preserveCounts(job *api.Job) bool {
 }
 
 // keepRunningCounts sets the count of each of job's groups to that of the
-// running job, when run would keep it (preserveCounts).
-func (s *Submitter) keepRunningCounts(job *api.Job) error {
+// running job, when run would keep it (preserveCounts). It reports
+// whether there was a running job to keep counts from: a new or stopped
+// job starts with its own counts.
+func (s *Submitter) keepRunningCounts(job *api.Job) (bool, error) {
 	if !s.preserveCounts(job) {
-		return nil
+		return false, nil
 	}
 	running, _, err := s.client.Jobs().Info(*job.ID, nil)
 	if notFound(err) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return s.explain(err, "read job "+*job.ID)
+		return false, s.explain(err, "read job "+*job.ID)
 	}
 	if running.Stop != nil && *running.Stop {
-		return nil // a stopped job starts again with the job's counts
+		return false, nil // a stopped job starts again with the job's counts
 	}
 	for _, tg := range job.TaskGroups {
 		for _, cur := range running.TaskGroups {
@@ -284,7 +286,7 @@ func (s *Submitter) keepRunningCounts(job *api.Job) error {
 			}
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // checkToken makes sure the Nomad Variable the jobs read the RPC token
@@ -335,6 +337,12 @@ func (s *Submitter) Run(ctx context.Context, rendered []*jobs.Rendered) error {
 	for i, job := range parsed {
 		r := rendered[i]
 		preserve := s.preserveCounts(job)
+		// PreserveCounts has the server keep the counts; reading them here
+		// as well tells the operator which counts the version runs with.
+		kept, err := s.keepRunningCounts(job)
+		if err != nil {
+			return err
+		}
 		resp, _, err := s.client.Jobs().RegisterOpts(job, &api.RegisterOptions{
 			PreserveCounts: preserve,
 			Submission:     &api.JobSubmission{Source: string(r.HCL), Format: "hcl2", Variables: string(r.Variables)},
@@ -346,8 +354,11 @@ func (s *Submitter) Run(ctx context.Context, rendered []*jobs.Rendered) error {
 			return s.explain(err, "register "+r.Job.ID)
 		}
 		note := ", count from -var"
-		if preserve {
+		switch {
+		case kept:
 			note = ", running count kept"
+		case preserve:
+			note = ", new job: count from the job's variables"
 		}
 		s.printf("==> %s registered (evaluation %s%s)\n", r.Job.ID, short(resp.EvalID), note)
 		if w := strings.TrimSpace(resp.Warnings); w != "" {

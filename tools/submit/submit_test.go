@@ -318,7 +318,7 @@ func TestRunRegistersInOrderAndWaits(t *testing.T) {
 		}
 	}
 	for _, line := range []string{
-		"==> slm-inference registered (evaluation eval-slm, running count kept)",
+		"==> slm-inference registered (evaluation eval-slm, new job: count from the job's variables)",
 		"==> slm-caller registered (evaluation eval-slm, count from -var)",
 		"deployment dep-slm- running; group: 1/1 placed, 0 healthy, 0 unhealthy, canaries 1/1",
 		"==> slm-gateway healthy",
@@ -536,6 +536,7 @@ func TestRunKeepsRunningCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	f, srv := newFake(t)
+	f.running = map[string]int{"slm-caller": 2, "slm-gateway": 2} // inference is new
 	code, out, errOut := submit(t, srv, "-var-file", file, "-var", "caller_count=4")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
@@ -544,7 +545,13 @@ func TestRunKeepsRunningCounts(t *testing.T) {
 	if !maps.Equal(f.preserve, want) {
 		t.Errorf("PreserveCounts %v, want %v", f.preserve, want)
 	}
-	for _, line := range []string{"slm-caller registered (evaluation eval-slm, count from -var)", "slm-gateway registered (evaluation eval-slm, running count kept)"} {
+	// A job not yet registered has no running count to keep: saying so
+	// would hide that the -var-file's count is the one it starts with.
+	for _, line := range []string{
+		"slm-inference registered (evaluation eval-slm, new job: count from the job's variables)",
+		"slm-caller registered (evaluation eval-slm, count from -var)",
+		"slm-gateway registered (evaluation eval-slm, running count kept)",
+	} {
 		if !strings.Contains(out, line) {
 			t.Errorf("output lacks %q:\n%s", line, out)
 		}
