@@ -37,7 +37,8 @@ inference_canary = 1
 
 # Small enough for a laptop running everything else too. A dev agent may
 # not reserve cores (raw_exec needs cgroups for it, and none on macOS):
-# inference shares the CPUs by MHz, with one llama.cpp thread per CPU.
+# inference shares the CPUs by MHz, and -threads=0 leaves the service its
+# default: one llama.cpp thread per CPU but one.
 inference_cores    = 0
 inference_cpu      = 1000
 inference_memory   = 1024
