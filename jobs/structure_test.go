@@ -3,6 +3,7 @@ package jobs
 import (
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -483,4 +484,52 @@ func TestVariableValidations(t *testing.T) {
 			t.Errorf("-var %s: failed validations %v, want [%s]", flag, failed, want)
 		}
 	}
+}
+
+// TestValidationMessagesAreSentences: Nomad's job parser refuses the whole
+// job when a variable's validation error_message is not a sentence, the
+// rule of its jobspec2 looksLikeSentences: a first letter in upper case
+// and a last character of '.', '?' or '!'. hcl/v2 alone does not check
+// it, so a lower-case message passes every other test here and breaks
+// `submit` on a real server ("Invalid validation error message").
+func TestValidationMessagesAreSentences(t *testing.T) {
+	t.Parallel()
+	for _, j := range All {
+		f, diags := hclsyntax.ParseConfig(j.Source(), j.File, hcl.InitialPos)
+		if diags.HasErrors() {
+			t.Fatal(diags.Error())
+		}
+		for _, b := range blocksOf(f.Body.(*hclsyntax.Body), "variable") {
+			for _, v := range blocksOf(b.Body, "validation") {
+				attr, ok := v.Body.Attributes["error_message"]
+				if !ok {
+					t.Errorf("%s: variable %s: validation without error_message", j.File, b.Labels[0])
+					continue
+				}
+				msg, diags := attr.Expr.Value(nil)
+				if diags.HasErrors() || msg.Type() != cty.String {
+					t.Errorf("%s: variable %s: error_message is not a literal string", j.File, b.Labels[0])
+					continue
+				}
+				if !looksLikeSentence(msg.AsString()) {
+					t.Errorf("%s: variable %s: Nomad refuses error_message %q: it must start with an upper-case letter and end with '.', '?' or '!'",
+						j.File, b.Labels[0], msg.AsString())
+				}
+			}
+		}
+	}
+}
+
+// looksLikeSentence is Nomad's rule for validation messages (jobspec2,
+// looksLikeSentences).
+func looksLikeSentence(s string) bool {
+	runes := []rune(s)
+	if len(runes) == 0 {
+		return false
+	}
+	first, last := runes[0], runes[len(runes)-1]
+	if unicode.IsLetter(first) && !unicode.IsUpper(first) {
+		return false
+	}
+	return last == '.' || last == '?' || last == '!'
 }

@@ -131,7 +131,7 @@ variable "caller_routing" {
 
   validation {
     condition     = contains(["prefix", "least-busy"], var.caller_routing)
-    error_message = "caller_routing must be prefix or least-busy."
+    error_message = "The caller_routing must be prefix or least-busy."
   }
 }
 
