@@ -118,7 +118,7 @@ locals {
       to_port     = var.api_port
       cidr_blocks = []
       source_sg   = "alb"
-      description = "The gateway job's API and health check, from the load balancer only"
+      description = "The gateway job API and health check, from the load balancer only"
     }],
     [
       for name in local.server_ports : {

@@ -80,6 +80,13 @@ run "firewall" {
     error_message = "A security group admits the internet on something other than the load balancer's 443/80."
   }
 
+  # Every description is in the characters EC2 accepts (the AWS provider
+  # refuses the plan otherwise; an apostrophe once slipped in).
+  assert {
+    condition     = alltrue([for key, r in output.security_group_rules : can(regex("^[0-9A-Za-z_ .:/()#,@\\[\\]+=&;{}!$*-]*$", r.description)) && length(r.description) <= 255])
+    error_message = "A security group rule's description has a character EC2 refuses."
+  }
+
   # The load balancer admits exactly tcp/443 and tcp/80 and nothing else.
   assert {
     condition     = sort([for key, r in output.security_group_rules : "${r.protocol}/${r.from_port}-${r.to_port}" if r.sg == "alb" && r.type == "ingress"]) == sort(["tcp/443-443", "tcp/80-80"])
@@ -505,6 +512,75 @@ run "rejects_api_key_with_comma" {
       nomad_management  = "44444444-4444-4444-8444-444444444444"
       rpc_token         = "rpcTOKENrpcTOKENrpcTOKENrpcTOKEN0123"
       api_keys          = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01,x"]
+      tls = {
+        ca_cert            = "-----BEGIN CERTIFICATE-----\nFAKE-CA-CERT\n-----END CERTIFICATE-----\n"
+        nomad_server_cert  = "-----BEGIN CERTIFICATE-----\nFAKE-NOMAD-SERVER-CERT\n-----END CERTIFICATE-----\n"
+        nomad_server_key   = "-----BEGIN PRIVATE KEY-----\nFAKE-NOMAD-SERVER-KEY\n-----END PRIVATE KEY-----\n"
+        nomad_client_cert  = "-----BEGIN CERTIFICATE-----\nFAKE-NOMAD-CLIENT-CERT\n-----END CERTIFICATE-----\n"
+        nomad_client_key   = "-----BEGIN PRIVATE KEY-----\nFAKE-NOMAD-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+        consul_server_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-SERVER-CERT\n-----END CERTIFICATE-----\n"
+        consul_server_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-SERVER-KEY\n-----END PRIVATE KEY-----\n"
+        consul_client_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-CLIENT-CERT\n-----END CERTIFICATE-----\n"
+        consul_client_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+      }
+    }
+  }
+
+  expect_failures = [var.secrets]
+}
+
+run "accepts_binary_gossip_keys" {
+  command = plan
+
+  # Regression: real keys (random_bytes) are 32 arbitrary bytes, which are
+  # not UTF-8; a validation with base64decode() refused every one of them at
+  # apply time, when the value first became known.
+
+  variables {
+    secrets = {
+      consul_gossip_key = "/////////////////////8MogIGCg4SFhoeIiYqLjI0="
+      nomad_gossip_key  = "Tk9NQUQtZ29zc2lwLWtleS1mb3ItdGVzdHMtMzJiYiE="
+      consul_management = "11111111-1111-4111-8111-111111111111"
+      consul_agent      = "22222222-2222-4222-8222-222222222222"
+      consul_default    = "55555555-5555-4555-8555-555555555555"
+      consul_nomad      = "33333333-3333-4333-8333-333333333333"
+      nomad_management  = "44444444-4444-4444-8444-444444444444"
+      rpc_token         = "rpcTOKENrpcTOKENrpcTOKENrpcTOKEN0123"
+      api_keys          = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01"]
+      tls = {
+        ca_cert            = "-----BEGIN CERTIFICATE-----\nFAKE-CA-CERT\n-----END CERTIFICATE-----\n"
+        nomad_server_cert  = "-----BEGIN CERTIFICATE-----\nFAKE-NOMAD-SERVER-CERT\n-----END CERTIFICATE-----\n"
+        nomad_server_key   = "-----BEGIN PRIVATE KEY-----\nFAKE-NOMAD-SERVER-KEY\n-----END PRIVATE KEY-----\n"
+        nomad_client_cert  = "-----BEGIN CERTIFICATE-----\nFAKE-NOMAD-CLIENT-CERT\n-----END CERTIFICATE-----\n"
+        nomad_client_key   = "-----BEGIN PRIVATE KEY-----\nFAKE-NOMAD-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+        consul_server_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-SERVER-CERT\n-----END CERTIFICATE-----\n"
+        consul_server_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-SERVER-KEY\n-----END PRIVATE KEY-----\n"
+        consul_client_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-CLIENT-CERT\n-----END CERTIFICATE-----\n"
+        consul_client_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+      }
+    }
+  }
+
+  assert {
+    condition     = output.ssm_parameters["client/consul/gossip-key"] == "/////////////////////8MogIGCg4SFhoeIiYqLjI0="
+    error_message = "A gossip key of arbitrary bytes must be accepted."
+  }
+}
+
+run "rejects_short_gossip_key" {
+  command = plan
+
+  variables {
+    secrets = {
+      consul_gossip_key = "Q09OU1VMLWdvc3NpcC1rZXktZm9yLXRlc3RzLTMyYiE="
+      nomad_gossip_key  = "c2hvcnQ="
+      consul_management = "11111111-1111-4111-8111-111111111111"
+      consul_agent      = "22222222-2222-4222-8222-222222222222"
+      consul_default    = "55555555-5555-4555-8555-555555555555"
+      consul_nomad      = "33333333-3333-4333-8333-333333333333"
+      nomad_management  = "44444444-4444-4444-8444-444444444444"
+      rpc_token         = "rpcTOKENrpcTOKENrpcTOKENrpcTOKEN0123"
+      api_keys          = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01"]
       tls = {
         ca_cert            = "-----BEGIN CERTIFICATE-----\nFAKE-CA-CERT\n-----END CERTIFICATE-----\n"
         nomad_server_cert  = "-----BEGIN CERTIFICATE-----\nFAKE-NOMAD-SERVER-CERT\n-----END CERTIFICATE-----\n"
