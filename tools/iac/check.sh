@@ -5,15 +5,20 @@
 #      (address plan, security group rules, the load balancer's listeners,
 #      where each secret goes, the rendered cloud-init with its IMDS guard);
 #   3. tfsec over terraform/aws, where any finding that is not ignored with a
-#      reasoned #tfsec:ignore:<rule> comment fails.
-# The AWS root module itself cannot be validated offline: that needs the AWS
-# provider, which only the Terraform/OpenTofu registry serves.
+#      reasoned #tfsec:ignore:<rule> comment fails;
+#   4. tofu init/validate/test of the AWS root module terraform/aws against a
+#      mocked AWS provider (terraform/aws/tests), with its defaults and with
+#      terraform.tfvars.example. Only when SLM_TF_PLUGIN_MIRROR names a
+#      provider mirror holding hashicorp/aws, random and tls: OpenTofu needs
+#      the providers' schemas, and only the provider registry serves them, so
+#      without a mirror this step says SKIPPED.
 #
 # OpenTofu and tfsec are built from the Go module proxy (tools/iac/tofu and
 # tools/iac/tfsec pin them) into .cache/bin, and rebuilt only when missing or
 # older than their go.sum. FORCE=1 rebuilds anyway; IAC_BIN=dir builds there.
 #
 #   tools/iac/check.sh
+#   SLM_TF_PLUGIN_MIRROR=/path/to/mirror tools/iac/check.sh
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -99,6 +104,53 @@ rc=0
 # resources will get it. Nothing is downloaded (local modules only).
 "$tfsec" "$root/terraform/aws" --no-color --exclude-downloaded-modules --concise-output || rc=$?
 result $rc "tfsec (unignored findings fail)"
+
+step "tofu init + validate + test: terraform/aws (mocked AWS provider)"
+mirror=${SLM_TF_PLUGIN_MIRROR:-}
+if [ -z "$mirror" ]; then
+	echo "SKIPPED: no AWS provider here. Set SLM_TF_PLUGIN_MIRROR to a directory laid out"
+	echo "as a provider mirror (<host>/hashicorp/{aws,random,tls}/<version>/<os>_<arch>/)"
+	echo "to validate and test terraform/aws (docs/terraform.md)."
+else
+	rc=0
+	for p in aws random tls; do
+		if ! ls -d "$mirror"/*/hashicorp/"$p"/* >/dev/null 2>&1; then
+			echo "SLM_TF_PLUGIN_MIRROR=$mirror holds no hashicorp/$p"
+			rc=1
+		fi
+	done
+	if [ "$rc" -eq 0 ]; then
+		# A copy, so that the lock file tofu init writes does not land in the
+		# checkout, and an operator's terraform.tfvars, lock file or
+		# .terraform there does not change the result.
+		mkdir "$tmp/src"
+		cp -R "$root/terraform" "$root/nomad" "$root/consul" "$tmp/src/"
+		rm -rf "$tmp/src/terraform/aws/.terraform" "$tmp/src/terraform/aws/.terraform.lock.hcl" \
+			"$tmp/src/terraform/aws/terraform.tfvars" "$tmp/src/terraform/aws/"*.auto.tfvars
+		cat >"$tmp/tofurc-aws" <<EOF
+provider_installation {
+  filesystem_mirror {
+    path    = "$mirror"
+    include = ["registry.opentofu.org/hashicorp/*", "registry.terraform.io/hashicorp/*"]
+  }
+  direct {
+    exclude = ["registry.opentofu.org/hashicorp/*", "registry.terraform.io/hashicorp/*"]
+  }
+}
+EOF
+		(
+			cd "$tmp/src/terraform/aws"
+			export TF_CLI_CONFIG_FILE="$tmp/tofurc-aws" TF_DATA_DIR="$tmp/data-aws"
+			"$tofu" init -backend=false -input=false -no-color >/dev/null
+			"$tofu" version -no-color | sed -n '/provider/p'
+			"$tofu" validate -no-color
+			"$tofu" test -no-color
+			echo "-- again with terraform.tfvars.example"
+			"$tofu" test -no-color -var-file=terraform.tfvars.example
+		) || rc=$?
+	fi
+	result $rc "terraform/aws with a mocked AWS provider"
+fi
 
 echo
 if [ "$failed" -ne 0 ]; then
