@@ -3,9 +3,9 @@
 # and no provider or network is needed. terraform/aws builds its security
 # groups, load balancer listeners, SSM parameters, IAM names and user data
 # from this module's outputs, so what is asserted here is what AWS gets.
-# (A mock_provider "aws" test of terraform/aws itself would need the AWS
-# provider's schema, i.e. the provider binary, which only the provider
-# registry serves; it is not reachable from CI.)
+# terraform/aws/tests tests the resources themselves against a mocked AWS
+# provider, where one is installed (it needs the provider's schema, which
+# only the provider registry serves; CI cannot reach it).
 
 variables {
   region = "eu-west-1"
