@@ -31,7 +31,10 @@ type Client struct {
 
 // Request is one completion request of the workload.
 type Request struct {
-	Prompt      string
+	Prompt string
+	// Messages, when set, are sent instead of one user message holding
+	// Prompt (a conversation's turns).
+	Messages    []Message
 	MaxTokens   int
 	Temperature float64
 	// Seed, when not nil, makes a sampled completion reproducible.
@@ -64,6 +67,20 @@ func NewHTTPClient(conns int) *http.Client {
 	return &http.Client{Transport: t}
 }
 
+// Message is one message of a conversation, as the chat API takes it.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// messages is what req sends.
+func (req Request) messages() []Message {
+	if req.Messages != nil {
+		return req.Messages
+	}
+	return []Message{{Role: "user", Content: req.Prompt}}
+}
+
 // chunk is the part of a chat.completion.chunk the benchmark reads.
 type chunk struct {
 	Choices []struct {
@@ -72,8 +89,11 @@ type chunk struct {
 		} `json:"delta"`
 	} `json:"choices"`
 	Usage *struct {
-		PromptTokens     int `json:"prompt_tokens"`
-		CompletionTokens int `json:"completion_tokens"`
+		PromptTokens        int `json:"prompt_tokens"`
+		CompletionTokens    int `json:"completion_tokens"`
+		PromptTokensDetails struct {
+			CachedTokens int `json:"cached_tokens"`
+		} `json:"prompt_tokens_details"`
 	} `json:"usage"`
 	Error *struct {
 		Message string `json:"message"`
@@ -97,7 +117,7 @@ func (c *Client) Stream(ctx context.Context, req Request) Sample {
 	defer cancel()
 
 	body := map[string]any{
-		"messages":       []map[string]string{{"role": "user", "content": req.Prompt}},
+		"messages":       req.messages(),
 		"max_tokens":     req.MaxTokens,
 		"temperature":    req.Temperature,
 		"stream":         true,
@@ -162,6 +182,7 @@ func (c *Client) Stream(ctx context.Context, req Request) Sample {
 		if ch.Usage != nil {
 			s.UsageReported = true
 			s.PromptTokens, s.CompletionTokens = ch.Usage.PromptTokens, ch.Usage.CompletionTokens
+			s.CachedTokens = ch.Usage.PromptTokensDetails.CachedTokens
 		}
 		return nil
 	})

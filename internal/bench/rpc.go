@@ -55,7 +55,7 @@ func (c *Client) streamRPC(ctx context.Context, req Request, timeout time.Durati
 	temp := float32(req.Temperature)
 	creq := chat.Request{
 		Model:       c.Model,
-		Messages:    []chat.Message{{Role: chat.RoleUser, Content: req.Prompt}},
+		Messages:    chatMessages(req.messages()),
 		MaxTokens:   req.MaxTokens,
 		Temperature: &temp,
 		Seed:        req.Seed,
@@ -87,8 +87,16 @@ func (c *Client) streamRPC(ctx context.Context, req Request, timeout time.Durati
 		return s
 	}
 	s.UsageReported = true
-	s.PromptTokens, s.CompletionTokens = res.PromptTokens, res.CompletionTokens
+	s.PromptTokens, s.CompletionTokens, s.CachedTokens = res.PromptTokens, res.CompletionTokens, res.CachedTokens
 	return s
+}
+
+func chatMessages(ms []Message) []chat.Message {
+	out := make([]chat.Message, len(ms))
+	for i, m := range ms {
+		out[i] = chat.Message{Role: m.Role, Content: m.Content}
+	}
+	return out
 }
 
 // modelsRPC is Models for an rpc:// endpoint: inference::info.

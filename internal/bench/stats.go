@@ -35,6 +35,7 @@ type Sample struct {
 	Latency          time.Duration // from Start to the end of the response
 	PromptTokens     int           // as the server counted them (usage)
 	CompletionTokens int           // as the server counted them, else content chunks
+	CachedTokens     int           // prompt tokens the server found cached (usage.prompt_tokens_details)
 	UsageReported    bool          // the server sent usage
 	Text             string        // the completion, kept only when asked
 	Err              error

@@ -8,10 +8,14 @@
 //	go run ./tools/bench -a http://127.0.0.1:3111 -single "What color is apple?"
 //	go run ./tools/bench -a rpc://127.0.0.1:7003 -b http://127.0.0.1:3111   # inference alone vs the mesh
 //	go run ./tools/bench -a http://127.0.0.1:11434 -model slm-anchor -mesh MODEL.gguf -mesh-as b   # ollama vs the mesh
+//	go run ./tools/bench -conversation -mesh MODEL.gguf -compare reuse     # multi-turn, prompt reuse on (A) vs off (B)
+//	go run ./tools/bench -conversation -conversations 16 -mesh MODEL.gguf -compare routing   # 2 instances, prefix (A) vs least-busy (B)
 //
 // Rows are prompt length × concurrency; each request streams, so time to
 // first token is seen from the client. Token counts come from the server's
-// usage.
+// usage. With -conversation the workload is multi-turn chat instead (see
+// bench.ConversationPlan): rows are turns, and the cache-hit ratio comes
+// from usage.prompt_tokens_details.cached_tokens.
 package main
 
 import (
@@ -19,8 +23,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +72,12 @@ func run(args []string) error {
 	parallel := f.Int("parallel", "SLM_PARALLEL", 0, "with -mesh: sequences decoded together (0: the inference default)")
 	meshLogs := fs.String("mesh-log-dir", "", "with -mesh: where the services' logs go (default: a temporary directory)")
 	temperature := fs.Float64("temperature", 1, "temperature of every request; random-weight models need 1 (greedy loops are cut short by some servers)")
+	conversation := fs.Bool("conversation", false, "multi-turn workload: each conversation re-sends its whole history every turn; TTFT per turn and cache hits (max_tokens: 64 unless -max-tokens is set)")
+	systemWords := fs.Int("system-words", 300, "with -conversation: words (about tokens) of the system prompt every conversation shares")
+	turns := fs.Int("turns", 10, "with -conversation: turns per conversation")
+	turnWords := fs.Int("turn-words", 100, "with -conversation: words of each user message")
+	conversations := fs.Int("conversations", 1, "with -conversation: conversations at once per endpoint")
+	compare := fs.String("compare", "", `with -mesh: start two meshes and measure them alternately: "reuse" (A: prompt reuse on, B: -no-prompt-cache) or "routing" (two inference instances each; A: -routing prefix, B: least-busy)`)
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -103,13 +115,38 @@ func run(args []string) error {
 	}
 	var meshURL string
 	var meshPID int
-	if *mesh != "" {
-		m, err := startMesh(ctx, *mesh, *threads, *parallel, *apiKey, *meshLogs)
+	var compared []bench.Endpoint
+	switch {
+	case *compare != "" && *mesh == "":
+		return errors.New("-compare needs -mesh")
+	case *compare != "":
+		variants, ok := comparisons[*compare]
+		if !ok {
+			return fmt.Errorf("-compare %q: want reuse or routing", *compare)
+		}
+		for _, v := range variants {
+			m, err := startMesh(ctx, meshOptions{model: *mesh, threads: *threads, parallel: *parallel, apiKey: *apiKey, logDir: *meshLogs,
+				inference: v.inference, extra: v.args})
+			if err != nil {
+				return err
+			}
+			defer func() {
+				report(m, v.inference)
+				m.Stop()
+			}()
+			var pids []int
+			for i := range v.inference {
+				pids = append(pids, m.Proc(localmesh.InferenceName(i)).Pid())
+			}
+			compared = append(compared, bench.Endpoint{Name: v.name, Client: newClient(m.URL(), ""), PIDs: pids})
+		}
+	case *mesh != "":
+		m, err := startMesh(ctx, meshOptions{model: *mesh, threads: *threads, parallel: *parallel, apiKey: *apiKey, logDir: *meshLogs, inference: 1})
 		if err != nil {
 			return err
 		}
 		defer func() {
-			report(m)
+			report(m, 1)
 			m.Stop()
 		}()
 		meshURL, meshPID = m.URL(), m.Proc(localmesh.InferenceName(0)).Pid()
@@ -129,7 +166,9 @@ func run(args []string) error {
 	}
 
 	eps := []bench.Endpoint{a}
-	if *urlB != "" || (meshURL != "" && *meshAs == "b") {
+	if compared != nil {
+		eps = compared
+	} else if *urlB != "" || (meshURL != "" && *meshAs == "b") {
 		b := bench.Endpoint{Name: "B", Client: newClient(*urlB, *modelB)}
 		if b.PIDs, err = ints(*pidB); err != nil {
 			return fmt.Errorf("-pid-b: %w", err)
@@ -141,15 +180,59 @@ func run(args []string) error {
 	}
 	fmt.Printf("command: bench %s\n", strings.Join(args, " "))
 	fmt.Printf("date: %s\n", time.Now().UTC().Format(time.RFC3339))
-	_, err = bench.Run(ctx, os.Stdout, os.Stderr, plan, eps)
+	if *conversation {
+		cp := bench.ConversationPlan{
+			SystemWords: *systemWords, Turns: *turns, TurnWords: *turnWords, MaxTokens: 64,
+			Conversations: *conversations, Rounds: *rounds, Temperature: *temperature, Seed: int64(*seed),
+		}
+		fs.Visit(func(fl *flag.Flag) {
+			if fl.Name == "max-tokens" {
+				cp.MaxTokens = *maxTokens
+			}
+		})
+		fmt.Printf("machine: %s; load average at start %.2f\n", bench.Machine(), bench.LoadAverage())
+		_, err = bench.RunConversations(ctx, os.Stdout, os.Stderr, cp, eps)
+		fmt.Printf("load average at end %.2f\n", bench.LoadAverage())
+	} else {
+		_, err = bench.Run(ctx, os.Stdout, os.Stderr, plan, eps)
+	}
 	if errors.Is(err, context.Canceled) {
 		return errors.New("interrupted; the tables above hold what was measured")
 	}
 	return err
 }
 
-// startMesh runs gateway → caller → inference on free loopback ports.
-func startMesh(ctx context.Context, modelPath string, threads, parallel int, apiKey, logDir string) (*localmesh.Mesh, error) {
+// comparisons are the pairs of meshes -compare starts: name → A, B.
+var comparisons = map[string][]meshVariant{
+	"reuse": {
+		{name: "reuse", inference: 1},
+		{name: "no-reuse", inference: 1, args: map[string][]string{"inference": {"-no-prompt-cache"}}},
+	},
+	"routing": {
+		{name: "prefix", inference: 2, args: map[string][]string{"caller": {"-routing", "prefix"}}},
+		{name: "least-busy", inference: 2, args: map[string][]string{"caller": {"-routing", "least-busy"}}},
+	},
+}
+
+// meshVariant is one mesh of a -compare pair.
+type meshVariant struct {
+	name      string
+	inference int
+	args      map[string][]string
+}
+
+// meshOptions say how to start a local mesh.
+type meshOptions struct {
+	model             string
+	threads, parallel int
+	apiKey, logDir    string
+	inference         int
+	extra             map[string][]string
+}
+
+// startMesh runs gateway → caller → inference instances on free loopback
+// ports.
+func startMesh(ctx context.Context, o meshOptions) (*localmesh.Mesh, error) {
 	root := modeltest.RepoRoot()
 	binDir := filepath.Join(root, ".cache", "bin")
 	for _, b := range []string{"gateway", "caller", "inference"} {
@@ -157,28 +240,69 @@ func startMesh(ctx context.Context, modelPath string, threads, parallel int, api
 			return nil, fmt.Errorf("-mesh needs the service binaries in %s: run `make build` first", binDir)
 		}
 	}
-	abs, err := filepath.Abs(modelPath)
+	abs, err := filepath.Abs(o.model)
 	if err != nil {
 		return nil, err
 	}
-	var ports [3]int
-	for i := range ports {
-		if ports[i], err = localmesh.FreePort(); err != nil {
-			return nil, err
-		}
+	ports, err := freePorts(2 + o.inference)
+	if err != nil {
+		return nil, err
 	}
-	fmt.Fprintf(os.Stderr, "bench: starting a local mesh on %s\n", abs)
+	logDir := o.logDir
+	if logDir != "" && o.extra != nil {
+		// Two meshes: one directory each.
+		logDir = filepath.Join(logDir, strconv.Itoa(ports[0]))
+	}
+	fmt.Fprintf(os.Stderr, "bench: starting a local mesh on %s (%d inference, extra arguments %v)\n", abs, o.inference, o.extra)
 	return localmesh.Start(ctx, localmesh.Config{
-		BinDir: binDir, Model: abs,
+		BinDir: binDir, Model: abs, Inference: o.inference,
 		GatewayAddr: "127.0.0.1:" + strconv.Itoa(ports[0]), CallerPort: ports[1], InferencePort: ports[2],
-		Threads: threads, Parallel: parallel, APIKeys: apiKey, Dir: logDir,
+		Threads: o.threads, Parallel: o.parallel, APIKeys: o.apiKey, Dir: logDir, ExtraArgs: o.extra,
 		ReadyTimeout: 5 * time.Minute,
 	})
 }
 
+// freePorts finds n free loopback ports, the last n-2 consecutive (the
+// inference instances', which localmesh numbers from the third).
+func freePorts(n int) ([]int, error) {
+	for range 50 {
+		var ports []int
+		for range 3 {
+			p, err := localmesh.FreePort()
+			if err != nil {
+				return nil, err
+			}
+			ports = append(ports, p)
+		}
+		for i := 3; i < n; i++ {
+			ports = append(ports, ports[2]+i-2)
+		}
+		if len(slices.Compact(slices.Sorted(slices.Values(ports)))) == len(ports) && free(ports[3:]) {
+			return ports, nil
+		}
+	}
+	return nil, fmt.Errorf("found no %d consecutive free ports", n-2)
+}
+
+// free reports whether every port can be listened on now.
+func free(ports []int) bool {
+	for _, p := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			return false
+		}
+		l.Close()
+	}
+	return true
+}
+
 // report prints the peak memory of every mesh process before it stops.
-func report(m *localmesh.Mesh) {
-	for _, name := range []string{localmesh.InferenceName(0), "caller", "gateway"} {
+func report(m *localmesh.Mesh, inference int) {
+	names := []string{"caller", "gateway"}
+	for i := range inference {
+		names = append(names, localmesh.InferenceName(i))
+	}
+	for _, name := range names {
 		p := m.Proc(name)
 		if p == nil || p.Pid() == 0 {
 			continue
