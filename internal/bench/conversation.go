@@ -64,8 +64,8 @@ type TurnSample struct {
 }
 
 // Conversation runs one conversation of plan on c: conv selects its user
-// messages (every conversation differs from its first user message on,
-// and shares the system prompt). A failed turn ends the conversation.
+// messages (every conversation, in every round, differs from its first
+// user message on, and shares the system prompt). A failed turn ends the conversation.
 func Conversation(ctx context.Context, c *Client, plan ConversationPlan, round, conv int) []TurnSample {
 	plan.setDefaults()
 	msgs := []Message{{Role: "system", Content: Prompt(plan.SystemWords, 0)}}
@@ -73,8 +73,9 @@ func Conversation(ctx context.Context, c *Client, plan ConversationPlan, round, 
 	for turn := range plan.Turns {
 		// Offsets far apart, so that two conversations' messages differ
 		// from their first word.
-		msgs = append(msgs, Message{Role: "user", Content: Prompt(plan.TurnWords, 7*conv+3*turn+1)})
-		seed := plan.Seed + int64(conv*1000+turn)
+		id := round*plan.Conversations + conv // no two conversations alike, across rounds too
+		msgs = append(msgs, Message{Role: "user", Content: Prompt(plan.TurnWords, 7*id+3*turn+1)})
+		seed := plan.Seed + int64(id*1000+turn)
 		s := c.Stream(ctx, Request{Messages: slices.Clone(msgs), MaxTokens: plan.MaxTokens, Temperature: plan.Temperature, Seed: &seed, KeepText: true})
 		out = append(out, TurnSample{Round: round, Conversation: conv, Turn: turn, Sample: s})
 		if s.Err != nil || ctx.Err() != nil {

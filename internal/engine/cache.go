@@ -47,7 +47,7 @@ type slotCache struct {
 //
 // Called with e.mu held.
 func (e *Engine) pickSlot(tokens []int) int {
-	best, bestCommon, empty := -1, -1, -1
+	own, ownCommon, best, bestCommon, empty := -1, -1, -1, -1, -1
 	for i, s := range e.slots {
 		if s != nil {
 			continue
@@ -60,13 +60,16 @@ func (e *Engine) pickSlot(tokens []int) int {
 		if n > bestCommon || (n == bestCommon && c.used < e.cache[best].used) {
 			best, bestCommon = i, n
 		}
-	}
-	if best >= 0 && bestCommon > 0 {
-		if c := e.cache[best]; bestCommon >= c.prompt || 4*bestCommon >= 3*len(c.tokens) {
-			return best
+		// Each slot is judged on its own: a longer prefix in a slot that
+		// holds another conversation must not hide this one's.
+		if n > 0 && (n >= c.prompt || 4*n >= 3*len(c.tokens)) && n > ownCommon {
+			own, ownCommon = i, n
 		}
 	}
-	if empty >= 0 {
+	switch {
+	case own >= 0:
+		return own
+	case empty >= 0:
 		return empty
 	}
 	return best

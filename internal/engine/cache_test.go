@@ -164,6 +164,26 @@ func TestPromptCacheNextTurn(t *testing.T) {
 	}
 }
 
+// TestPromptCacheOwnSlot: a conversation replayed from its start (the same
+// turns again) finds its own slot, though another slot holding the first
+// run shares a longer prefix with it: that one holds a longer
+// conversation, which the replay would cut.
+func TestPromptCacheOwnSlot(t *testing.T) {
+	t.Parallel()
+	e := openStories(t, Config{Parallel: 3})
+	conv := []turn{{user: "Tom had a red ball."}, {user: "Then he went home."}, {user: "He slept."}}
+	_, first := script(t, e, "", conv, 24)
+	_, replay := script(t, e, "", conv[:2], 24)
+	// The replay's first turn goes to an empty slot (the first run's
+	// slot holds three turns); its second turn continues it there.
+	if replay[0].CachedTokens != 0 {
+		t.Errorf("replayed turn 1: %d cached, want 0 (an empty slot)", replay[0].CachedTokens)
+	}
+	if replay[1].CachedTokens < first[0].PromptTokens {
+		t.Errorf("replayed turn 2: %d of %d prompt tokens cached, want at least turn 1's %d", replay[1].CachedTokens, replay[1].PromptTokens, first[0].PromptTokens)
+	}
+}
+
 // openGemmaWindow opens a generated tiny gemma3 whose local layers attend
 // to window tokens.
 func openGemmaWindow(t testing.TB, c Config, window int) *Engine {

@@ -70,6 +70,7 @@ func run(args []string) error {
 	meshAs := fs.String("mesh-as", "a", `with -mesh: the endpoint the mesh is, "a" or "b" (then -a is the other one, e.g. an anchor)`)
 	threads := f.Int("threads", "SLM_THREADS", 0, "with -mesh: llama.cpp threads (0: the inference service's default, the CPUs but one)")
 	parallel := f.Int("parallel", "SLM_PARALLEL", 0, "with -mesh: sequences decoded together (0: the inference default)")
+	ctxLen := f.Int("ctx", "SLM_CTX", 0, "with -mesh: context per request in tokens (0: the inference default)")
 	meshLogs := fs.String("mesh-log-dir", "", "with -mesh: where the services' logs go (default: a temporary directory)")
 	temperature := fs.Float64("temperature", 1, "temperature of every request; random-weight models need 1 (greedy loops are cut short by some servers)")
 	conversation := fs.Bool("conversation", false, "multi-turn workload: each conversation re-sends its whole history every turn; TTFT per turn and cache hits (max_tokens: 64 unless -max-tokens is set)")
@@ -125,7 +126,7 @@ func run(args []string) error {
 			return fmt.Errorf("-compare %q: want reuse or routing", *compare)
 		}
 		for _, v := range variants {
-			m, err := startMesh(ctx, meshOptions{model: *mesh, threads: *threads, parallel: *parallel, apiKey: *apiKey, logDir: *meshLogs,
+			m, err := startMesh(ctx, meshOptions{model: *mesh, threads: *threads, parallel: *parallel, ctx: *ctxLen, apiKey: *apiKey, logDir: *meshLogs,
 				inference: v.inference, extra: v.args})
 			if err != nil {
 				return err
@@ -141,7 +142,7 @@ func run(args []string) error {
 			compared = append(compared, bench.Endpoint{Name: v.name, Client: newClient(m.URL(), ""), PIDs: pids})
 		}
 	case *mesh != "":
-		m, err := startMesh(ctx, meshOptions{model: *mesh, threads: *threads, parallel: *parallel, apiKey: *apiKey, logDir: *meshLogs, inference: 1})
+		m, err := startMesh(ctx, meshOptions{model: *mesh, threads: *threads, parallel: *parallel, ctx: *ctxLen, apiKey: *apiKey, logDir: *meshLogs, inference: 1})
 		if err != nil {
 			return err
 		}
@@ -225,6 +226,7 @@ type meshVariant struct {
 type meshOptions struct {
 	model             string
 	threads, parallel int
+	ctx               int
 	apiKey, logDir    string
 	inference         int
 	extra             map[string][]string
@@ -257,7 +259,7 @@ func startMesh(ctx context.Context, o meshOptions) (*localmesh.Mesh, error) {
 	return localmesh.Start(ctx, localmesh.Config{
 		BinDir: binDir, Model: abs, Inference: o.inference,
 		GatewayAddr: "127.0.0.1:" + strconv.Itoa(ports[0]), CallerPort: ports[1], InferencePort: ports[2],
-		Threads: o.threads, Parallel: o.parallel, APIKeys: o.apiKey, Dir: logDir, ExtraArgs: o.extra,
+		Threads: o.threads, Parallel: o.parallel, Ctx: o.ctx, APIKeys: o.apiKey, Dir: logDir, ExtraArgs: o.extra,
 		ReadyTimeout: 5 * time.Minute,
 	})
 }
