@@ -34,11 +34,11 @@ type slotCache struct {
 // pickSlot returns the free slot for a request whose prompt is tokens, or
 // -1 if none is free. In order of preference:
 //
-//  1. the slot holding the same conversation: the longest prefix shared
-//     with the prompt, if it covers the whole prompt of the request that
-//     left the cache (the next turn: the client re-sends that prompt, then
-//     the answer and a new message) or 3/4 of the cache (the client edits
-//     its last turn, or repeats a request);
+//  1. a slot holding the same conversation, the one sharing the longest
+//     prefix among them: a slot does when the shared prefix covers the
+//     whole prompt of the request that left it (the next turn: the client
+//     re-sends that prompt, then the answer and a new message) or 3/4 of
+//     its cache (the client edits its last turn, or repeats a request);
 //  2. a slot holding nothing: a new conversation does not take the slot of
 //     another one just because they share a system prompt — the other
 //     would lose its turns and, coming back, take a third one's;
