@@ -52,6 +52,12 @@ func TestRouting(t *testing.T) {
 			a := &meshtest.Inference{Model: "tiny"}
 			b := &meshtest.Inference{Model: "tiny"}
 			c := client(t, startCaller(t, Config{Routing: routing}, a.Serve(t), b.Serve(t)))
+			// Routing is over the connected instances: until both are,
+			// every call goes to the one that is.
+			meshtest.Eventually(t, "both inference instances connected", func() bool {
+				st, err := c.Status(ctx(t))
+				return err == nil && len(st.Models()) > 0 && len(st.Inference) == 2 && st.Inference[0].Error == "" && st.Inference[1].Error == ""
+			})
 			const convs, turns = 8, 4
 			sticky := 0
 			for i := range convs {
