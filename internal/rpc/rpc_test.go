@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -639,4 +640,44 @@ func TestShutdownBound(t *testing.T) {
 	}
 	wantCode(t, within(t, "call", callErr), CodeUnavailable)
 	eventually(t, "handler to be canceled", func() bool { return ts.rpc.InFlight() == 0 })
+}
+
+// TestShutdownWaitsForPeerClose proves Shutdown returns only once the peer
+// has answered the close frame, that is, once it has read every frame
+// before it. The process exits after Shutdown, and exiting closes the
+// sockets: a socket closed while the peer still sends (a new call, a ping)
+// answers with a reset, and the peer then fails the calls whose results it
+// had not yet read. (Seen end to end: a stream cut off by a caller's
+// graceful restart.)
+func TestShutdownWaitsForPeerClose(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, ServerConfig{}, "")
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ts.addr+PathRPC, nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer ws.Close()
+	eventually(t, "connection to register", func() bool { return ts.openConns() == 1 })
+
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- ts.rpc.Shutdown(testCtx(t)) }()
+	// The peer is slow to read: Shutdown waits for it (up to closeWait).
+	select {
+	case err := <-shutdown:
+		t.Fatalf("Shutdown returned (%v) before the peer read its close frame", err)
+	case <-time.After(closeWait / 4):
+	}
+	// The peer reads on, meets the close frame, and gorilla answers it.
+	for {
+		if _, _, err := ws.NextReader(); err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) {
+				t.Fatalf("peer read: %v, want a close frame", err)
+			}
+			break
+		}
+	}
+	if err := within(t, "Shutdown after the peer's close", shutdown); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
 }

@@ -217,7 +217,8 @@ func (s *Server) isDraining() bool {
 // Shutdown stops accepting connections and calls (new calls fail with
 // CodeUnavailable, so a pool retries them elsewhere), waits for the running
 // calls to finish and their results to be sent, then closes every
-// connection. If ctx ends first, it closes the connections anyway, which
+// connection, returning once each peer has answered the close (or
+// closeWait has passed) so that the process may exit. If ctx ends first, it closes the connections anyway, which
 // cancels the handlers still running, and returns ctx's error.
 //
 // Hijacked WebSocket connections are invisible to http.Server.Shutdown, so
@@ -253,9 +254,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			sc.w.close(bye, websocket.CloseGoingAway)
 		}
 	}
+	// Wait for each socket to end, not only for its close frame to be
+	// queued: the caller exits next, and a socket closed before the peer
+	// has read everything can lose the peer the results it had not read
+	// (see wire.awaitPeerClose). The read loop ends once the peer answers
+	// the close frame, or closeWait after it was sent.
 	for _, sc := range conns {
 		select {
-		case <-sc.w.closed:
+		case <-sc.w.readDone:
 		case <-ctx.Done():
 			sc.w.close(bye, websocket.CloseGoingAway)
 		}
