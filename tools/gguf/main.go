@@ -3,6 +3,7 @@
 //
 //	go run ./tools/gguf -preset tiny -o tiny.gguf
 //	go run ./tools/gguf -preset gemma3-270m -o gemma3-270m-random.gguf -seed 7
+//	go run ./tools/gguf -preset gemma3-270m -type q4_0 -embedding-type q8_0 -o g-q4_0-emb8.gguf
 //
 // The files load in llama.cpp like the real model but generate noise.
 package main
@@ -32,6 +33,8 @@ func run(args []string) error {
 	preset := fs.String("preset", ggufgen.PresetTiny, "model shape: "+strings.Join(ggufgen.PresetNames(), " or "))
 	out := fs.String("o", "", "output file (required)")
 	seed := fs.Uint64("seed", 0, "random seed; the same seed writes the same file")
+	weights := fs.String("type", string(ggufgen.TypeQ8_0), "weight type of the layers' matrices: "+ggufgen.TypeNames())
+	embedding := fs.String("embedding-type", "", "weight type of the token embedding, also the output projection (default: -type)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -44,6 +47,14 @@ func run(args []string) error {
 		return err
 	}
 	cfg.Seed = *seed
+	if cfg.Weights, err = ggufgen.ParseType(*weights); err != nil {
+		return err
+	}
+	if *embedding != "" {
+		if cfg.Embedding, err = ggufgen.ParseType(*embedding); err != nil {
+			return err
+		}
+	}
 
 	log := hclog.New(&hclog.LoggerOptions{Name: "gguf", Output: os.Stderr})
 	start := time.Now()
@@ -55,7 +66,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("wrote model", "path", *out, "preset", *preset, "bytes", info.FileSize,
+	log.Info("wrote model", "path", *out, "preset", *preset, "file_type", info.FileType, "bytes", info.FileSize,
 		"tensors", info.Tensors, "parameters", info.Parameters, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -39,6 +39,12 @@ type Config struct {
 	RopeFreqBase      float32
 	RopeLocalFreqBase float32
 
+	// Weights is the type of the layers' weight matrices (default Q8_0);
+	// Embedding that of the token embedding, which Gemma 3 also uses as the
+	// output projection (default: Weights).
+	Weights   Type
+	Embedding Type
+
 	// Seed makes the weights reproducible: the same Config writes the same
 	// bytes.
 	Seed uint64
@@ -75,7 +81,7 @@ var presets = map[string]Config{
 		RopeLocalFreqBase: 10000,
 	},
 	// The same architecture, as small as it gets while keeping grouped
-	// attention (2 query heads per KV head), Q8_0-compatible rows and one
+	// attention (2 query heads per KV head), rows of whole 32-value blocks and one
 	// global-attention layer (see globalEvery).
 	PresetTiny: {
 		Name:              "gemma3-tiny-random",
@@ -132,13 +138,36 @@ func (c Config) check() error {
 	if c.HeadCount%c.HeadCountKV != 0 {
 		return fmt.Errorf("HeadCount %d must be a multiple of HeadCountKV %d", c.HeadCount, c.HeadCountKV)
 	}
-	// Q8_0 quantises each row in blocks of 32 values.
+	for _, t := range []Type{c.weights(), c.embedding()} {
+		if _, err := ParseType(string(t)); err != nil {
+			return err
+		}
+	}
+	// Every type quantises rows in blocks of 32 values at least (Q4_K's
+	// super-blocks of 256 fall back, see storage).
+	const block = 32
 	for _, f := range []field{
 		{"EmbeddingLength", c.EmbeddingLength}, {"HeadCount*HeadDim", c.HeadCount * c.HeadDim}, {"FFNLength", c.FFNLength},
 	} {
-		if f.value%q8Block != 0 {
-			return fmt.Errorf("%s %d must be a multiple of %d", f.name, f.value, q8Block)
+		if f.value%block != 0 {
+			return fmt.Errorf("%s %d must be a multiple of %d", f.name, f.value, block)
 		}
 	}
 	return nil
+}
+
+// weights is the type of the layers' matrices.
+func (c Config) weights() Type {
+	if c.Weights == "" {
+		return TypeQ8_0
+	}
+	return c.Weights
+}
+
+// embedding is the type of the token embedding.
+func (c Config) embedding() Type {
+	if c.Embedding == "" {
+		return c.weights()
+	}
+	return c.Embedding
 }

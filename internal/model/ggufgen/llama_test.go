@@ -1,15 +1,11 @@
-//go:build llama
-
-// This test loads generated models in llama.cpp. It needs the cgo build of
-// github.com/ollama/ollama/llama, which takes minutes the first time:
-//
-//	CGO_CFLAGS="-O3 -march=x86-64-v3 -Wno-stringop-overflow" CGO_CXXFLAGS="-O3 -march=x86-64-v3 -Wno-stringop-overflow" \
-//	  go test -trimpath -tags llama ./internal/model/ggufgen
+// This test loads generated models in llama.cpp (the cgo package the
+// engine's tests build too).
 
 package ggufgen_test
 
 import (
 	"math"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,10 +16,36 @@ import (
 )
 
 // The tiny model loads, tokenizes a Gemma chat prompt (special tokens and
-// byte fallback included), and decodes it to finite logits.
+// byte fallback included), and decodes it to finite logits of the
+// expected spread in every weight type: a scale written where llama.cpp
+// does not read it would blow the logits up or flatten them.
 func TestTinyModelLoadsInLlamaCpp(t *testing.T) {
-	path := writeTiny(t, 0)
 	llama.BackendInit()
+	for _, typ := range ggufgen.Types() {
+		t.Run(string(typ), func(t *testing.T) {
+			cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Weights = typ
+			path := filepath.Join(t.TempDir(), "tiny.gguf")
+			if err := ggufgen.Write(path, cfg); err != nil {
+				t.Fatal(err)
+			}
+			sd := decodeTiny(t, path)
+			// The final RMS norm (weights of one) leaves a hidden state
+			// of unit RMS, so the logits' spread is that of the tied
+			// embedding's rows: sqrt(64) × 0.02 = 0.16 in every type.
+			if want := 0.16; math.Abs(sd-want) > 0.15*want {
+				t.Errorf("logits' standard deviation %.3f, want %.2f ± 15%%", sd, want)
+			}
+		})
+	}
+}
+
+// decodeTiny decodes a chat prompt with the tiny model at path and returns
+// the standard deviation of the last token's logits.
+func decodeTiny(t *testing.T, path string) float64 {
 
 	start := time.Now()
 	m, err := llama.LoadModelFromFile(path, llama.ModelParams{UseMmap: true})
@@ -61,9 +83,15 @@ func TestTinyModelLoadsInLlamaCpp(t *testing.T) {
 	if err := ctx.Decode(batch); err != nil {
 		t.Fatal(err)
 	}
-	for i, l := range ctx.GetLogitsIth(len(toks) - 1) {
+	logits := ctx.GetLogitsIth(len(toks) - 1)
+	var sum, sq float64
+	for i, l := range logits {
 		if math.IsNaN(float64(l)) || math.IsInf(float64(l), 0) {
 			t.Fatalf("logit %d is %v", i, l)
 		}
+		sum += float64(l)
+		sq += float64(l) * float64(l)
 	}
+	mean := sum / float64(len(logits))
+	return math.Sqrt(sq/float64(len(logits)) - mean*mean)
 }

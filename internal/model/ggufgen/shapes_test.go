@@ -39,3 +39,50 @@ func TestGemma3_270MTensors(t *testing.T) {
 		}
 	}
 }
+
+// Each weight type stores gemma-3-270m in the size llama.cpp's quantizer
+// would, Q4_K falling back to Q5_0 for the 640-wide rows as llama.cpp does.
+func TestGemma3_270MTypes(t *testing.T) {
+	t.Parallel()
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		weights, embedding Type
+		mib                float64 // tensor data: values × bytes per value, plus 0.2 MiB of f32 norms
+		kinds              map[string]Type
+	}{
+		// 167.8 M embedding values, 100.3 M in the layers' matrices, of
+		// which 64.9 M read 640-wide rows and 35.4 M do not. Bytes per
+		// value: Q8_0 34/32, Q4_0 and IQ4_NL 18/32, Q5_0 22/32, Q4_K 144/256.
+		{TypeQ8_0, "", 271.9, map[string]Type{"token_embd.weight": TypeQ8_0, "blk.0.ffn_down.weight": TypeQ8_0}},
+		{TypeQ4_0, "", 144.0, map[string]Type{"token_embd.weight": TypeQ4_0, "blk.0.attn_q.weight": TypeQ4_0}},
+		{TypeIQ4NL, "", 144.0, map[string]Type{"token_embd.weight": TypeIQ4NL, "blk.3.ffn_up.weight": TypeIQ4NL}},
+		{TypeQ4_K, "", 171.7, map[string]Type{
+			"token_embd.weight": TypeQ5_0, "blk.0.attn_q.weight": TypeQ5_0, "blk.0.ffn_gate.weight": TypeQ5_0,
+			"blk.0.attn_output.weight": TypeQ4_K, "blk.0.ffn_down.weight": TypeQ4_K,
+		}},
+		{TypeQ4_0, TypeQ8_0, 224.0, map[string]Type{"token_embd.weight": TypeQ8_0, "blk.17.ffn_down.weight": TypeQ4_0}},
+	} {
+		cfg, err := Preset(PresetGemma3_270M)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Weights, cfg.Embedding = tc.weights, tc.embedding
+		if err := cfg.check(); err != nil {
+			t.Fatal(err)
+		}
+		var bytes uint64
+		kinds := map[string]uint32{}
+		for _, ts := range tensors(cfg) {
+			bytes += ts.Size()
+			kinds[ts.Name] = ts.Kind
+		}
+		if got := float64(bytes) / mib; got < tc.mib-0.5 || got > tc.mib+0.5 {
+			t.Errorf("%s/%s: %.1f MiB of tensor data, want %.1f", tc.weights, tc.embedding, got, tc.mib)
+		}
+		for name, want := range tc.kinds {
+			if kinds[name] != uint32(formats[want].tensorType) {
+				t.Errorf("%s/%s: %s is GGML type %d, want %s (%d)", tc.weights, tc.embedding, name, kinds[name], want, formats[want].tensorType)
+			}
+		}
+	}
+}

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 
 	"github.com/ollama/ollama/fs/ggml"
-	"github.com/x448/float16"
 )
 
 // Write writes the model cfg describes to path, through a temporary file
@@ -51,7 +49,7 @@ func metadata(cfg Config, v Vocabulary) ggml.KV {
 	return ggml.KV{
 		"general.architecture":         arch,
 		"general.name":                 cfg.Name,
-		"general.file_type":            ggml.FileTypeQ8_0,
+		"general.file_type":            formats[cfg.weights()].fileType,
 		"general.quantization_version": uint32(2),
 
 		arch + ".context_length":                   uint32(cfg.ContextLength),
@@ -94,37 +92,39 @@ func tensors(cfg Config) []*ggml.Tensor {
 	q, kv := cfg.HeadCount*cfg.HeadDim, cfg.HeadCountKV*cfg.HeadDim
 
 	ts := []*ggml.Tensor{
-		matrix(cfg, "token_embd.weight", embd, vocab),
+		matrix(cfg, cfg.embedding(), "token_embd.weight", embd, vocab),
 		norm("output_norm.weight", embd),
 	}
 	for i := range cfg.BlockCount {
 		name := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
 		ts = append(ts,
 			norm(name("attn_norm"), embd),
-			matrix(cfg, name("attn_q"), embd, q),
-			matrix(cfg, name("attn_k"), embd, kv),
-			matrix(cfg, name("attn_v"), embd, kv),
-			matrix(cfg, name("attn_output"), q, embd),
+			matrix(cfg, cfg.weights(), name("attn_q"), embd, q),
+			matrix(cfg, cfg.weights(), name("attn_k"), embd, kv),
+			matrix(cfg, cfg.weights(), name("attn_v"), embd, kv),
+			matrix(cfg, cfg.weights(), name("attn_output"), q, embd),
 			norm(name("attn_q_norm"), cfg.HeadDim),
 			norm(name("attn_k_norm"), cfg.HeadDim),
 			norm(name("post_attention_norm"), embd),
 			norm(name("ffn_norm"), embd),
-			matrix(cfg, name("ffn_gate"), embd, ff),
-			matrix(cfg, name("ffn_up"), embd, ff),
-			matrix(cfg, name("ffn_down"), ff, embd),
+			matrix(cfg, cfg.weights(), name("ffn_gate"), embd, ff),
+			matrix(cfg, cfg.weights(), name("ffn_up"), embd, ff),
+			matrix(cfg, cfg.weights(), name("ffn_down"), ff, embd),
 			norm(name("post_ffw_norm"), embd),
 		)
 	}
 	return ts
 }
 
-// matrix is a Q8_0 weight matrix of rows rows of cols values each.
-func matrix(cfg Config, name string, cols, rows int) *ggml.Tensor {
+// matrix is a weight matrix of rows rows of cols values each, stored as t
+// (or its fallback, see storage).
+func matrix(cfg Config, t Type, name string, cols, rows int) *ggml.Tensor {
+	f := formats[storage(t, cols)]
 	return &ggml.Tensor{
 		Name:     name,
-		Kind:     uint32(ggml.TensorTypeQ8_0),
+		Kind:     uint32(f.tensorType),
 		Shape:    []uint64{uint64(cols), uint64(rows)},
-		WriterTo: q8Random{blocks: cols * rows / q8Block, seed: tensorSeed(cfg.Seed, name)},
+		WriterTo: randomBlocks{format: f, blocks: cols * rows / f.block, seed: tensorSeed(cfg.Seed, name)},
 	}
 }
 
@@ -146,45 +146,6 @@ func tensorSeed(seed uint64, name string) [32]byte {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], seed)
 	return sha256.Sum256(append(b[:], name...))
-}
-
-// Q8_0 stores blocks of 32 values: a float16 scale, then 32 int8.
-const (
-	q8Block     = 32
-	q8BlockSize = 2 + q8Block
-)
-
-// q8Scale makes the uniformly random int8 values (standard deviation about
-// 74) into weights with a standard deviation of 0.02, the usual
-// initialisation, so activations stay finite through the layers.
-var q8Scale = float16.Fromfloat32(0.02 / 74).Bits()
-
-// q8Random writes blocks of random Q8_0 values, a chunk at a time, so that
-// even the 170 MiB embedding of gemma3-270m never sits in memory whole.
-type q8Random struct {
-	blocks int
-	seed   [32]byte
-}
-
-func (q q8Random) WriteTo(w io.Writer) (int64, error) {
-	rng := rand.NewChaCha8(q.seed)
-	buf := make([]byte, 4096*q8BlockSize)
-	var written int64
-	for left := q.blocks; left > 0; {
-		n := min(left, 4096)
-		chunk := buf[:n*q8BlockSize]
-		rng.Read(chunk)
-		for b := range n {
-			binary.LittleEndian.PutUint16(chunk[b*q8BlockSize:], q8Scale)
-		}
-		m, err := w.Write(chunk)
-		written += int64(m)
-		if err != nil {
-			return written, err
-		}
-		left -= n
-	}
-	return written, nil
 }
 
 // f32Const writes n float32 values, all equal to value.
