@@ -5,7 +5,9 @@ import (
 	"testing"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/discovery"
 	"github.com/slm-mesh/slm-mesh/internal/mesh/meshtest"
+	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
 
 func TestPrefixKey(t *testing.T) {
@@ -100,5 +102,38 @@ func TestRouting(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestInferencePoolLearnsSlots: the caller's pool asks each inference
+// instance for its slots (inference::info), prefix routing's measure of
+// room; an instance that cannot answer yet (loading its model) has none
+// until it does.
+func TestInferencePoolLearnsSlots(t *testing.T) {
+	t.Parallel()
+	ready := &meshtest.Inference{Model: "tiny"}
+	loading := &meshtest.Inference{Model: "tiny", InfoErr: rpc.Errorf(rpc.CodeUnavailable, "loading the model")}
+	readyAddr := ready.Serve(t)
+	p := meshtest.Pool(t, discovery.ServiceInference, InferencePool(rpc.ClientConfig{}, nil), readyAddr, loading.Serve(t))
+	capacities := func() map[string]int {
+		out := map[string]int{}
+		for _, in := range p.Instances() {
+			if in.Connected {
+				out[in.Addr] = in.Capacity
+			}
+		}
+		return out
+	}
+	meshtest.Eventually(t, "the ready instance's slots known", func() bool {
+		c := capacities()
+		return len(c) == 2 && c[readyAddr] == 1
+	})
+	if c := capacities(); c[readyAddr] != 1 || len(c) != 2 {
+		t.Errorf("capacities %v: want 1 for %s (meshtest.Inference's slots) and 0 for the loading one", c, readyAddr)
+	}
+	for addr, n := range capacities() {
+		if addr != readyAddr && n != 0 {
+			t.Errorf("the loading instance has capacity %d", n)
+		}
 	}
 }

@@ -50,7 +50,8 @@ type Config struct {
 const (
 	// RoutingPrefix sends the turns of one conversation to the same
 	// inference instance, which holds their prefix in its KV cache (see
-	// PrefixKey), within a load bound (rpc.WithAffinity).
+	// PrefixKey), while it has a free slot (Slots), else within a load
+	// bound (rpc.WithAffinity).
 	RoutingPrefix = "prefix"
 	// RoutingLeastBusy sends each request to the instance with the fewest
 	// requests in flight.
@@ -63,6 +64,22 @@ func CheckRouting(r string) error {
 		return fmt.Errorf("routing %q: want %s or %s", r, RoutingPrefix, RoutingLeastBusy)
 	}
 	return nil
+}
+
+// InferencePool is the configuration of the caller's pool over inference
+// instances: the one tier that retries (a call refused by one instance
+// before any text tries one other), and each instance's slots as its
+// capacity for prefix routing.
+func InferencePool(client rpc.ClientConfig, log hclog.Logger) rpc.PoolConfig {
+	return rpc.PoolConfig{Client: client, Logger: log, Retries: 1, Capacity: Slots}
+}
+
+// Slots asks the inference instance at the other end of c how many
+// requests it decodes at once: its capacity for the pool's prefix routing
+// (rpc.PoolConfig.Capacity).
+func Slots(ctx context.Context, c *rpc.Conn) (int, error) {
+	info, err := mesh.NewInferenceClient(c).Info(ctx)
+	return info.Slots, err
 }
 
 // PrefixKey is the affinity key of a request under prefix routing: a hash

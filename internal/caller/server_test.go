@@ -26,7 +26,7 @@ import (
 // the caller's main wires it (one retry), and returns its address.
 func startCaller(t *testing.T, cfg Config, inference ...string) string {
 	t.Helper()
-	cfg.Inference = meshtest.Pool(t, discovery.ServiceInference, rpc.PoolConfig{Retries: 1}, inference...)
+	cfg.Inference = meshtest.Pool(t, discovery.ServiceInference, InferencePool(rpc.ClientConfig{}, nil), inference...)
 	s := New(cfg)
 	addr := meshtest.Serve(t, s)
 	t.Cleanup(func() {

@@ -20,6 +20,13 @@ import (
 // loads), so one hot key cannot pile its calls on one instance, and the
 // calls it spills still go to the same second choice. The least busy
 // instance is always under the bound, so a call always finds one.
+//
+// When every instance has told its capacity (PoolConfig.Capacity), room
+// comes first: a call goes to the first instance in the key's order with
+// fewer calls in flight than its capacity, since a free slot elsewhere
+// beats queueing behind the key's instance, and an instance with room is
+// never passed over however loaded the others are. Only when none has
+// room does the load bound choose.
 
 type affinityKey struct{}
 
@@ -62,20 +69,28 @@ func mix64(x uint64) uint64 {
 // Called with p.mu held.
 func (p *Pool) pickAffine(key string, candidates []*poolInstance) (*poolInstance, bool) {
 	total := 0
+	known := true
 	for _, pi := range candidates {
 		total += pi.inFlight
+		known = known && pi.capacity > 0
 	}
 	bound := p.cfg.AffinityLoad*float64(total)/float64(len(candidates)) + 1
-	var first, best *poolInstance
-	var firstW, bestW uint64
+	var first, roomy, bounded *poolInstance
+	var firstW, roomyW, boundedW uint64
 	for _, pi := range candidates {
 		w := rendezvous(key, pi.inst.ID)
 		if first == nil || w > firstW {
 			first, firstW = pi, w
 		}
-		if float64(pi.inFlight) < bound && (best == nil || w > bestW) {
-			best, bestW = pi, w
+		if known && pi.inFlight < pi.capacity && (roomy == nil || w > roomyW) {
+			roomy, roomyW = pi, w
+		}
+		if float64(pi.inFlight) < bound && (bounded == nil || w > boundedW) {
+			bounded, boundedW = pi, w
 		}
 	}
-	return best, best == first
+	if roomy != nil {
+		return roomy, roomy == first
+	}
+	return bounded, bounded == first
 }

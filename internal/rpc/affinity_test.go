@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/slm-mesh/slm-mesh/internal/discovery"
 )
 
 // mWho answers with the address of the server that served it.
@@ -172,6 +176,77 @@ func TestPoolAffinityLoadBound(t *testing.T) {
 	cancel()
 	cancelPlain()
 	for range 4 {
+		wantCode(t, within(t, "call", errs), CodeCanceled)
+	}
+}
+
+// TestPoolAffinityCapacity: with capacities known, a key's calls stay on
+// its instance while it has room (3 here), spill to the next with room,
+// and only when every instance is full does the load bound choose. The
+// load bound alone would have sent the fifth call to the full first
+// choice (4 and 1).
+func TestPoolAffinityCapacity(t *testing.T) {
+	t.Parallel()
+	servers := []*testServer{startServer(t, ServerConfig{}, ""), startServer(t, ServerConfig{}, "")}
+	addrs := []string{servers[0].addr, servers[1].addr}
+	res := discovery.NewStatic()
+	res.Set(testService, addrs...)
+	var asked atomic.Int32
+	p := NewPool(res, testService, PoolConfig{
+		MinBackoff: 10 * time.Millisecond,
+		MaxBackoff: 50 * time.Millisecond,
+		// Each instance answers over its new connection; the first
+		// question fails, as it does while an instance loads its model,
+		// and is asked again.
+		Capacity: func(ctx context.Context, c *Conn) (int, error) {
+			if asked.Add(1) == 1 {
+				return 0, Errorf(CodeUnavailable, "loading")
+			}
+			raw, err := c.Call(ctx, mEcho, 3, nil)
+			if err != nil {
+				return 0, err
+			}
+			var n int
+			err = json.Unmarshal(raw, &n)
+			return n, err
+		},
+	})
+	t.Cleanup(func() { p.Close() })
+	eventually(t, "every instance's capacity known", func() bool {
+		in := p.Instances()
+		return len(in) == 2 && in[0].Capacity == 3 && in[1].Capacity == 3
+	})
+	if n := asked.Load(); n != 3 {
+		t.Errorf("capacity asked %d times, want 3 (once per instance, once more after the failure)", n)
+	}
+
+	const key = "hot"
+	first := servers[0]
+	second := servers[1]
+	if firstChoice(key, addrs) != first.addr {
+		first, second = second, first
+	}
+	ctx, cancel := context.WithCancel(WithAffinity(testCtx(t), key))
+	defer cancel()
+	errs := make(chan error, 7)
+	for n := 1; n <= 7; n++ {
+		go func() {
+			_, err := p.Call(ctx, mBlock, nil, nil)
+			errs <- err
+		}()
+		eventually(t, "call to reach a server", func() bool { return first.rpc.InFlight()+second.rpc.InFlight() == n })
+		want := map[int][2]int{3: {3, 0}, 5: {3, 2}, 7: {4, 3}}
+		if w, ok := want[n]; ok {
+			if a, b := first.rpc.InFlight(), second.rpc.InFlight(); a != w[0] || b != w[1] {
+				t.Errorf("after %d calls: %d on the first choice, %d on the second; want %d and %d", n, a, b, w[0], w[1])
+			}
+		}
+	}
+	if routed, spilled := p.AffinityStats(); routed != 7 || spilled != 3 {
+		t.Errorf("AffinityStats = %d routed, %d spilled; want 7, 3", routed, spilled)
+	}
+	cancel()
+	for range 7 {
 		wantCode(t, within(t, "call", errs), CodeCanceled)
 	}
 }

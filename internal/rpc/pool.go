@@ -40,7 +40,17 @@ type PoolConfig struct {
 	// whose calls in flight reach AffinityLoad × the mean + 1 is passed
 	// over for the key's next choice. Default 1.25.
 	AffinityLoad float64
+	// Capacity, if set, asks each newly connected instance how many calls
+	// it serves at once (an inference instance's slots), again with
+	// backoff while it fails (an instance still loading its model). While
+	// every connected instance has told, affinity routing keeps a key on
+	// its instance while that has room and spills only to one that has,
+	// and uses the load bound only when none has room; see WithAffinity.
+	Capacity func(ctx context.Context, c *Conn) (int, error)
 }
+
+// capacityTimeout bounds one PoolConfig.Capacity question.
+const capacityTimeout = 5 * time.Second
 
 func (c *PoolConfig) setDefaults() {
 	if c.Logger == nil {
@@ -94,6 +104,7 @@ type poolInstance struct {
 	cancel   context.CancelFunc // stops its connect loop
 	conn     *Conn              // nil while not connected
 	inFlight int                // calls the pool has routed here and not finished
+	capacity int                // calls it serves at once (PoolConfig.Capacity); 0: unknown
 	removed  bool
 }
 
@@ -104,6 +115,9 @@ type InstanceStatus struct {
 	Addr      string
 	Connected bool
 	InFlight  int
+	// Capacity is what the instance said it serves at once
+	// (PoolConfig.Capacity); 0 until it has.
+	Capacity int
 }
 
 // NewPool starts a pool for service, following resolver until Close.
@@ -219,10 +233,14 @@ func (p *Pool) connectLoop(ctx context.Context, pi *poolInstance) {
 			return
 		}
 		pi.conn = conn
+		pi.capacity = 0
 		close(p.changed)
 		p.changed = make(chan struct{})
 		p.mu.Unlock()
 		p.log.Info("connected", "id", pi.inst.ID, "addr", pi.inst.Addr)
+		if p.cfg.Capacity != nil {
+			go p.learnCapacity(ctx, pi, conn)
+		}
 
 		select {
 		case <-conn.Done():
@@ -240,6 +258,36 @@ func (p *Pool) connectLoop(ctx context.Context, pi *poolInstance) {
 		if !sleep(ctx, p.cfg.MinBackoff) {
 			return
 		}
+	}
+}
+
+// learnCapacity asks conn's instance how many calls it serves at once
+// (PoolConfig.Capacity) until it answers or the connection ends, and
+// records the answer for affinity routing.
+func (p *Pool) learnCapacity(ctx context.Context, pi *poolInstance, conn *Conn) {
+	backoff := p.cfg.MinBackoff
+	for {
+		actx, cancel := context.WithTimeout(ctx, capacityTimeout)
+		n, err := p.cfg.Capacity(actx, conn)
+		cancel()
+		if err == nil && n > 0 {
+			p.mu.Lock()
+			if pi.conn == conn {
+				pi.capacity = n
+			}
+			p.mu.Unlock()
+			p.log.Debug("capacity known", "id", pi.inst.ID, "addr", pi.inst.Addr, "capacity", n)
+			return
+		}
+		p.log.Debug("capacity not known yet", "id", pi.inst.ID, "addr", pi.inst.Addr, "capacity", n, "error", err)
+		select {
+		case <-conn.Done():
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+		}
+		backoff = min(2*backoff, p.cfg.MaxBackoff)
 	}
 }
 
@@ -428,7 +476,7 @@ func (p *Pool) Instances() []InstanceStatus {
 	defer p.mu.Unlock()
 	out := make([]InstanceStatus, 0, len(p.order))
 	for _, pi := range p.order {
-		out = append(out, InstanceStatus{ID: pi.inst.ID, Addr: pi.inst.Addr, Connected: pi.conn != nil, InFlight: pi.inFlight})
+		out = append(out, InstanceStatus{ID: pi.inst.ID, Addr: pi.inst.Addr, Connected: pi.conn != nil, InFlight: pi.inFlight, Capacity: pi.capacity})
 	}
 	return out
 }

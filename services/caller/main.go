@@ -49,13 +49,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	pool := rpc.NewPool(resolver, discovery.ServiceInference, rpc.PoolConfig{
-		Client: rpc.ClientConfig{Token: *token},
-		Logger: log.Named("pool"),
-		// The one tier that retries: a call refused by one inference
-		// instance before any text tries one other.
-		Retries: 1,
-	})
+	pool := rpc.NewPool(resolver, discovery.ServiceInference, caller.InferencePool(rpc.ClientConfig{Token: *token}, log.Named("pool")))
 	defer pool.Close()
 
 	srv := caller.New(caller.Config{
