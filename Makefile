@@ -4,11 +4,14 @@
 # baseline x86-64 (no AVX2/FMA/F16C) and runs several times slower. Use
 # ARCH=native for the build machine's own CPU.
 # -Wno-stringop-overflow silences a known false positive that floods the
-# build log from ggml's repack.cpp. internal/localmesh uses the same flags:
-# any difference would rebuild llama.cpp (~10 minutes on 2 CPUs).
+# build log from ggml's repack.cpp. -DGGML_USE_CPU_REPACK turns on ggml's
+# repacked (interleaved) kernels for 4-bit weights, as llama.cpp's and
+# ollama's own builds do; the ollama Go module's cgo files leave it out
+# (docs/build.md). internal/localmesh uses the same flags: any difference
+# would rebuild llama.cpp (~10 minutes on 2 CPUs).
 ARCH ?= x86-64-v3
-CGO_CFLAGS ?= -O3 -march=$(ARCH) -Wno-stringop-overflow
-CGO_CXXFLAGS ?= -O3 -march=$(ARCH) -Wno-stringop-overflow
+CGO_CFLAGS ?= -O3 -march=$(ARCH) -Wno-stringop-overflow -DGGML_USE_CPU_REPACK
+CGO_CXXFLAGS ?= -O3 -march=$(ARCH) -Wno-stringop-overflow -DGGML_USE_CPU_REPACK
 # The miniaudio stand-in: as root, `make setup` installs it where the
 # compiler looks anyway; otherwise it is found in the checkout. The choice
 # depends only on who runs make, not on whether setup has run yet, so the

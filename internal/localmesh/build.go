@@ -12,9 +12,10 @@ import (
 // DefaultCFlags are the C/C++ flags llama.cpp is compiled with when the
 // environment sets none: without AVX2/FMA/F16C (x86-64-v3) ggml runs several
 // times slower. -Wno-stringop-overflow silences a known false positive in
-// ggml's repack.cpp. The Makefile uses the same flags: any difference would
-// rebuild llama.cpp.
-const DefaultCFlags = "-O3 -march=x86-64-v3 -Wno-stringop-overflow"
+// ggml's repack.cpp; -DGGML_USE_CPU_REPACK enables its repacked kernels for
+// 4-bit weights (docs/build.md). The Makefile uses the same flags: any
+// difference would rebuild llama.cpp.
+const DefaultCFlags = "-O3 -march=x86-64-v3 -Wno-stringop-overflow -DGGML_USE_CPU_REPACK"
 
 // Build builds the three service binaries of the repository at root into
 // binDir. It runs tools/setup.sh first, which checks (and, as root,
