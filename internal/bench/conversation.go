@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -31,9 +32,26 @@ type ConversationPlan struct {
 	// Rounds: each round runs the conversations on every endpoint in turn
 	// (A, then B, ...), so that a change in the machine's load falls on
 	// all of them alike; default 2.
-	Rounds      int
+	Rounds int
+	// ThinkTime: before each turn a conversation pauses for a time drawn
+	// from [0, ThinkTime), as a user reads and types (see Pause); default
+	// none. Without it the conversations move in step, so that a
+	// least-busy router taking ties in turn sends each to the same
+	// instance every turn, as if it routed by conversation.
+	ThinkTime   time.Duration
 	Temperature float64
 	Seed        int64
+}
+
+// Pause is how long conversation id (unique across rounds) waits before
+// turn: drawn from [0, ThinkTime) by a generator seeded with Seed, id and
+// turn, so that a run can be repeated.
+func (p ConversationPlan) Pause(id, turn int) time.Duration {
+	if p.ThinkTime <= 0 {
+		return 0
+	}
+	r := rand.New(rand.NewPCG(uint64(p.Seed), uint64(id)<<32|uint64(turn)))
+	return time.Duration(r.Int64N(int64(p.ThinkTime)))
 }
 
 func (p *ConversationPlan) setDefaults() {
@@ -74,6 +92,13 @@ func Conversation(ctx context.Context, c *Client, plan ConversationPlan, round, 
 		// Offsets far apart, so that two conversations' messages differ
 		// from their first word.
 		id := round*plan.Conversations + conv // no two conversations alike, across rounds too
+		if d := plan.Pause(id, turn); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return out
+			}
+		}
 		msgs = append(msgs, Message{Role: "user", Content: Prompt(plan.TurnWords, 7*id+3*turn+1)})
 		seed := plan.Seed + int64(id*1000+turn)
 		s := c.Stream(ctx, Request{Messages: slices.Clone(msgs), MaxTokens: plan.MaxTokens, Temperature: plan.Temperature, Seed: &seed, KeepText: true})

@@ -72,3 +72,28 @@ func TestConversation(t *testing.T) {
 		}
 	}
 }
+
+// TestPause: think times stay within [0, ThinkTime), are the same on a
+// repeated run, differ between conversations (so they drift out of step),
+// and are zero without ThinkTime.
+func TestPause(t *testing.T) {
+	t.Parallel()
+	plan := ConversationPlan{ThinkTime: time.Second, Seed: 3}
+	seen := map[time.Duration]bool{}
+	for id := range 16 {
+		d := plan.Pause(id, 1)
+		if d < 0 || d >= plan.ThinkTime {
+			t.Fatalf("Pause(%d, 1) = %s, outside [0, %s)", id, d, plan.ThinkTime)
+		}
+		if again := plan.Pause(id, 1); again != d {
+			t.Fatalf("Pause(%d, 1) = %s, then %s", id, d, again)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 12 {
+		t.Errorf("16 conversations drew only %d distinct pauses", len(seen))
+	}
+	if d := (ConversationPlan{}).Pause(5, 2); d != 0 {
+		t.Errorf("Pause without ThinkTime = %s", d)
+	}
+}

@@ -78,6 +78,7 @@ func run(args []string) error {
 	turns := fs.Int("turns", 10, "with -conversation: turns per conversation")
 	turnWords := fs.Int("turn-words", 100, "with -conversation: words of each user message")
 	conversations := fs.Int("conversations", 1, "with -conversation: conversations at once per endpoint")
+	thinkTime := fs.Duration("think-time", 0, "with -conversation: each turn waits a random time up to this first, as a user would, so that conversations drift out of step")
 	compare := fs.String("compare", "", `with -mesh: start two meshes and measure them alternately: "reuse" (A: prompt reuse on, B: -no-prompt-cache) or "routing" (two inference instances each; A: -routing prefix, B: least-busy)`)
 	if err := f.Parse(args); err != nil {
 		return err
@@ -184,7 +185,7 @@ func run(args []string) error {
 	if *conversation {
 		cp := bench.ConversationPlan{
 			SystemWords: *systemWords, Turns: *turns, TurnWords: *turnWords, MaxTokens: 64,
-			Conversations: *conversations, Rounds: *rounds, Temperature: *temperature, Seed: int64(*seed),
+			Conversations: *conversations, Rounds: *rounds, ThinkTime: *thinkTime, Temperature: *temperature, Seed: int64(*seed),
 		}
 		fs.Visit(func(fl *flag.Flag) {
 			if fl.Name == "max-tokens" {
