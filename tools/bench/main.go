@@ -9,7 +9,7 @@
 //	go run ./tools/bench -a rpc://127.0.0.1:7003 -b http://127.0.0.1:3111   # inference alone vs the mesh
 //	go run ./tools/bench -a http://127.0.0.1:11434 -model slm-anchor -mesh MODEL.gguf -mesh-as b   # ollama vs the mesh
 //	go run ./tools/bench -conversation -mesh MODEL.gguf -compare reuse     # multi-turn, prompt reuse on (A) vs off (B)
-//	go run ./tools/bench -conversation -conversations 16 -mesh MODEL.gguf -compare routing   # 2 instances, prefix (A) vs least-busy (B)
+//	go run ./tools/bench -conversation -conversations 16 -think-time 3s -mesh MODEL.gguf -compare routing   # 2 instances, prefix (A) vs least-busy (B)
 //
 // Rows are prompt length × concurrency; each request streams, so time to
 // first token is seen from the client. Token counts come from the server's
