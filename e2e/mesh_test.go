@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -135,9 +134,12 @@ func startMesh(t *testing.T, cfg localmesh.Config) *mesh {
 	// A port that was free a moment ago may be taken by another process
 	// before a service binds it; then start again on other ports.
 	for attempt := 1; attempt <= 3; attempt++ {
-		ports := freePorts(t, cfg.Inference)
-		cfg.GatewayAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
-		cfg.CallerPort, cfg.InferencePort = ports[1], ports[2]
+		gateway, caller, inference, err := localmesh.FreePorts(cfg.Inference)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.GatewayAddr = "127.0.0.1:" + strconv.Itoa(gateway)
+		cfg.CallerPort, cfg.InferencePort = caller, inference
 		cfg.Dir = t.TempDir()
 		start := time.Now()
 		lm, err = localmesh.Start(ctx, cfg)
@@ -180,53 +182,6 @@ func startMesh(t *testing.T, cfg localmesh.Config) *mesh {
 	}
 	m.model = h.Models[0]
 	return m
-}
-
-// freePorts returns loopback ports for the gateway, the caller and n
-// inference instances, which localmesh numbers consecutively from the
-// third port.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	for range 50 {
-		var ports []int
-		for range 3 {
-			p, err := localmesh.FreePort()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ports = append(ports, p)
-		}
-		for i := 1; i < n; i++ {
-			ports = append(ports, ports[2]+i)
-		}
-		if distinct(ports) && allFree(ports[3:]) {
-			return ports
-		}
-	}
-	t.Fatalf("found no %d consecutive free ports", n)
-	return nil
-}
-
-func distinct(ports []int) bool {
-	seen := map[int]bool{}
-	for _, p := range ports {
-		if seen[p] {
-			return false
-		}
-		seen[p] = true
-	}
-	return true
-}
-
-func allFree(ports []int) bool {
-	for _, p := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			return false
-		}
-		l.Close()
-	}
-	return true
 }
 
 // client is an OpenAI SDK client of the mesh's gateway, with the SDK's own

@@ -524,6 +524,45 @@ func (p *Proc) TailText() string {
 	return strings.Join(p.tail, "\n")
 }
 
+// FreePorts returns loopback ports that were free a moment ago for a mesh
+// of inference instances: the gateway's, the caller's, and the first of
+// the inference instances' (Config.GatewayAddr, CallerPort,
+// InferencePort), which Start numbers consecutively from there; every one
+// of those was free too. A port may still be taken before a service binds
+// it: a caller starts again on new ports when Start fails with "address
+// already in use".
+func FreePorts(inference int) (gateway, caller, firstInference int, err error) {
+	for range 50 {
+		var ports []int
+		for range 3 {
+			p, err := FreePort()
+			if err != nil {
+				return 0, 0, 0, err
+			}
+			ports = append(ports, p)
+		}
+		for i := 1; i < inference; i++ {
+			ports = append(ports, ports[2]+i)
+		}
+		if len(slices.Compact(slices.Sorted(slices.Values(ports)))) == len(ports) && allFree(ports[3:]) {
+			return ports[0], ports[1], ports[2], nil
+		}
+	}
+	return 0, 0, 0, fmt.Errorf("found no %d consecutive free ports", inference)
+}
+
+// allFree reports whether every port can be listened on now.
+func allFree(ports []int) bool {
+	for _, p := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			return false
+		}
+		l.Close()
+	}
+	return true
+}
+
 // FreePort returns a loopback TCP port that was free a moment ago, for
 // tests that run a mesh beside other processes.
 func FreePort() (int, error) {

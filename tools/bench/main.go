@@ -23,10 +23,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -247,56 +245,22 @@ func startMesh(ctx context.Context, o meshOptions) (*localmesh.Mesh, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2 + o.inference)
+	gateway, caller, inference, err := localmesh.FreePorts(o.inference)
 	if err != nil {
 		return nil, err
 	}
 	logDir := o.logDir
 	if logDir != "" && o.extra != nil {
 		// Two meshes: one directory each.
-		logDir = filepath.Join(logDir, strconv.Itoa(ports[0]))
+		logDir = filepath.Join(logDir, strconv.Itoa(gateway))
 	}
 	fmt.Fprintf(os.Stderr, "bench: starting a local mesh on %s (%d inference, extra arguments %v)\n", abs, o.inference, o.extra)
 	return localmesh.Start(ctx, localmesh.Config{
 		BinDir: binDir, Model: abs, Inference: o.inference,
-		GatewayAddr: "127.0.0.1:" + strconv.Itoa(ports[0]), CallerPort: ports[1], InferencePort: ports[2],
+		GatewayAddr: "127.0.0.1:" + strconv.Itoa(gateway), CallerPort: caller, InferencePort: inference,
 		Threads: o.threads, Parallel: o.parallel, Ctx: o.ctx, APIKeys: o.apiKey, Dir: logDir, ExtraArgs: o.extra,
 		ReadyTimeout: 5 * time.Minute,
 	})
-}
-
-// freePorts finds n free loopback ports, the last n-2 consecutive (the
-// inference instances', which localmesh numbers from the third).
-func freePorts(n int) ([]int, error) {
-	for range 50 {
-		var ports []int
-		for range 3 {
-			p, err := localmesh.FreePort()
-			if err != nil {
-				return nil, err
-			}
-			ports = append(ports, p)
-		}
-		for i := 3; i < n; i++ {
-			ports = append(ports, ports[2]+i-2)
-		}
-		if len(slices.Compact(slices.Sorted(slices.Values(ports)))) == len(ports) && free(ports[3:]) {
-			return ports, nil
-		}
-	}
-	return nil, fmt.Errorf("found no %d consecutive free ports", n-2)
-}
-
-// free reports whether every port can be listened on now.
-func free(ports []int) bool {
-	for _, p := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			return false
-		}
-		l.Close()
-	}
-	return true
 }
 
 // report prints the peak memory of every mesh process before it stops.
