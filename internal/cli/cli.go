@@ -24,6 +24,7 @@ import (
 type Flags struct {
 	fs      *flag.FlagSet
 	errs    []error
+	checks  []func() error // run after parsing: values no flag type refuses
 	version *bool
 }
 
@@ -96,15 +97,35 @@ func (f *Flags) Bool(name, env string, def bool, usage string) *bool {
 	return f.fs.Bool(name, def, f.usage(env, usage))
 }
 
-// Duration registers a duration flag ("30s", "2m").
+// Duration registers a duration flag ("30s", "2m"); a negative value is
+// refused.
 func (f *Flags) Duration(name, env string, def time.Duration, usage string) *time.Duration {
 	p := new(time.Duration)
 	f.durationVar(p, name, env, def, usage)
 	return p
 }
 
+// SignedDuration registers a duration flag whose negative values mean
+// something (its usage says what).
+func (f *Flags) SignedDuration(name, env string, def time.Duration, usage string) *time.Duration {
+	p := new(time.Duration)
+	f.signedDurationVar(p, name, env, def, usage)
+	return p
+}
+
 // durationVar is Duration, storing the value in p.
 func (f *Flags) durationVar(p *time.Duration, name, env string, def time.Duration, usage string) {
+	f.signedDurationVar(p, name, env, def, usage)
+	f.checks = append(f.checks, func() error {
+		if *p < 0 {
+			return fmt.Errorf("-%s (%s) %s: must not be negative", name, env, *p)
+		}
+		return nil
+	})
+}
+
+// signedDurationVar is SignedDuration, storing the value in p.
+func (f *Flags) signedDurationVar(p *time.Duration, name, env string, def time.Duration, usage string) {
 	if v, ok := os.LookupEnv(env); ok {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil {
@@ -135,8 +156,38 @@ func (f *Flags) Parse(args []string) error {
 	if f.fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", f.fs.Args())
 	}
+	for _, check := range f.checks {
+		if err := check(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+// LogFlags are a service's -log-level and -log-json.
+type LogFlags struct {
+	level *string
+	json  *bool
+}
+
+// Log registers -log-level (SLM_LOG_LEVEL) and -log-json (SLM_LOG_JSON);
+// Parse refuses a level hclog does not know.
+func (f *Flags) Log() *LogFlags {
+	l := &LogFlags{
+		level: f.String("log-level", "SLM_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error"),
+		json:  f.Bool("log-json", "SLM_LOG_JSON", false, "log JSON lines"),
+	}
+	f.checks = append(f.checks, func() error {
+		if hclog.LevelFromString(*l.level) == hclog.NoLevel {
+			return fmt.Errorf("-log-level (SLM_LOG_LEVEL) %q: want trace, debug, info, warn or error", *l.level)
+		}
+		return nil
+	})
+	return l
+}
+
+// Logger returns the service's logger as the flags set it.
+func (l *LogFlags) Logger(name string) hclog.Logger { return Logger(name, *l.level, *l.json) }
 
 // ParseTool parses the flags of a developer tool (tools/...), which reports
 // to fs's output and exits with a code instead of calling os.Exit: -h prints

@@ -90,3 +90,48 @@ func TestParseTool(t *testing.T) {
 		})
 	}
 }
+
+// TestValuesRefused: what no flag type refuses by itself — a negative
+// timeout, a log level hclog does not know — is refused by Parse, from
+// the command line and from the environment, naming the flag; a signed
+// duration takes a negative value.
+func TestValuesRefused(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  string // SLM_TEST_DRAIN's value, if not empty
+		want string // in the error; "" for none
+	}{
+		{"defaults", nil, "", ""},
+		{"negative duration", []string{"-drain", "-1s"}, "", "-drain (SLM_TEST_DRAIN) -1s: must not be negative"},
+		{"negative duration from the environment", nil, "-5m", "must not be negative"},
+		{"signed duration", []string{"-wait", "-1s"}, "", ""},
+		{"unknown log level", []string{"-log-level", "bogus"}, "", `-log-level (SLM_LOG_LEVEL) "bogus"`},
+		{"log level in capitals", []string{"-log-level", "DEBUG"}, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.env != "" {
+				t.Setenv("SLM_TEST_DRAIN", tt.env)
+			}
+			f := New("test")
+			f.Set().SetOutput(&bytes.Buffer{})
+			f.Duration("drain", "SLM_TEST_DRAIN", time.Minute, "drain")
+			wait := f.SignedDuration("wait", "SLM_TEST_WAIT", time.Second, "wait (negative: none)")
+			logging := f.Log()
+			err := f.Parse(tt.args)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Parse(%v): %v", tt.args, err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Parse(%v) = %v, want an error containing %q", tt.args, err, tt.want)
+			}
+			if tt.name == "signed duration" && *wait != -time.Second {
+				t.Errorf("-wait = %s, want -1s", *wait)
+			}
+			if err == nil && logging.Logger("test") == nil {
+				t.Error("no logger")
+			}
+		})
+	}
+}

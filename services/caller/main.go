@@ -29,19 +29,18 @@ func run(args []string) error {
 	register := f.Bool("consul-register", "SLM_CONSUL_REGISTER", false, "register in Consul with a /health check (outside Nomad)")
 	advertise := f.String("advertise", "SLM_ADVERTISE", "", "address to register in Consul (default: -addr)")
 	token := f.Secret("rpc-token", "SLM_RPC_TOKEN", "shared RPC token, presented to inference and required from gateways (empty: none)")
-	routing := f.String("routing", "SLM_ROUTING", caller.RoutingPrefix, "how a request picks an inference instance: prefix (the turns of a conversation go to the instance holding them in its KV cache, within a load bound) or least-busy")
+	routing := f.String("routing", "SLM_ROUTING", caller.RoutingPrefix, "how a request picks an inference instance: prefix (the turns of a conversation go to the instance holding them in its KV cache while it has a free slot) or least-busy")
 	maxLimit := f.Int("max-tokens-limit", "SLM_MAX_TOKENS_LIMIT", 2048, "largest max_tokens a request may ask for")
 	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running calls may take to finish")
 	timeouts := f.Timeouts(cli.PrivateTimeouts)
-	logLevel := f.String("log-level", "SLM_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
-	logJSON := f.Bool("log-json", "SLM_LOG_JSON", false, "log JSON lines")
+	logging := f.Log()
 	if err := f.Parse(args); err != nil {
 		return err
 	}
 	if err := caller.CheckRouting(*routing); err != nil {
 		return err
 	}
-	log := cli.Logger("caller", *logLevel, *logJSON)
+	log := logging.Logger("caller")
 	ctx, stop := cli.SignalContext()
 	defer stop()
 

@@ -49,12 +49,11 @@ func run(args []string) error {
 	// A client may take a minute to send a request (a body of up to
 	// -max-body-bytes), and 30 s for each write of a response to go out.
 	timeouts := f.Timeouts(cli.Timeouts{ReadHeader: 10 * time.Second, Read: time.Minute, Write: 30 * time.Second, Idle: 2 * time.Minute})
-	logLevel := f.String("log-level", "SLM_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
-	logJSON := f.Bool("log-json", "SLM_LOG_JSON", false, "log JSON lines")
+	logging := f.Log()
 	if err := f.Parse(args); err != nil {
 		return err
 	}
-	log := cli.Logger("gateway", *logLevel, *logJSON)
+	log := logging.Logger("gateway")
 	ctx, stop := cli.SignalContext()
 	defer stop()
 

@@ -35,7 +35,7 @@ func run(args []string) error {
 	ctxPerSeq := f.Int("ctx", "SLM_CTX", 2048, "context per request in tokens (prompt + completion)")
 	batch := f.Int("batch", "SLM_BATCH", 512, "maximum tokens per decode step")
 	queue := f.Int("queue", "SLM_QUEUE", 0, "requests that may wait for a slot (0: 4 x parallel)")
-	maxQueueWait := f.Duration("max-queue-wait", "SLM_MAX_QUEUE_WAIT", 30*time.Second, "longest a request may expect to wait for a slot, from how fast slots free; past it the request is refused with a retry time (negative: no bound but -queue)")
+	maxQueueWait := f.SignedDuration("max-queue-wait", "SLM_MAX_QUEUE_WAIT", 30*time.Second, "longest a request may expect to wait for a slot, from how fast slots free; past it the request is refused with a retry time (negative: no bound but -queue)")
 	maxTokens := f.Int("default-max-tokens", "SLM_DEFAULT_MAX_TOKENS", 512, "completion length when a request sets none")
 	flash := f.String("flash-attention", "SLM_FLASH_ATTENTION", "auto", "flash attention: auto, on or off")
 	kvType := f.String("kv-cache-type", "SLM_KV_CACHE_TYPE", "f16", "KV cache type: f16, or q8_0 / q4_0 (1/2, 1/4 of the memory; need flash attention)")
@@ -46,12 +46,11 @@ func run(args []string) error {
 	register := f.Bool("consul-register", "SLM_CONSUL_REGISTER", false, "register in Consul with a /health check (outside Nomad)")
 	consulAddr := f.String("consul-addr", "SLM_CONSUL_ADDR", "", "Consul HTTP address (default: CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
 	advertise := f.String("advertise", "SLM_ADVERTISE", "", "address to register in Consul (default: -addr)")
-	logLevel := f.String("log-level", "SLM_LOG_LEVEL", "info", "log level: trace, debug, info, warn, error")
-	logJSON := f.Bool("log-json", "SLM_LOG_JSON", false, "log JSON lines")
+	logging := f.Log()
 	if err := f.Parse(args); err != nil {
 		return err
 	}
-	log := cli.Logger("inference", *logLevel, *logJSON)
+	log := logging.Logger("inference")
 	if *threads <= 0 {
 		*threads = defaultThreads(runtime.NumCPU())
 	}
