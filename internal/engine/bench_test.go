@@ -52,7 +52,11 @@ func BenchmarkGemma3_270M(b *testing.B) {
 	e, err := Open(Config{
 		ModelPath: path, Threads: threads, PrefillChunk: envInt(b, benchChunkEnv, 0),
 		KVCacheType: os.Getenv(benchKVEnv), FlashAttention: os.Getenv(benchFlashEnv),
-		Logger: benchLogger(),
+		// Every round sends the same prompts: with reuse on, the prompt
+		// rows would measure a cache hit, not a prefill. Reuse has its
+		// own figures (tools/bench -conversation).
+		NoPromptCache: true,
+		Logger:        benchLogger(),
 	})
 	if err != nil {
 		b.Fatalf("open %s: %v", path, err)
