@@ -139,8 +139,8 @@ func (c Config) check() error {
 		return fmt.Errorf("HeadCount %d must be a multiple of HeadCountKV %d", c.HeadCount, c.HeadCountKV)
 	}
 	for _, t := range []Type{c.weights(), c.embedding()} {
-		if _, err := ParseType(string(t)); err != nil {
-			return err
+		if _, ok := formats[t]; !ok {
+			return fmt.Errorf("unknown weight type %q (known: %s)", t, TypeNames())
 		}
 	}
 	// Every type quantises rows in blocks of 32 values at least (Q4_K's

@@ -193,6 +193,9 @@ func TestWriteRefusesBadConfig(t *testing.T) {
 		{"heads not a multiple of KV heads", func(c *ggufgen.Config) { c.HeadCountKV = 3 }, "HeadCountKV"},
 		{"vocabulary too small", func(c *ggufgen.Config) { c.VocabSize = 10 }, "VocabSize"},
 		{"no FFN", func(c *ggufgen.Config) { c.FFNLength = 0 }, "FFNLength"},
+		{"unknown weight type", func(c *ggufgen.Config) { c.Weights = "q3_k" }, `weight type "q3_k"`},
+		// Config takes the Type constants; ParseType reads names in any case.
+		{"weight type not as ParseType returns it", func(c *ggufgen.Config) { c.Embedding = "Q4_0" }, `weight type "Q4_0"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

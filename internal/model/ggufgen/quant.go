@@ -32,7 +32,7 @@ func Types() []Type { return []Type{TypeQ8_0, TypeQ4_0, TypeQ4_K, TypeIQ4NL, Typ
 
 // TypeNames is Types as one comma-separated string, for messages.
 func TypeNames() string {
-	names := make([]string, 0, len(formats))
+	var names []string
 	for _, t := range Types() {
 		names = append(names, string(t))
 	}
