@@ -216,8 +216,7 @@ func (p *Pool) connectLoop(ctx context.Context, pi *poolInstance) {
 				return
 			}
 			p.log.Warn("connect failed", "id", pi.inst.ID, "addr", pi.inst.Addr, "retry_in", backoff, "error", err)
-			// Jitter keeps many clients from reconnecting in step.
-			if !sleep(ctx, backoff/2+rand.N(backoff/2+1)) {
+			if !sleep(ctx, jitter(backoff)) {
 				return
 			}
 			backoff = min(2*backoff, p.cfg.MaxBackoff)
@@ -280,16 +279,16 @@ func (p *Pool) learnCapacity(ctx context.Context, pi *poolInstance, conn *Conn) 
 			return
 		}
 		p.log.Debug("capacity not known yet", "id", pi.inst.ID, "addr", pi.inst.Addr, "capacity", n, "error", err)
-		select {
-		case <-conn.Done():
+		if !sleep(ctx, jitter(backoff)) || conn.Err() != nil {
 			return
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 		}
 		backoff = min(2*backoff, p.cfg.MaxBackoff)
 	}
 }
+
+// jitter is a random delay in [d/2, d]: it keeps many clients that retry
+// with the same backoff from retrying in step.
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 
 // sleep waits d or until ctx ends; it reports whether ctx is still live.
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -218,8 +218,9 @@ func (s *Server) isDraining() bool {
 // CodeUnavailable, so a pool retries them elsewhere), waits for the running
 // calls to finish and their results to be sent, then closes every
 // connection, returning once each peer has answered the close (or
-// closeWait has passed) so that the process may exit. If ctx ends first, it closes the connections anyway, which
-// cancels the handlers still running, and returns ctx's error.
+// closeWait has passed) so that the process may exit. If ctx ends first,
+// it closes the connections anyway, which cancels the handlers still
+// running, and returns ctx's error.
 //
 // Hijacked WebSocket connections are invisible to http.Server.Shutdown, so
 // a service calls this as well, first.
