@@ -20,6 +20,7 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/cli"
 	"github.com/slm-mesh/slm-mesh/internal/engine"
+	"github.com/slm-mesh/slm-mesh/internal/model"
 )
 
 // prompts are the fixed set the reference continues: instructions,
@@ -61,6 +62,12 @@ func run(args []string) error {
 	}
 	if *tokens <= 0 || *threads <= 0 {
 		return fmt.Errorf("-tokens and -threads must be positive")
+	}
+	for _, p := range []string{*ref, *cand} {
+		// llama.cpp may abort on a file that is not a whole GGUF.
+		if _, err := model.Validate(p); err != nil {
+			return err
+		}
 	}
 	cfg := engine.QualityConfig{Prompts: prompts, Tokens: *tokens, Text: text, Threads: *threads}
 	if *promptFile != "" {
