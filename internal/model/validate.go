@@ -124,9 +124,30 @@ func Validate(path string) (Info, error) {
 	info.Parameters = kv.ParameterCount()
 	// kv.FileType() would call 0 (all F32) unknown, so the key is read here.
 	if ft, ok := kv["general.file_type"].(uint32); ok {
-		info.FileType = ggml.FileType(ft).String()
+		info.FileType = fileTypeName(ft)
 	}
 	return info, nil
+}
+
+// fileTypeName is llama.cpp's name for general.file_type. ollama's ggml
+// package names the types it runs itself and calls the others "unknown";
+// the i-quants among them load in llama.cpp and are named here.
+func fileTypeName(ft uint32) string {
+	if s := ggml.FileType(ft).String(); s != "unknown" {
+		return s
+	}
+	if s, ok := llamaFileTypes[ft]; ok {
+		return s
+	}
+	return fmt.Sprintf("unknown (%d)", ft)
+}
+
+// llamaFileTypes: llama.cpp's llama_ftype values (LLAMA_FTYPE_MOSTLY_*)
+// that ollama's ggml package does not name.
+var llamaFileTypes = map[uint32]string{
+	19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS",
+	24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
+	29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M",
 }
 
 func headDims(kv ggml.KV, arch string) (k, v int) {

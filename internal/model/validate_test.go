@@ -57,6 +57,32 @@ func TestValidateGenerated(t *testing.T) {
 	}
 }
 
+// A file type ollama's ggml package does not name is given llama.cpp's name.
+func TestValidateFileTypeNames(t *testing.T) {
+	t.Parallel()
+	for typ, want := range map[ggufgen.Type]string{ggufgen.TypeIQ4NL: "IQ4_NL", ggufgen.TypeQ4_0: "Q4_0"} {
+		cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Weights = typ
+		path := filepath.Join(t.TempDir(), "tiny.gguf")
+		if err := ggufgen.Write(path, cfg); err != nil {
+			t.Fatal(err)
+		}
+		info, err := Validate(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.FileType != want {
+			t.Errorf("%s file: FileType %q, want %q", typ, info.FileType, want)
+		}
+	}
+	if got := fileTypeName(1000); got != "unknown (1000)" {
+		t.Errorf("fileTypeName(1000) = %q", got)
+	}
+}
+
 // Files that are not complete, loadable GGUF are refused with a typed
 // error, whatever the damage.
 func TestValidateRefuses(t *testing.T) {
