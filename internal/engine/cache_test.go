@@ -3,7 +3,6 @@ package engine
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 )
 
 func TestCommonPrefix(t *testing.T) {
@@ -188,16 +188,7 @@ func TestPromptCacheOwnSlot(t *testing.T) {
 // to window tokens.
 func openGemmaWindow(t testing.TB, c Config, window int) *Engine {
 	t.Helper()
-	cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.SlidingWindow = window
-	p := filepath.Join(t.TempDir(), "window.gguf")
-	if err := ggufgen.Write(p, cfg); err != nil {
-		t.Fatal(err)
-	}
-	c.ModelPath, c.Threads = p, 1
+	c.ModelPath, c.Threads = modeltest.Tiny(t, func(g *ggufgen.Config) { g.SlidingWindow = window }), 1
 	c.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr})
 	e, err := Open(c)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
-	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
 	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 )
 
@@ -30,15 +29,7 @@ func openTinyGemma(t testing.TB, cfg Config) *Engine {
 
 func tinyGemmaConfig(t testing.TB, c Config) Config {
 	t.Helper()
-	cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := ggufgen.Write(p, cfg); err != nil {
-		t.Fatal(err)
-	}
-	c.ModelPath, c.Threads = p, 1
+	c.ModelPath, c.Threads = modeltest.Tiny(t, nil), 1
 	c.Parallel = cmp.Or(c.Parallel, 2)
 	c.ContextPerSeq = cmp.Or(c.ContextPerSeq, 256)
 	c.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: os.Stderr})

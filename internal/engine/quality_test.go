@@ -10,7 +10,6 @@ import (
 
 	"github.com/ollama/ollama/fs/ggml"
 
-	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
 	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 )
 
@@ -62,15 +61,7 @@ func TestCompareCoarserWeights(t *testing.T) {
 
 func TestCompareOtherVocabulary(t *testing.T) {
 	path := modeltest.Stories(t)
-	other := filepath.Join(t.TempDir(), "tiny.gguf")
-	cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ggufgen.Write(other, cfg); err != nil {
-		t.Fatal(err)
-	}
-	_, err = Compare(path, other, QualityConfig{Prompts: qualityPrompts, Tokens: 4, Threads: 2})
+	_, err := Compare(path, modeltest.Tiny(t, nil), QualityConfig{Prompts: qualityPrompts, Tokens: 4, Threads: 2})
 	if !errors.Is(err, ErrVocabMismatch) {
 		t.Fatalf("err = %v, want ErrVocabMismatch", err)
 	}

@@ -33,16 +33,7 @@ func TestValidateStories(t *testing.T) {
 // tinyModel writes the tiny generated gemma3 model into a temporary
 // directory and returns its path.
 func tinyModel(t *testing.T) string {
-	t.Helper()
-	cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := ggufgen.Write(path, cfg); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return modeltest.Tiny(t, nil)
 }
 
 func TestValidateGenerated(t *testing.T) {
@@ -61,16 +52,7 @@ func TestValidateGenerated(t *testing.T) {
 func TestValidateFileTypeNames(t *testing.T) {
 	t.Parallel()
 	for typ, want := range map[ggufgen.Type]string{ggufgen.TypeIQ4NL: "IQ4_NL", ggufgen.TypeQ4_0: "Q4_0"} {
-		cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Weights = typ
-		path := filepath.Join(t.TempDir(), "tiny.gguf")
-		if err := ggufgen.Write(path, cfg); err != nil {
-			t.Fatal(err)
-		}
-		info, err := Validate(path)
+		info, err := Validate(modeltest.Tiny(t, func(c *ggufgen.Config) { c.Weights = typ }))
 		if err != nil {
 			t.Fatal(err)
 		}

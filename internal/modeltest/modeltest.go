@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
 )
 
 // StoriesEnv names the environment variable that overrides the path of the
@@ -51,4 +53,23 @@ func RepoRoot() string {
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// Tiny writes ggufgen's tiny gemma3 model with random weights, changed by
+// edit (nil: the preset as it is), into the test's temporary directory and
+// returns its path.
+func Tiny(t testing.TB, edit func(*ggufgen.Config)) string {
+	t.Helper()
+	cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
+	if err := ggufgen.Write(path, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

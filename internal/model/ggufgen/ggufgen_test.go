@@ -13,20 +13,12 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/model"
 	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 )
 
 func writeTiny(t *testing.T, seed uint64) string {
 	t.Helper()
-	cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Seed = seed
-	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := ggufgen.Write(path, cfg); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return modeltest.Tiny(t, func(c *ggufgen.Config) { c.Seed = seed })
 }
 
 // The tiny model decodes with the keys and tensors llama.cpp's gemma3

@@ -5,7 +5,6 @@ package ggufgen_test
 
 import (
 	"math"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/ollama/ollama/ml"
 
 	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 )
 
 // The tiny model loads, tokenizes a Gemma chat prompt (special tokens and
@@ -23,16 +23,7 @@ func TestTinyModelLoadsInLlamaCpp(t *testing.T) {
 	llama.BackendInit()
 	for _, typ := range ggufgen.Types() {
 		t.Run(string(typ), func(t *testing.T) {
-			cfg, err := ggufgen.Preset(ggufgen.PresetTiny)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.Weights = typ
-			path := filepath.Join(t.TempDir(), "tiny.gguf")
-			if err := ggufgen.Write(path, cfg); err != nil {
-				t.Fatal(err)
-			}
-			sd := decodeTiny(t, path)
+			sd := decodeTiny(t, modeltest.Tiny(t, func(c *ggufgen.Config) { c.Weights = typ }))
 			// The final RMS norm (weights of one) leaves a hidden state
 			// of unit RMS, so the logits' spread is that of the tied
 			// embedding's rows: sqrt(64) × 0.02 = 0.16 in every type.
