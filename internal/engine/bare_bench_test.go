@@ -52,26 +52,28 @@ func BenchmarkBareLoop(b *testing.B) {
 		return lctx, batch
 	}
 
-	b.Run("prompt=512", func(b *testing.B) {
-		const n = 512
-		lctx, batch := newContext(b, 1)
-		var total time.Duration
-		for i := range b.N + 1 { // the first round warms up
-			lctx.KvCacheSeqRm(0, -1, -1)
-			batch.Clear()
-			for j := range n {
-				batch.Add(100+j, nil, j, j == n-1, 0)
+	for _, n := range []int{128, 512} {
+		b.Run(fmt.Sprintf("prompt=%d", n), func(b *testing.B) {
+			lctx, batch := newContext(b, 1)
+			var total time.Duration
+			for i := range b.N + 1 { // the first round warms up
+				lctx.KvCacheSeqRm(0, -1, -1)
+				batch.Clear()
+				for j := range n {
+					batch.Add(100+j, nil, j, j == n-1, 0)
+				}
+				start := time.Now()
+				if err := lctx.Decode(batch); err != nil {
+					b.Fatal(err)
+				}
+				if i > 0 {
+					total += time.Since(start)
+				}
 			}
-			start := time.Now()
-			if err := lctx.Decode(batch); err != nil {
-				b.Fatal(err)
-			}
-			if i > 0 {
-				total += time.Since(start)
-			}
-		}
-		b.ReportMetric(float64(n*b.N)/total.Seconds(), "prompt-tok/s")
-	})
+			b.ReportMetric(float64(n*b.N)/total.Seconds(), "prompt-tok/s")
+			b.ReportMetric(total.Seconds()*1000/float64(b.N), "prefill-ms")
+		})
+	}
 
 	prompt, err := m.Tokenize("Once", true, true)
 	if err != nil {

@@ -209,6 +209,61 @@ func TestLogprobsGreedy(t *testing.T) {
 	}
 }
 
+// TestLogprobsStopString checks that a stop string's tokens, whose text the
+// response leaves out, are left out of logprobs too, and that a delta's
+// entries never run ahead of its text: the entries are the unstopped
+// generation's first n, n the fewest whose text covers the content.
+func TestLogprobsStopString(t *testing.T) {
+	t.Parallel()
+	e := openStories(t, Config{Parallel: 1})
+	run := func(stop ...string) (string, []chat.TokenLogprob) {
+		t.Helper()
+		req := userMsg("", 60)
+		req.Logprobs, req.Stop = true, stop
+		var text, spelt strings.Builder
+		var lps []chat.TokenLogprob
+		var deltas []chat.Delta
+		if _, err := e.GenerateDeltas(context.Background(), req, func(d chat.Delta) error {
+			deltas = append(deltas, d)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for i, d := range deltas {
+			text.WriteString(d.Content)
+			for _, lp := range d.Logprobs {
+				spelt.Write(lp.Bytes)
+			}
+			lps = append(lps, d.Logprobs...)
+			if i < len(deltas)-1 && !strings.HasPrefix(text.String(), spelt.String()) {
+				t.Fatalf("delta %d: logprobs spell %q ahead of the text %q", i, spelt.String(), text.String())
+			}
+		}
+		return text.String(), lps
+	}
+	_, all := run()
+	// "." ends a token; "ily" begins inside one (" Lily").
+	for _, stop := range []string{".", "ily", "Lily"} {
+		t.Run(stop, func(t *testing.T) {
+			text, lps := run(stop)
+			if len(lps) == 0 || len(lps) > len(all) {
+				t.Fatalf("%d logprobs; %d without the stop string", len(lps), len(all))
+			}
+			var spelt []byte
+			for i, lp := range lps {
+				if string(lp.Bytes) != string(all[i].Bytes) || lp.Logprob != all[i].Logprob {
+					t.Fatalf("token %d: %q %v, without the stop string %q %v", i, lp.Bytes, lp.Logprob, all[i].Bytes, all[i].Logprob)
+				}
+				spelt = append(spelt, lp.Bytes...)
+			}
+			last := len(lps[len(lps)-1].Bytes)
+			if !strings.HasPrefix(string(spelt), text) || len(spelt)-last >= len(text) {
+				t.Fatalf("logprobs spell %q for the text %q: want the fewest tokens that cover it", spelt, text)
+			}
+		})
+	}
+}
+
 // TestLogprobsDistribution checks the figures against a distribution
 // computed here, with penalties (which logprobs include) and a
 // temperature and top-k (which they do not).

@@ -21,6 +21,7 @@ type sequence struct {
 	sampling  sampling
 	grammar   *grammar // sampling.Constraint if the request asks for JSON; freed by Generate
 	text      *textStream
+	logprobs  heldLogprobs // if sampling.Logprobs; loop-owned
 	out       *outbox
 	queuedAt  time.Time
 	cancelled atomic.Bool
@@ -61,21 +62,17 @@ type outcome struct {
 
 func newOutbox() *outbox { return &outbox{notify: make(chan struct{}, 1)} }
 
-func (o *outbox) push(text string) {
-	if text == "" {
+// push adds text, and the logprob entries of the tokens it completes, to
+// the next delta.
+func (o *outbox) push(text string, logprobs []chat.TokenLogprob) {
+	if text == "" && len(logprobs) == 0 {
 		return
 	}
 	o.mu.Lock()
 	o.pending = append(o.pending, text...)
+	o.logprobs = append(o.logprobs, logprobs...)
 	o.mu.Unlock()
 	o.signal()
-}
-
-// pushLogprob adds a generated token's logprob to the next delta.
-func (o *outbox) pushLogprob(lp chat.TokenLogprob) {
-	o.mu.Lock()
-	o.logprobs = append(o.logprobs, lp)
-	o.mu.Unlock()
 }
 
 func (o *outbox) finish(res outcome) {
@@ -300,7 +297,7 @@ func (e *Engine) deliver(s *sequence, tok int) {
 	s.nGen++
 	piece := e.model.TokenToPiece(tok)
 	if s.sampling.Logprobs {
-		s.out.pushLogprob(e.tokenLogprob(s.sampler, piece))
+		s.logprobs.add(e.tokenLogprob(s.sampler, piece), s.text.pushed+len(piece))
 	}
 	emit, stopped := s.text.push(piece)
 	switch {
@@ -309,14 +306,14 @@ func (e *Engine) deliver(s *sequence, tok int) {
 	case s.nGen >= s.maxTokens || s.nPast >= e.cfg.ContextPerSeq:
 		e.finish(s, chat.FinishLength, emit+s.text.flush())
 	default:
-		s.out.push(emit)
+		s.out.push(emit, s.logprobs.settled(s.text.emitted))
 		s.last = tok
 	}
 }
 
 // finish delivers the last text and the result of s and frees its slot.
 func (e *Engine) finish(s *sequence, reason, text string) {
-	s.out.push(text)
+	s.out.push(text, s.logprobs.final(s.text.emitted))
 	s.out.finish(outcome{Result: chat.Result{
 		FinishReason:     reason,
 		PromptTokens:     len(s.tokens),

@@ -3,6 +3,8 @@ package engine
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 )
 
 // textStream turns the pieces of text that tokens decode to into the deltas
@@ -16,6 +18,8 @@ type textStream struct {
 	stops   []string
 	pending string // decoded but not yet emitted
 	maxStop int    // length of the longest stop string
+	pushed  int    // bytes pushed so far
+	emitted int    // bytes emitted so far: pushed less pending and what a stop cut off
 }
 
 func newTextStream(stops []string) *textStream {
@@ -34,6 +38,8 @@ func newTextStream(stops []string) *textStream {
 // whether a stop string was found; after a stop, the stream must not be used.
 func (ts *textStream) push(piece string) (emit string, stopped bool) {
 	ts.pending += piece
+	ts.pushed += len(piece)
+	defer func() { ts.emitted += len(emit) }()
 
 	// Earliest stop string wins; the text before it is the end of the output.
 	cut := -1
@@ -63,6 +69,7 @@ func (ts *textStream) flush() string {
 	if n := incompleteUTF8Suffix(out); n > 0 {
 		out = out[:len(out)-n]
 	}
+	ts.emitted += len(out)
 	return out
 }
 
@@ -98,4 +105,51 @@ func incompleteUTF8Suffix(s string) int {
 		}
 	}
 	return 0
+}
+
+// heldLogprobs keeps each generated token's logprob entry until the token's
+// text has been emitted, so that a delta carries the entries of its own
+// text and the tokens of a stop string, which is never emitted, report
+// none (as the text of the response does not hold them).
+type heldLogprobs struct {
+	entries []chat.TokenLogprob
+	ends    []int // offset in the generated text just past each entry's token
+}
+
+// add holds lp, the entry of a token whose text ends at offset end.
+func (h *heldLogprobs) add(lp chat.TokenLogprob, end int) {
+	h.entries = append(h.entries, lp)
+	h.ends = append(h.ends, end)
+}
+
+// settled returns the entries of the tokens whose whole text is among the
+// first emitted bytes.
+func (h *heldLogprobs) settled(emitted int) []chat.TokenLogprob {
+	n := 0
+	for n < len(h.ends) && h.ends[n] <= emitted {
+		n++
+	}
+	return h.take(n)
+}
+
+// final returns, at the end of a generation, the entries of the tokens whose
+// text begins within the first emitted bytes — the last of them may run on
+// into a stop string — and drops the rest.
+func (h *heldLogprobs) final(emitted int) []chat.TokenLogprob {
+	n := 0
+	for n < len(h.ends) && (h.ends[n]-len(h.entries[n].Bytes) < emitted || h.ends[n] <= emitted) {
+		n++
+	}
+	out := h.take(n)
+	h.entries, h.ends = nil, nil
+	return out
+}
+
+func (h *heldLogprobs) take(n int) []chat.TokenLogprob {
+	if n == 0 {
+		return nil
+	}
+	out := h.entries[:n:n]
+	h.entries, h.ends = h.entries[n:], h.ends[n:]
+	return out
 }
