@@ -9,13 +9,32 @@ import (
 	"path/filepath"
 )
 
+// The CPUs llama.cpp is compiled for (gcc's -march).
+const (
+	// DefaultArch is the build machine's own CPU, for binaries that run
+	// where they are built (make run, make test, tools/local, e2e): on a
+	// CPU with AVX-512, ggml's repacked 4-bit kernels then prefill ~1.5×
+	// faster than with AVX2 alone (docs/PERFORMANCE.md).
+	DefaultArch = "native"
+	// PortableArch is the level a build for other machines (tools/release)
+	// assumes unless told otherwise: AVX2, FMA and F16C, which every x86
+	// server CPU of the last ten years has. Without them ggml runs several
+	// times slower.
+	PortableArch = "x86-64-v3"
+)
+
+// cflagsTail follows -march in every build: -Wno-stringop-overflow silences
+// a known false positive in ggml's repack.cpp; -DGGML_USE_CPU_REPACK enables
+// its repacked kernels for 4-bit weights (docs/build.md).
+const cflagsTail = " -Wno-stringop-overflow -DGGML_USE_CPU_REPACK"
+
 // DefaultCFlags are the C/C++ flags llama.cpp is compiled with when the
-// environment sets none: without AVX2/FMA/F16C (x86-64-v3) ggml runs several
-// times slower. -Wno-stringop-overflow silences a known false positive in
-// ggml's repack.cpp; -DGGML_USE_CPU_REPACK enables its repacked kernels for
-// 4-bit weights (docs/build.md). The Makefile uses the same flags: any
-// difference would rebuild llama.cpp.
-const DefaultCFlags = "-O3 -march=x86-64-v3 -Wno-stringop-overflow -DGGML_USE_CPU_REPACK"
+// environment sets none. The Makefile uses the same flags: any difference
+// would rebuild llama.cpp.
+const DefaultCFlags = "-O3 -march=" + DefaultArch + cflagsTail
+
+// CFlags are the C/C++ flags of a llama.cpp build for arch.
+func CFlags(arch string) string { return "-O3 -march=" + arch + cflagsTail }
 
 // Build builds the three service binaries of the repository at root into
 // binDir. It runs tools/setup.sh first, which checks (and, as root,

@@ -33,7 +33,7 @@ if [ ! -x "$bin" ] || [ ! -e "$stamp" ]; then
 	echo "ollama.sh: building ollama $version into $bin (minutes on a cold build cache)"
 	mkdir -p "$root/.cache/bin"
 	GOBIN="$root/.cache/bin" \
-		CGO_CFLAGS="${CGO_CFLAGS:--O3 -march=x86-64-v3 -DGGML_USE_CPU_REPACK}" CGO_CXXFLAGS="${CGO_CXXFLAGS:--O3 -march=x86-64-v3 -DGGML_USE_CPU_REPACK}" \
+		CGO_CFLAGS="${CGO_CFLAGS:--O3 -march=native -DGGML_USE_CPU_REPACK}" CGO_CXXFLAGS="${CGO_CXXFLAGS:--O3 -march=native -DGGML_USE_CPU_REPACK}" \
 		go install -trimpath "github.com/ollama/ollama@$version"
 	rm -f "$bin".v*
 	touch "$stamp"

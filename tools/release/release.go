@@ -76,6 +76,11 @@ type Release struct {
 	VarsFile string
 	// Upload copies the files to S3 with the aws CLI.
 	Upload bool
+	// Arch is the CPU the inference's llama.cpp is compiled for (gcc's
+	// -march); empty: localmesh.PortableArch. Every inference node must
+	// have it: a binary built for x86-64-v4 (AVX-512) dies of an illegal
+	// instruction on a CPU without.
+	Arch string
 	// Log receives progress and the commands' output.
 	Log io.Writer
 
@@ -88,6 +93,10 @@ type Release struct {
 	// Sums is each service's sha256, in hex, once built.
 	Sums map[string]string
 }
+
+// archName is what gcc's -march takes: a level (x86-64-v3) or a CPU
+// (sapphirerapids).
+var archName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
 
 // bucketName is what S3 accepts as a bucket name and go-getter's S3 URL
 // can carry: no dots (they would break the bucket's TLS host name).
@@ -117,6 +126,12 @@ func (r *Release) defaults(ctx context.Context) error {
 	}
 	if !regionName.MatchString(r.Region) {
 		return fmt.Errorf("%w: -region %q: want an AWS region such as eu-west-1 (terraform output -raw region)", ErrUsage, r.Region)
+	}
+	if r.Arch == "" {
+		r.Arch = localmesh.PortableArch
+	}
+	if !archName.MatchString(r.Arch) || r.Arch == "native" {
+		return fmt.Errorf("%w: -arch %q: want a CPU level the nodes have, such as x86-64-v3 (AVX2) or x86-64-v4 (AVX-512); native would be the build machine's", ErrUsage, r.Arch)
 	}
 	if r.Version == "" {
 		v, err := r.gitVersion(ctx)
@@ -196,11 +211,15 @@ func checkPlatform() error {
 		ErrBuild, goos, goarch, goos, goarch)
 }
 
-// Env is the environment of the builds: the project's cgo flags
-// (localmesh.BuildEnv, as the Makefile's and `make build`'s, so that Go's
-// build cache of llama.cpp is reused), for the nodes' platform.
+// Env is the environment of the builds: the project's (localmesh.BuildEnv)
+// with the cgo flags for r.Arch in place of the build machine's own, for
+// the nodes' platform. (With the default Arch, llama.cpp is compiled once
+// more than for `make build`; later releases reuse Go's build cache.)
 func (r *Release) Env() []string {
-	return append(localmesh.BuildEnv(r.Root), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=1")
+	cflags := localmesh.CFlags(r.Arch)
+	// The last of duplicate keys wins.
+	return append(localmesh.BuildEnv(r.Root), "CGO_CFLAGS="+cflags, "CGO_CXXFLAGS="+cflags,
+		"GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=1")
 }
 
 // Build builds each service into Dir and records its sha256.
@@ -220,7 +239,7 @@ func (r *Release) Build(ctx context.Context) error {
 	r.Sums = map[string]string{}
 	for _, svc := range Services {
 		bin := filepath.Join(r.Dir, svc)
-		fmt.Fprintf(r.Log, "==> build %s %s for %s\n", svc, r.Version, Platform)
+		fmt.Fprintf(r.Log, "==> build %s %s for %s (-march=%s)\n", svc, r.Version, Platform, r.Arch)
 		err := r.Runner(ctx, r.Root, env, r.Log, "go", "build", "-trimpath",
 			"-ldflags", "-s -w -X "+versionVar+"="+r.Version,
 			"-o", bin, "./services/"+svc)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slm-mesh/slm-mesh/internal/localmesh"
 	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 	"github.com/slm-mesh/slm-mesh/jobs"
 )
@@ -136,16 +137,18 @@ func TestReleaseBuild(t *testing.T) {
 type recorder struct {
 	mu      sync.Mutex
 	cmds    []string
+	cflags  []string // CGO_CFLAGS and CGO_CXXFLAGS of each go build, as the command sees them
 	failAWS bool
 	git     string // git describe's output
 }
 
-func (rec *recorder) run(_ context.Context, _ string, _ []string, out io.Writer, name string, args ...string) error {
+func (rec *recorder) run(_ context.Context, _ string, env []string, out io.Writer, name string, args ...string) error {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	rec.cmds = append(rec.cmds, name+" "+strings.Join(args, " "))
 	switch {
 	case name == "go" && len(args) > 0 && args[0] == "build":
+		rec.cflags = append(rec.cflags, envValue(env, "CGO_CFLAGS"), envValue(env, "CGO_CXXFLAGS"))
 		i := slices.Index(args, "-o")
 		return os.WriteFile(args[i+1], []byte("binary of "+args[len(args)-1]), 0o755)
 	case name == "aws" && rec.failAWS:
@@ -154,6 +157,41 @@ func (rec *recorder) run(_ context.Context, _ string, _ []string, out io.Writer,
 		fmt.Fprintln(out, rec.git)
 	}
 	return nil
+}
+
+// envValue is what a command run with env sees as key: the last entry's.
+func envValue(env []string, key string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
+}
+
+// TestBuildArch: the release compiles llama.cpp for the level it is given,
+// x86-64-v3 by default, never for the build machine's own CPU, which is
+// what the Makefile exports (CGO_CFLAGS with -march=native).
+func TestBuildArch(t *testing.T) {
+	t.Setenv("CGO_CFLAGS", localmesh.DefaultCFlags)
+	t.Setenv("CGO_CXXFLAGS", localmesh.DefaultCFlags)
+	for arch, want := range map[string]string{"": "-march=x86-64-v3 ", "x86-64-v4": "-march=x86-64-v4 "} {
+		rec := &recorder{}
+		r := testRelease(t, rec)
+		r.Arch, r.Upload = arch, false
+		if err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.cflags) != 2*len(Services) {
+			t.Fatalf("-arch %q: %d builds, want %d", arch, len(rec.cflags)/2, len(Services))
+		}
+		for _, f := range rec.cflags {
+			if !strings.Contains(f, want) || strings.Contains(f, "native") || !strings.Contains(f, "GGML_USE_CPU_REPACK") {
+				t.Errorf("-arch %q: built with %q, want %s and the project's other flags", arch, f, want)
+			}
+		}
+	}
 }
 
 func (rec *recorder) named(name string) []string {
@@ -243,6 +281,8 @@ func TestSettings(t *testing.T) {
 		{name: "no region", modify: func(r *Release) { r.Region = "" }, want: "-region"},
 		{name: "bad region", modify: func(r *Release) { r.Region = "Frankfurt" }, want: "-region"},
 		{name: "bad version", modify: func(r *Release) { r.Version = "v1/../x" }, want: "-version"},
+		{name: "native arch", modify: func(r *Release) { r.Arch = "native" }, want: "-arch"},
+		{name: "flags as arch", modify: func(r *Release) { r.Arch = "x86-64-v3 -O0" }, want: "-arch"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
