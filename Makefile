@@ -3,7 +3,7 @@
 # llama.cpp is compiled through cgo. Without these flags ggml is built for
 # baseline x86-64 (no AVX2/FMA/F16C) and runs several times slower. The
 # binaries built here run here, so they target this machine's own CPU (with
-# AVX-512, 4-bit prompts are ~1.5× faster than with AVX2); ARCH=x86-64-v3
+# AVX-512, 4-bit prompts are ~1.7× faster than with AVX2); ARCH=x86-64-v3
 # builds for any CPU with AVX2. tools/release builds for the nodes, with a
 # portable level of its own (-arch).
 # -Wno-stringop-overflow silences a known false positive that floods the

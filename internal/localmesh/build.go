@@ -13,7 +13,7 @@ import (
 const (
 	// DefaultArch is the build machine's own CPU, for binaries that run
 	// where they are built (make run, make test, tools/local, e2e): on a
-	// CPU with AVX-512, ggml's repacked 4-bit kernels then prefill ~1.5×
+	// CPU with AVX-512, ggml's repacked 4-bit kernels then prefill ~1.7×
 	// faster than with AVX2 alone (docs/PERFORMANCE.md).
 	DefaultArch = "native"
 	// PortableArch is the level a build for other machines (tools/release)
