@@ -90,10 +90,12 @@ const MaxTopLogprobs = 20
 // character.
 type Delta struct {
 	Content string `json:"content"`
-	// Logprobs are those of the tokens generated since the previous
-	// delta, when the request asked for them. A token's text may reach the
-	// client in a later delta than its logprob (a stop string or a split
-	// UTF-8 character holds text back).
+	// Logprobs are those of the tokens whose text this delta completes,
+	// when the request asked for them: an entry never reaches the client
+	// before its token's text (a stop string or a split UTF-8 character
+	// holds both back). The tokens of a stop string have none; a token
+	// whose text ends the content and begins the stop string keeps its
+	// entry.
 	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
 }
 

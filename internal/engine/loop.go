@@ -313,7 +313,7 @@ func (e *Engine) deliver(s *sequence, tok int) {
 
 // finish delivers the last text and the result of s and frees its slot.
 func (e *Engine) finish(s *sequence, reason, text string) {
-	s.out.push(text, s.logprobs.final(s.text.emitted))
+	s.out.push(text, s.logprobs.final(s.text.kept()))
 	s.out.finish(outcome{Result: chat.Result{
 		FinishReason:     reason,
 		PromptTokens:     len(s.tokens),

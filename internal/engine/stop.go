@@ -20,6 +20,7 @@ type textStream struct {
 	maxStop int    // length of the longest stop string
 	pushed  int    // bytes pushed so far
 	emitted int    // bytes emitted so far: pushed less pending and what a stop cut off
+	stopped bool   // a stop string ended the text
 }
 
 func newTextStream(stops []string) *textStream {
@@ -51,6 +52,7 @@ func (ts *textStream) push(piece string) (emit string, stopped bool) {
 	if cut >= 0 {
 		emit = ts.pending[:cut]
 		ts.pending = ""
+		ts.stopped = true
 		return emit, true
 	}
 
@@ -71,6 +73,17 @@ func (ts *textStream) flush() string {
 	}
 	ts.emitted += len(out)
 	return out
+}
+
+// kept is, once the text has ended, how much of it the answer stands for:
+// up to the cut after a stop string, whose text is left out; otherwise all
+// that was pushed (a character left incomplete at the very end is dropped
+// from the text, but its tokens were generated and are counted).
+func (ts *textStream) kept() int {
+	if ts.stopped {
+		return ts.emitted
+	}
+	return ts.pushed
 }
 
 // heldTail is how many bytes at the end of pending must wait for more text.
@@ -133,11 +146,12 @@ func (h *heldLogprobs) settled(emitted int) []chat.TokenLogprob {
 }
 
 // final returns, at the end of a generation, the entries of the tokens whose
-// text begins within the first emitted bytes — the last of them may run on
-// into a stop string — and drops the rest.
-func (h *heldLogprobs) final(emitted int) []chat.TokenLogprob {
+// text begins within the first kept bytes (textStream.kept) — after a stop
+// string the last of them may run on into it — and of empty tokens at
+// its end, and drops the rest: the stop string's own tokens.
+func (h *heldLogprobs) final(kept int) []chat.TokenLogprob {
 	n := 0
-	for n < len(h.ends) && (h.ends[n]-len(h.entries[n].Bytes) < emitted || h.ends[n] <= emitted) {
+	for n < len(h.ends) && (h.ends[n]-len(h.entries[n].Bytes) < kept || h.ends[n] <= kept) {
 		n++
 	}
 	out := h.take(n)

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 )
 
 func TestTextStream(t *testing.T) {
@@ -118,4 +121,61 @@ func FuzzTextStream(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestHeldLogprobs drives a textStream and heldLogprobs as the loop does (a
+// token's entry is added, then its text pushed) and checks which entries
+// each delta carries: never one ahead of its text, none for a stop string's
+// tokens, and all of them when the text ends otherwise, a character left
+// incomplete at the very end included (its tokens were generated).
+func TestHeldLogprobs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		stops  []string
+		pieces []string
+		want   [][]string // the entries' texts, delta by delta; the last is the end's
+	}{
+		{"no stops", nil, []string{"a", "b"}, [][]string{{"a"}, {"b"}, nil}},
+		{"held with a possible stop", []string{"<end>"}, []string{"x <", "e", "y"}, [][]string{{}, {}, {"x <", "e", "y"}, nil}},
+		{"stop string's tokens dropped", []string{"."}, []string{"a", ".", "b"}, [][]string{{"a"}, nil}},
+		{"straddling token kept", []string{"ily"}, []string{" named", " Lily", "."}, [][]string{{" named"}, {" Lily"}}},
+		{"empty piece", nil, []string{"a", "", "b"}, [][]string{{"a"}, {""}, {"b"}, nil}},
+		{"split character waits", nil, []string{"caf\xc3", "\xa9"}, [][]string{{}, {"caf\xc3", "\xa9"}, nil}},
+		{"incomplete character at the end kept", nil, []string{"ok", "\xe2\x82"}, [][]string{{"ok"}, {}, {"\xe2\x82"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ts := newTextStream(tc.stops)
+			var h heldLogprobs
+			var got [][]string
+			texts := func(lps []chat.TokenLogprob) []string {
+				out := []string{}
+				for _, lp := range lps {
+					out = append(out, string(lp.Bytes))
+				}
+				return out
+			}
+			stopped := false
+			for _, p := range tc.pieces {
+				h.add(chat.TokenLogprob{Bytes: []byte(p)}, ts.pushed+len(p))
+				if _, stopped = ts.push(p); stopped {
+					break
+				}
+				got = append(got, texts(h.settled(ts.emitted)))
+			}
+			if !stopped {
+				ts.flush()
+			}
+			end := texts(h.final(ts.kept()))
+			if len(end) == 0 {
+				end = nil
+			}
+			got = append(got, end)
+			if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", tc.want) {
+				t.Errorf("entries by delta %q, want %q", got, tc.want)
+			}
+		})
+	}
 }

@@ -56,7 +56,9 @@ func TestMakefileCgoFlagsAreStable(t *testing.T) {
 func withoutCgoFlags(env []string) []string {
 	var out []string
 	for _, kv := range env {
-		if !strings.HasPrefix(kv, "CGO_") && !strings.HasPrefix(kv, "MAKEFLAGS=") && !strings.HasPrefix(kv, "MFLAGS=") {
+		// make passes its command-line variables (make ARCH=… test) on
+		// to the recipes' environment too.
+		if !strings.HasPrefix(kv, "CGO_") && !strings.HasPrefix(kv, "MAKEFLAGS=") && !strings.HasPrefix(kv, "MFLAGS=") && !strings.HasPrefix(kv, "ARCH=") {
 			out = append(out, kv)
 		}
 	}

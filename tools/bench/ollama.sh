@@ -25,7 +25,11 @@ port=${PORT:-11434}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin="$root/.cache/bin/ollama"
-stamp="$bin.$version"
+cflags="${CGO_CFLAGS:--O3 -march=native -DGGML_USE_CPU_REPACK}"
+cxxflags="${CGO_CXXFLAGS:--O3 -march=native -DGGML_USE_CPU_REPACK}"
+# The stamp names the version and the flags: other flags rebuild ollama, so
+# that it is compared with the mesh built the same way.
+stamp="$bin.$version.$(printf '%s|%s' "$cflags" "$cxxflags" | cksum | cut -d' ' -f1)"
 model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
 [ -f "$model" ] || { echo "ollama.sh: no model at $model" >&2; exit 1; }
 
@@ -33,7 +37,7 @@ if [ ! -x "$bin" ] || [ ! -e "$stamp" ]; then
 	echo "ollama.sh: building ollama $version into $bin (minutes on a cold build cache)"
 	mkdir -p "$root/.cache/bin"
 	GOBIN="$root/.cache/bin" \
-		CGO_CFLAGS="${CGO_CFLAGS:--O3 -march=native -DGGML_USE_CPU_REPACK}" CGO_CXXFLAGS="${CGO_CXXFLAGS:--O3 -march=native -DGGML_USE_CPU_REPACK}" \
+		CGO_CFLAGS="$cflags" CGO_CXXFLAGS="$cxxflags" \
 		go install -trimpath "github.com/ollama/ollama@$version"
 	rm -f "$bin".v*
 	touch "$stamp"

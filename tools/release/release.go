@@ -216,7 +216,11 @@ func checkPlatform() error {
 // the nodes' platform. (With the default Arch, llama.cpp is compiled once
 // more than for `make build`; later releases reuse Go's build cache.)
 func (r *Release) Env() []string {
-	cflags := localmesh.CFlags(r.Arch)
+	arch := r.Arch
+	if arch == "" { // Env or Build called without Run
+		arch = localmesh.PortableArch
+	}
+	cflags := localmesh.CFlags(arch)
 	// The last of duplicate keys wins.
 	return append(localmesh.BuildEnv(r.Root), "CGO_CFLAGS="+cflags, "CGO_CXXFLAGS="+cflags,
 		"GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=1")
