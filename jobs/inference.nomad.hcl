@@ -71,6 +71,17 @@ variable "inference_binary_sha256" {
   }
 }
 
+variable "inference_x86_64_level" {
+  description = "x86-64 level the inference binary needs beyond AVX2, as tools/release -arch writes it: \"v4\" (AVX-512) places the job only on nodes whose meta.slm_x86_64_levels lists it (nomad/client.hcl). Empty: any node."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = contains(["", "v4"], var.inference_x86_64_level)
+    error_message = "The inference_x86_64_level must be empty or \"v4\"."
+  }
+}
+
 variable "consul_addr" {
   description = "HTTP address of the Consul agent the service reads peers from (the node's own agent)."
   type        = string
@@ -263,6 +274,17 @@ job "slm-inference" {
     spread {
       attribute = "${node.unique.id}"
       weight    = 100
+    }
+
+    # A binary built for AVX-512 dies of an illegal instruction elsewhere:
+    # with one, the job waits for a node that has it rather than crash-loop.
+    dynamic "constraint" {
+      for_each = var.inference_x86_64_level == "" ? [] : [var.inference_x86_64_level]
+      content {
+        attribute = "${meta.slm_x86_64_levels}"
+        operator  = "set_contains"
+        value     = constraint.value
+      }
     }
 
     network {

@@ -93,6 +93,36 @@ func TestInferencePlacement(t *testing.T) {
 	}
 }
 
+// TestInferenceCPULevel: an inference binary built for AVX-512
+// (inference_x86_64_level, which tools/release writes) keeps the group to
+// nodes whose meta lists that level (Terraform's cpu-meta.sh), so that it
+// waits for one rather than dies of an illegal instruction; by default
+// nothing is asked of the CPU.
+func TestInferenceCPULevel(t *testing.T) {
+	t.Parallel()
+	inference, _ := Lookup("inference")
+	for level, want := range map[string]int{"": 0, "v4": 1} {
+		var v Values
+		if level != "" {
+			mustNil(t, v.AddFlag("inference_x86_64_level="+level))
+		}
+		r, err := Render(inference, &v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := parseSpec(t, "level "+level, r)
+		cs := s.dynamic(s.one(s.job, "group"), "constraint")
+		if len(cs) != want {
+			t.Fatalf("level %q: %d CPU constraints, want %d", level, len(cs), want)
+		}
+		for _, c := range cs {
+			if attr, op, val := s.text(c, "attribute"), s.str(c, "operator"), s.str(c, "value"); attr != `"${meta.slm_x86_64_levels}"` || op != "set_contains" || val != level {
+				t.Errorf("level %q: constraint %s %s %q", level, attr, op, val)
+			}
+		}
+	}
+}
+
 // TestGatewayEdge: on a cluster the gateway listens on the node's address
 // (the one Consul registers and the load balancer reaches) with a rate
 // limit; the local run keeps loopback and no limit.

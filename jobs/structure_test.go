@@ -473,6 +473,7 @@ func TestVariableValidations(t *testing.T) {
 		"driver=docker":         "driver",
 		"model_sha256=0ef57d2c": "model_sha256",
 		"inference_binary_sha256=" + strings.Repeat("G", 64): "inference_binary_sha256",
+		"inference_x86_64_level=x86-64-v4":                   "inference_x86_64_level",
 	} {
 		var v Values
 		mustNil(t, v.AddFlag(flag))

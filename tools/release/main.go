@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	version := fs.String("version", "", "release version (default: git describe --tags --always --dirty; a dirty tree gets a timestamp)")
 	upload := fs.Bool("upload", true, "upload with the aws CLI (false: only build and write the files)")
 	out := fs.String("out", "release.vars.hcl", "where to write the job variables of the release")
-	arch := fs.String("arch", localmesh.PortableArch, "CPU level the inference nodes have (gcc -march): x86-64-v3 (AVX2), or x86-64-v4 (AVX-512: 4-bit prompts ~1.7× faster, Q8_0 at 8 streams ~17% slower; c7i, m7i, c7a and other AVX-512 types only)")
+	arch := fs.String("arch", localmesh.PortableArch, "CPU level the inference nodes have (gcc -march): x86-64-v3 (AVX2, any node) or x86-64-v4 (AVX-512: Q4_0 prompts ~1.7× faster, Q8_0 at 8 streams ~17% slower; the inference job then runs only on nodes that report AVX-512)")
 	dir := fs.String("dir", "", "directory for the binaries and SHA256SUMS (default .cache/release/<version>/linux_amd64)")
 	if code, ok := cli.ParseTool(fs, args, "go run ./tools/release -bucket B -region R [-version V] [-arch x86-64-v3] [-upload=false] [-out release.vars.hcl]"); !ok {
 		return code

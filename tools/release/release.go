@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,10 +77,11 @@ type Release struct {
 	VarsFile string
 	// Upload copies the files to S3 with the aws CLI.
 	Upload bool
-	// Arch is the CPU the inference's llama.cpp is compiled for (gcc's
-	// -march); empty: localmesh.PortableArch. Every inference node must
-	// have it: a binary built for x86-64-v4 (AVX-512) dies of an illegal
-	// instruction on a CPU without.
+	// Arch is the x86-64 level the inference's llama.cpp is compiled for
+	// (gcc's -march): x86-64-v3 (AVX2; the default, localmesh.PortableArch)
+	// or x86-64-v4 (AVX-512). A v4 binary dies of an illegal instruction on
+	// a CPU without AVX-512, so its variables file keeps the inference job
+	// to nodes that report v4 (inference_x86_64_level).
 	Arch string
 	// Log receives progress and the commands' output.
 	Log io.Writer
@@ -94,9 +96,9 @@ type Release struct {
 	Sums map[string]string
 }
 
-// archName is what gcc's -march takes: a level (x86-64-v3) or a CPU
-// (sapphirerapids).
-var archName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
+// archs are the levels a release is built for: each is one the nodes can
+// report (meta.slm_x86_64_levels, written by Terraform's cpu-meta.sh).
+var archs = []string{localmesh.PortableArch, "x86-64-v4"}
 
 // bucketName is what S3 accepts as a bucket name and go-getter's S3 URL
 // can carry: no dots (they would break the bucket's TLS host name).
@@ -130,8 +132,8 @@ func (r *Release) defaults(ctx context.Context) error {
 	if r.Arch == "" {
 		r.Arch = localmesh.PortableArch
 	}
-	if !archName.MatchString(r.Arch) || r.Arch == "native" {
-		return fmt.Errorf("%w: -arch %q: want a CPU level the nodes have, such as x86-64-v3 (AVX2) or x86-64-v4 (AVX-512); native would be the build machine's", ErrUsage, r.Arch)
+	if !slices.Contains(archs, r.Arch) {
+		return fmt.Errorf("%w: -arch %q: want x86-64-v3 (AVX2, any node) or x86-64-v4 (AVX-512 nodes only); the build machine's own CPU (native) says nothing of the nodes'", ErrUsage, r.Arch)
 	}
 	if r.Version == "" {
 		v, err := r.gitVersion(ctx)
@@ -322,6 +324,10 @@ func (r *Release) Vars() []byte {
 		body.AppendNewline()
 		body.SetAttributeValue(svc+"_binary_url", cty.StringVal(r.URL(svc)))
 		body.SetAttributeValue(svc+"_binary_sha256", cty.StringVal(r.Sums[svc]))
+	}
+	if r.Arch != "" && r.Arch != localmesh.PortableArch {
+		// Built for more than every node has: only where the node says so.
+		body.SetAttributeValue("inference_x86_64_level", cty.StringVal(strings.TrimPrefix(r.Arch, "x86-64-")))
 	}
 	return hclwrite.Format(f.Bytes())
 }

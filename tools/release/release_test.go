@@ -172,11 +172,13 @@ func envValue(env []string, key string) string {
 
 // TestBuildArch: the release compiles llama.cpp for the level it is given,
 // x86-64-v3 by default, never for the build machine's own CPU, which is
-// what the Makefile exports (CGO_CFLAGS with -march=native).
+// what the Makefile exports (CGO_CFLAGS with -march=native); a build for
+// AVX-512 keeps the inference job to nodes that report it, one for AVX2
+// places it anywhere.
 func TestBuildArch(t *testing.T) {
 	t.Setenv("CGO_CFLAGS", localmesh.DefaultCFlags)
 	t.Setenv("CGO_CXXFLAGS", localmesh.DefaultCFlags)
-	for arch, want := range map[string]string{"": "-march=x86-64-v3 ", "x86-64-v4": "-march=x86-64-v4 "} {
+	for arch, want := range map[string]string{"": "-march=x86-64-v3 ", "x86-64-v3": "-march=x86-64-v3 ", "x86-64-v4": "-march=x86-64-v4 "} {
 		rec := &recorder{}
 		r := testRelease(t, rec)
 		r.Arch, r.Upload = arch, false
@@ -189,6 +191,22 @@ func TestBuildArch(t *testing.T) {
 		for _, f := range rec.cflags {
 			if !strings.Contains(f, want) || strings.Contains(f, "native") || !strings.Contains(f, "GGML_USE_CPU_REPACK") {
 				t.Errorf("-arch %q: built with %q, want %s and the project's other flags", arch, f, want)
+			}
+		}
+		var vals jobs.Values
+		if err := vals.AddFile(r.VarsFile, r.Vars()); err != nil {
+			t.Fatal(err)
+		}
+		rendered, err := jobs.RenderAll(nil, &vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantLevel := map[string]string{"x86-64-v4": "v4"}[arch]
+		for _, j := range rendered {
+			if j.Job.Name == "inference" {
+				if got := j.String("inference_x86_64_level"); got != wantLevel {
+					t.Errorf("-arch %q: inference_x86_64_level %q, want %q", arch, got, wantLevel)
+				}
 			}
 		}
 	}
@@ -283,6 +301,7 @@ func TestSettings(t *testing.T) {
 		{name: "bad version", modify: func(r *Release) { r.Version = "v1/../x" }, want: "-version"},
 		{name: "native arch", modify: func(r *Release) { r.Arch = "native" }, want: "-arch"},
 		{name: "flags as arch", modify: func(r *Release) { r.Arch = "x86-64-v3 -O0" }, want: "-arch"},
+		{name: "a CPU no node reports", modify: func(r *Release) { r.Arch = "sapphirerapids" }, want: "-arch"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -144,6 +144,7 @@ locals {
         { path = "/etc/slm-mesh/nomad/client.hcl", permissions = "0640", content = local.nomad_client[kind] },
         { path = "/etc/systemd/system/slm-imds-guard.service", permissions = "0644", content = file("${local.templates}/systemd/slm-imds-guard.service") },
         { path = "/opt/slm-mesh/imds-guard.sh", permissions = "0700", content = file("${local.templates}/imds-guard.sh") },
+        { path = "/opt/slm-mesh/cpu-meta.sh", permissions = "0700", content = file("${local.templates}/cpu-meta.sh") },
       ],
       [
         { path = "/etc/systemd/system/consul.service", permissions = "0644", content = file("${local.templates}/systemd/consul.service") },

@@ -342,6 +342,26 @@ run "tasks_blocked_from_imds" {
   }
 }
 
+# --- CPU level -------------------------------------------------------------------
+
+run "clients_report_cpu_level" {
+  command = plan
+
+  # A release built for AVX-512 must not land on a node without it: every
+  # client writes its x86-64 levels as node meta before each agent start,
+  # which the inference job's constraint reads (inference_x86_64_level).
+  assert {
+    condition = alltrue([
+      for kind in ["gateway", "caller", "inference"] : alltrue([
+        strcontains(output.agent_configs[kind]["/opt/slm-mesh/cpu-meta.sh"], "slm_x86_64_levels"),
+        strcontains(output.agent_configs[kind]["/opt/slm-mesh/cpu-meta.sh"], "avx512f avx512bw avx512cd avx512dq avx512vl"),
+        strcontains(output.agent_configs[kind]["/etc/systemd/system/nomad.service"], "ExecStartPre=-/bin/sh /opt/slm-mesh/cpu-meta.sh"),
+      ])
+    ]) && !contains(keys(output.agent_configs.server), "/opt/slm-mesh/cpu-meta.sh")
+    error_message = "Client nodes do not report their CPU's x86-64 levels to Nomad."
+  }
+}
+
 # --- Rendering --------------------------------------------------------------------
 
 run "templates_render" {
