@@ -116,7 +116,7 @@ func TestInferenceCPULevel(t *testing.T) {
 			t.Fatalf("level %q: %d CPU constraints, want %d", level, len(cs), want)
 		}
 		for _, c := range cs {
-			if attr, op, val := s.text(c, "attribute"), s.str(c, "operator"), s.str(c, "value"); attr != `"${meta.slm_x86_64_levels}"` || op != "set_contains" || val != level {
+			if attr, op, val := s.str(c, "attribute"), s.str(c, "operator"), s.str(c, "value"); attr != "${meta.slm_x86_64_levels}" || op != "set_contains" || val != level {
 				t.Errorf("level %q: constraint %s %s %q", level, attr, op, val)
 			}
 		}

@@ -72,7 +72,7 @@ variable "inference_binary_sha256" {
 }
 
 variable "inference_x86_64_level" {
-  description = "x86-64 level the inference binary needs beyond AVX2, as tools/release -arch writes it: \"v4\" (AVX-512) places the job only on nodes whose meta.slm_x86_64_levels lists it (nomad/client.hcl). Empty: any node."
+  description = "x86-64 level the inference binary needs beyond AVX2, as tools/release -arch writes it: \"v4\" (AVX-512) places the job only on nodes whose meta.slm_x86_64_levels lists it (each client writes it at start: terraform/modules/plan/templates/cpu-meta.sh). Empty: any node."
   type        = string
   default     = ""
 
@@ -278,10 +278,11 @@ job "slm-inference" {
 
     # A binary built for AVX-512 dies of an illegal instruction elsewhere:
     # with one, the job waits for a node that has it rather than crash-loop.
+    # ($${ is a literal ${: the node attribute is Nomad's to interpolate.)
     dynamic "constraint" {
       for_each = var.inference_x86_64_level == "" ? [] : [var.inference_x86_64_level]
       content {
-        attribute = "${meta.slm_x86_64_levels}"
+        attribute = "$${meta.slm_x86_64_levels}"
         operator  = "set_contains"
         value     = constraint.value
       }
