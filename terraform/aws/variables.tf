@@ -155,7 +155,7 @@ variable "caller_instance_type" {
 }
 
 variable "inference_instance_type" {
-  description = "Instance type of the inference nodes (llama.cpp on CPU: compute-optimised types with AVX2 at least; a release built with -arch x86-64-v4 needs AVX-512 on every one, as c7i, m7i, c7a and m7a have)."
+  description = "Instance type of the inference nodes (llama.cpp on CPU: compute-optimised types with AVX2 at least; a release built with -arch x86-64-v4 is placed only on nodes with AVX-512, as c7i, m7i, c7a and m7a have)."
   type        = string
   default     = "c7i-flex.large"
 
