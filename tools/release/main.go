@@ -7,6 +7,7 @@
 //	go run ./tools/submit -var-file <(terraform output -raw submit_vars) -var-file release.vars.hcl
 //
 // The binaries land in s3://B/releases/V/linux_amd64/{gateway,caller,inference}
+// (linux_amd64_x86-64-v4/ with -arch x86-64-v4)
 // next to SHA256SUMS; the jobs fetch them with go-getter's S3 form and
 // check each against its sha256. The upload runs the aws CLI with the
 // caller's credentials; -upload=false only builds.
@@ -45,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	upload := fs.Bool("upload", true, "upload with the aws CLI (false: only build and write the files)")
 	out := fs.String("out", "release.vars.hcl", "where to write the job variables of the release")
 	arch := fs.String("arch", localmesh.PortableArch, "CPU level the inference nodes have (gcc -march): x86-64-v3 (AVX2, any node) or x86-64-v4 (AVX-512: Q4_0 prompts ~1.7× faster, Q8_0 at 8 streams ~17% slower; the inference job then runs only on nodes that report AVX-512)")
-	dir := fs.String("dir", "", "directory for the binaries and SHA256SUMS (default .cache/release/<version>/linux_amd64)")
+	dir := fs.String("dir", "", "directory for the binaries and SHA256SUMS (default .cache/release/<version>/linux_amd64[_x86-64-v4])")
 	if code, ok := cli.ParseTool(fs, args, "go run ./tools/release -bucket B -region R [-version V] [-arch x86-64-v3] [-upload=false] [-out release.vars.hcl]"); !ok {
 		return code
 	}

@@ -146,7 +146,7 @@ func (r *Release) defaults(ctx context.Context) error {
 		return fmt.Errorf("%w: -version %q: letters, digits and . _ + - only", ErrUsage, r.Version)
 	}
 	if r.Dir == "" {
-		r.Dir = filepath.Join(r.Root, ".cache", "release", r.Version, Platform)
+		r.Dir = filepath.Join(r.Root, ".cache", "release", r.Version, r.platformDir())
 	}
 	if r.VarsFile == "" {
 		r.VarsFile = "release.vars.hcl"
@@ -284,9 +284,20 @@ func (r *Release) SHA256SUMS() []byte {
 	return b.Bytes()
 }
 
-// Prefix is the S3 key prefix of the release's files.
+// Prefix is the S3 key prefix of the release's files. A build for more
+// than the portable level has a folder of its own, so that building one
+// version for both levels never replaces the objects of the other.
 func (r *Release) Prefix() string {
-	return "releases/" + r.Version + "/" + Platform + "/"
+	return "releases/" + r.Version + "/" + r.platformDir() + "/"
+}
+
+// platformDir names the release's folder: the platform, and the level when
+// it is not the portable one (linux_amd64, linux_amd64_x86-64-v4).
+func (r *Release) platformDir() string {
+	if r.Arch == "" || r.Arch == localmesh.PortableArch {
+		return Platform
+	}
+	return Platform + "_" + r.Arch
 }
 
 // UploadCommands are the aws CLI argument lists that upload the release:

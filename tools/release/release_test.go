@@ -202,10 +202,19 @@ func TestBuildArch(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantLevel := map[string]string{"x86-64-v4": "v4"}[arch]
+		// Each level in a folder of its own: one version built for both
+		// never replaces the other's objects.
+		wantDir := map[string]string{"x86-64-v4": "/linux_amd64_x86-64-v4/"}[arch]
+		if wantDir == "" {
+			wantDir = "/linux_amd64/"
+		}
 		for _, j := range rendered {
 			if j.Job.Name == "inference" {
 				if got := j.String("inference_x86_64_level"); got != wantLevel {
 					t.Errorf("-arch %q: inference_x86_64_level %q, want %q", arch, got, wantLevel)
+				}
+				if got := j.String("inference_binary_url"); !strings.HasSuffix(got, "/releases/v1.0.0"+wantDir+"inference") {
+					t.Errorf("-arch %q: binary url %q, want it in %s", arch, got, wantDir)
 				}
 			}
 		}
