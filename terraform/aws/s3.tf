@@ -1,6 +1,6 @@
 # The cluster's KMS key (SSM parameters, the artifacts bucket, EBS volumes)
 # and the private artifacts bucket:
-#   releases/<version>/linux_amd64/{gateway,caller,inference,SHA256SUMS}
+#   releases/<version>/linux_amd64[_x86-64-v4]/{gateway,caller,inference,SHA256SUMS}
 #     written by `make release`, read by the clients' Nomad artifact blocks
 #     (go-getter with the instance role);
 #   snapshots/{nomad,consul}/<cluster>-<time>.snap
