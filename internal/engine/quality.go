@@ -89,7 +89,7 @@ func Compare(ref, candidate string, cfg QualityConfig) (QualityReport, error) {
 		}
 		// The candidate reads prompt+answer in one pass; its argmax after
 		// each prefix is what it would have written there.
-		seq := append(append([]int{}, prompt...), answer...)
+		seq := slices.Concat(prompt, answer)
 		var agree int
 		err = c.score(seq, func(i int, logits []float32) {
 			if i >= len(prompt)-1 && i < len(seq)-1 && argmax(logits) == seq[i+1] {
@@ -218,21 +218,11 @@ func (s *scorer) perplexity(toks []int) (float64, error) {
 	var nll float64
 	err := s.score(toks, func(i int, logits []float32) {
 		if i < len(toks)-1 {
-			nll -= logSoftmaxAt(logits, toks[i+1])
+			nll -= float64(logits[toks[i+1]]) - logSumExp(logits)
 		}
 	})
 	if err != nil {
 		return 0, err
 	}
 	return math.Exp(nll / float64(len(toks)-1)), nil
-}
-
-// logSoftmaxAt is log(softmax(v)[i]), computed stably.
-func logSoftmaxAt(v []float32, i int) float64 {
-	m := float64(v[argmax(v)])
-	var sum float64
-	for _, x := range v {
-		sum += math.Exp(float64(x) - m)
-	}
-	return float64(v[i]) - m - math.Log(sum)
 }

@@ -137,17 +137,7 @@ func (s *sampler) sample(logits []float32) int {
 // measure computes the log-softmax denominator of logits and their
 // TopLogprobs most likely tokens, for logprob.
 func (s *sampler) measure(logits []float32) {
-	best := logits[argmax(logits)]
-	var sum float64
-	for _, l := range logits {
-		if l == l { // not NaN
-			sum += math.Exp(float64(l - best))
-		}
-	}
-	s.lse = float64(best) + math.Log(sum)
-	if math.IsInf(float64(best), 0) {
-		s.lse = float64(best) // no distribution; logprob reports minLogprob
-	}
+	s.lse = logSumExp(logits)
 	s.top = s.top[:0]
 	if s.TopLogprobs > 0 {
 		s.top = topK(s.top, logits, min(s.TopLogprobs, len(logits)))
@@ -345,6 +335,24 @@ func (s *sampler) draw(c candidates) int32 {
 		}
 	}
 	return c[len(c)-1].id // rounding left u a hair above 0
+}
+
+// logSumExp is log Σ exp(l) over logits, the log-softmax denominator,
+// computed stably; NaN entries are left out. With an infinite largest logit
+// there is no distribution and it is that logit (logprob then reports
+// minLogprob).
+func logSumExp(logits []float32) float64 {
+	best := logits[argmax(logits)]
+	if math.IsInf(float64(best), 0) {
+		return float64(best)
+	}
+	var sum float64
+	for _, l := range logits {
+		if l == l { // not NaN
+			sum += math.Exp(float64(l - best))
+		}
+	}
+	return float64(best) + math.Log(sum)
 }
 
 // argmax is the index of the largest logit, the first of equals; NaN is

@@ -40,7 +40,6 @@ func newTextStream(stops []string) *textStream {
 func (ts *textStream) push(piece string) (emit string, stopped bool) {
 	ts.pending += piece
 	ts.pushed += len(piece)
-	defer func() { ts.emitted += len(emit) }()
 
 	// Earliest stop string wins; the text before it is the end of the output.
 	cut := -1
@@ -53,12 +52,14 @@ func (ts *textStream) push(piece string) (emit string, stopped bool) {
 		emit = ts.pending[:cut]
 		ts.pending = ""
 		ts.stopped = true
+		ts.emitted += len(emit)
 		return emit, true
 	}
 
 	keep := ts.heldTail()
 	emit = ts.pending[:len(ts.pending)-keep]
 	ts.pending = ts.pending[len(ts.pending)-keep:]
+	ts.emitted += len(emit)
 	return emit, false
 }
 
