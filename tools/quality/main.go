@@ -39,14 +39,13 @@ var prompts = []string{
 // text is scored for perplexity: plain encyclopaedic English.
 const text = `The Moon is Earth's only natural satellite. It orbits at an average distance of about 384,400 kilometres, roughly thirty times the diameter of Earth. The Moon always shows the same side to Earth, because its rotation is tidally locked to its orbit. Its gravity causes the tides of the oceans and slightly lengthens the day. The Moon is the brightest object in the night sky, and its regular phases have been used to keep time since ancient times.`
 
-func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "quality:", err)
-		os.Exit(1)
-	}
-}
+const usage = "go run ./tools/quality -ref REF.gguf -candidate CANDIDATE.gguf [-tokens 64] [-prompts FILE] [-text FILE] [-threads N]"
 
-func run(args []string) error {
+func main() { os.Exit(run(os.Args[1:])) }
+
+// run is main without the process: it returns the exit code (0 success,
+// 1 failure, 2 usage).
+func run(args []string) int {
 	fs := flag.NewFlagSet("quality", flag.ContinueOnError)
 	ref := fs.String("ref", "", "the reference file, e.g. the Q8_0 or F16 model (required)")
 	cand := fs.String("candidate", "", "the file to judge, e.g. a Q4_0 of the same model (required)")
@@ -54,24 +53,32 @@ func run(args []string) error {
 	promptFile := fs.String("prompts", "", "file of prompts, one per line (default: a built-in set of 8)")
 	textFile := fs.String("text", "", "file whose perplexity is measured (default: a built-in paragraph)")
 	threads := fs.Int("threads", runtime.NumCPU(), "llama.cpp threads")
-	if err := fs.Parse(args); err != nil {
-		return err
+	if code, ok := cli.ParseTool(fs, args, usage); !ok {
+		return code
 	}
-	if *ref == "" || *cand == "" {
-		return fmt.Errorf("-ref and -candidate are required")
+	if *ref == "" || *cand == "" || *tokens <= 0 || *threads <= 0 {
+		fmt.Fprintln(os.Stderr, "quality: -ref and -candidate are required; -tokens and -threads must be positive")
+		return 2
 	}
-	if *tokens <= 0 || *threads <= 0 {
-		return fmt.Errorf("-tokens and -threads must be positive")
+	cfg := engine.QualityConfig{Prompts: prompts, Tokens: *tokens, Text: text, Threads: *threads}
+	if err := compare(*ref, *cand, cfg, *promptFile, *textFile); err != nil {
+		fmt.Fprintln(os.Stderr, "quality:", err)
+		return 1
 	}
-	for _, p := range []string{*ref, *cand} {
+	return 0
+}
+
+// compare checks both files, reads the prompt and text files that replace
+// the built-in ones, and prints Compare's report.
+func compare(ref, cand string, cfg engine.QualityConfig, promptFile, textFile string) error {
+	for _, p := range []string{ref, cand} {
 		// llama.cpp may abort on a file that is not a whole GGUF.
 		if _, err := model.Validate(p); err != nil {
 			return err
 		}
 	}
-	cfg := engine.QualityConfig{Prompts: prompts, Tokens: *tokens, Text: text, Threads: *threads}
-	if *promptFile != "" {
-		b, err := os.ReadFile(*promptFile)
+	if promptFile != "" {
+		b, err := os.ReadFile(promptFile)
 		if err != nil {
 			return err
 		}
@@ -82,15 +89,15 @@ func run(args []string) error {
 			}
 		}
 	}
-	if *textFile != "" {
-		b, err := os.ReadFile(*textFile)
+	if textFile != "" {
+		b, err := os.ReadFile(textFile)
 		if err != nil {
 			return err
 		}
 		cfg.Text = string(b)
 	}
 	cfg.Logger = cli.Logger("quality", "error", false)
-	rep, err := engine.Compare(*ref, *cand, cfg)
+	rep, err := engine.Compare(ref, cand, cfg)
 	if err != nil {
 		return err
 	}

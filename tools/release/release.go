@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -129,9 +130,7 @@ func (r *Release) defaults(ctx context.Context) error {
 	if !regionName.MatchString(r.Region) {
 		return fmt.Errorf("%w: -region %q: want an AWS region such as eu-west-1 (terraform output -raw region)", ErrUsage, r.Region)
 	}
-	if r.Arch == "" {
-		r.Arch = localmesh.PortableArch
-	}
+	r.Arch = r.arch()
 	if !slices.Contains(archs, r.Arch) {
 		return fmt.Errorf("%w: -arch %q: want x86-64-v3 (AVX2, any node) or x86-64-v4 (AVX-512 nodes only); the build machine's own CPU (native) says nothing of the nodes'", ErrUsage, r.Arch)
 	}
@@ -218,11 +217,7 @@ func checkPlatform() error {
 // the nodes' platform. (With the default Arch, llama.cpp is compiled once
 // more than for `make build`; later releases reuse Go's build cache.)
 func (r *Release) Env() []string {
-	arch := r.Arch
-	if arch == "" { // Env or Build called without Run
-		arch = localmesh.PortableArch
-	}
-	cflags := localmesh.CFlags(arch)
+	cflags := localmesh.CFlags(r.arch())
 	// The last of duplicate keys wins.
 	return append(localmesh.BuildEnv(r.Root), "CGO_CFLAGS="+cflags, "CGO_CXXFLAGS="+cflags,
 		"GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=1")
@@ -294,11 +289,15 @@ func (r *Release) Prefix() string {
 // platformDir names the release's folder: the platform, and the level when
 // it is not the portable one (linux_amd64, linux_amd64_x86-64-v4).
 func (r *Release) platformDir() string {
-	if r.Arch == "" || r.Arch == localmesh.PortableArch {
+	if r.arch() == localmesh.PortableArch {
 		return Platform
 	}
-	return Platform + "_" + r.Arch
+	return Platform + "_" + r.arch()
 }
+
+// arch is Arch, or the portable level where it is unset (Env, Build or
+// Vars called without Run).
+func (r *Release) arch() string { return cmp.Or(r.Arch, localmesh.PortableArch) }
 
 // UploadCommands are the aws CLI argument lists that upload the release:
 // the binaries, then SHA256SUMS (a release with its checksum file is
@@ -336,7 +335,7 @@ func (r *Release) Vars() []byte {
 		body.SetAttributeValue(svc+"_binary_url", cty.StringVal(r.URL(svc)))
 		body.SetAttributeValue(svc+"_binary_sha256", cty.StringVal(r.Sums[svc]))
 	}
-	if r.Arch != "" && r.Arch != localmesh.PortableArch {
+	if r.arch() != localmesh.PortableArch {
 		// Built for more than every node has: only where the node says so.
 		body.SetAttributeValue("inference_x86_64_level", cty.StringVal(strings.TrimPrefix(r.Arch, "x86-64-")))
 	}
