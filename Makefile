@@ -32,8 +32,9 @@ export GOFLAGS
 
 CONSUL_BIN ?= $(CURDIR)/.cache/bin/consul
 export SLM_CONSUL_BIN = $(CONSUL_BIN)
+NOMAD_BIN ?= $(CURDIR)/.cache/bin/nomad
 
-.PHONY: help setup build consul run test bench bench-ollama load fuzz iac cgo-env release
+.PHONY: help setup build consul nomad box run test bench bench-ollama load fuzz iac cgo-env release
 
 help:
 	@echo "make run     run the whole mesh on this machine (SLM_MODEL=/path/model.gguf to pick a model)"
@@ -43,6 +44,7 @@ help:
 	@echo "make bench-ollama  the mesh against ollama on the same model, side by side"
 	@echo "make load    64 checked clients for 60s through a local mesh (LOAD_MODEL=/path/model.gguf)"
 	@echo "make build   build the three service binaries into .cache/bin"
+	@echo "make box     the production cluster in network namespaces on this machine, deployed and answering (root)"
 
 setup:
 	@sh tools/setup.sh
@@ -52,6 +54,10 @@ build: setup
 
 consul:
 	@sh tools/consul/build.sh $(CONSUL_BIN)
+
+# nomad: the Nomad v1.6.3 agent (tools/nomad), for the cluster in a box.
+nomad:
+	@sh tools/nomad/build.sh $(NOMAD_BIN)
 
 # cgo-env: the cgo flags every build here uses (a test checks they never
 # change between runs).
@@ -67,12 +73,17 @@ run: setup
 # go1.26's fuzz coordinator can fail a target with a bare "context deadline
 # exceeded" when a time budget ends on a busy machine (golang/go#75804,
 # fixed in go1.27), which is no finding and would turn CI red.
+# The cluster in a box (e2e/cluster*_test.go) runs on its own, last: its
+# twenty agents and their tasks on the same CPUs would slow the e2e tests
+# that bound a recovery in time, and one box runs at a time.
+BOX_TESTS = ^TestCluster
 test: FUZZTIME = 10000x
-test: setup consul
+test: setup consul nomad
 	go vet ./...
-	go test -count=1 -timeout 30m ./...
+	go test -count=1 -timeout 30m -skip '$(BOX_TESTS)' ./...
 	$(fuzz-pure-go)
 	sh tools/iac/check.sh
+	go test -count=1 -timeout 60m -run '$(BOX_TESTS)' ./e2e/
 
 # iac: the offline checks of the Terraform code (OpenTofu fmt/validate/test,
 # tfsec), with the tools built once from the Go module proxy.
@@ -83,14 +94,24 @@ iac:
 # version-stamped), uploaded with their SHA256SUMS to the artifacts bucket
 # by the aws CLI, and release.vars.hcl written for tools/submit. E.g.
 #   make release RELEASE_ARGS="-bucket $$(terraform -chdir=terraform/aws output -raw artifacts_bucket) -region $$(terraform -chdir=terraform/aws output -raw region)"
+# add -model PATH_OR_URL -model-sha256 HEX to ship the model in the bucket too.
 # -upload=false only builds; docs/nomad.md has the rest.
 release:
 	go run ./tools/release $(RELEASE_ARGS)
 
+# box: the production cluster in network namespaces on this machine (as
+# root): three servers and clients of each role with the configuration
+# Terraform renders, the services released into the AWS emulator's S3 and
+# submitted with production variables, then one chat completion per
+# gateway. `go run ./tools/box down` removes it (tools/box/README.md).
+# BOX_ARGS go to `box up` (e.g. -no-deploy).
+box: consul nomad
+	go run ./tools/box up $(BOX_ARGS)
+
 # bench: the RPC benchmarks, the engine on the full-size random-weight
 # gemma3-270m (generated once), then tools/bench through a local mesh on the
 # same model. BENCH_THREADS=2 pins llama.cpp's threads; BENCH_ARGS go to
-# tools/bench (e.g. BENCH_ARGS="-requests 16 -prompts 128").
+# `tools/bench sweep` (e.g. BENCH_ARGS="-requests 16 -prompts 128").
 bench: BENCH_MODEL ?= $(CURDIR)/.cache/models/gemma3-270m-random.gguf
 bench: BENCH_THREADS ?= $(shell nproc)
 bench: ENGINE_BENCHTIME ?= 3x
@@ -99,7 +120,7 @@ bench: build
 	@test -f $(BENCH_MODEL) || { mkdir -p $(dir $(BENCH_MODEL)) && go run ./tools/gguf -preset gemma3-270m -o $(BENCH_MODEL); }
 	SLM_BENCH_MODEL=$(BENCH_MODEL) SLM_BENCH_THREADS=$(BENCH_THREADS) \
 		go test -run '^$$' -bench . -benchtime $(ENGINE_BENCHTIME) -timeout 30m ./internal/engine/
-	go run ./tools/bench -mesh $(BENCH_MODEL) -threads $(BENCH_THREADS) $(BENCH_ARGS)
+	go run ./tools/bench sweep -mesh $(BENCH_MODEL) -threads $(BENCH_THREADS) $(BENCH_ARGS)
 
 # bench-ollama: the same workload against ollama (built from the module
 # proxy, see tools/bench/ollama.sh) as A and a local mesh as B, alternately;
@@ -109,7 +130,7 @@ bench-ollama: BENCH_THREADS ?= $(shell nproc)
 bench-ollama: build
 	@test -f $(BENCH_MODEL) || { mkdir -p $(dir $(BENCH_MODEL)) && go run ./tools/gguf -preset gemma3-270m -o $(BENCH_MODEL); }
 	THREADS=$(BENCH_THREADS) sh tools/bench/ollama.sh $(BENCH_MODEL) \
-		-mesh $(BENCH_MODEL) -mesh-as b -threads $(BENCH_THREADS) $(BENCH_ARGS)
+		sweep -mesh $(BENCH_MODEL) -mesh-as b -threads $(BENCH_THREADS) $(BENCH_ARGS)
 
 # load: tools/load through a local mesh, every response checked and the
 # processes' growth judged (docs/RELIABILITY.md). LOAD_ARGS go to the tool.

@@ -23,6 +23,10 @@ bind_addr        = "{{ GetPrivateIP }}"
 client_addr      = "127.0.0.1"
 retry_join       = ["${retry_join}"]
 
+# No calls home: the agents would ask checkpoint-api.hashicorp.com for new
+# versions through the NAT gateway (upgrades are deliberate, see install.sh).
+disable_update_check = true
+
 ui_config {
   enabled = true
 }

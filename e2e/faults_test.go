@@ -48,7 +48,15 @@ const connectWait = time.Second
 // rejoins once restarted.
 func TestKillMidStream(t *testing.T) {
 	t.Parallel()
-	m := startMesh(t, localmesh.Config{Inference: 2, Parallel: 2, Ctx: 2048, ExtraArgs: leastBusy})
+	// No bound on the expected queue wait: an instance whose decode step
+	// was timed slow at start (a loaded machine) would refuse the short
+	// request queued behind two 1500-token streams, and the caller would
+	// send it to the other instance, which is admission doing its work,
+	// not what this test is about.
+	m := startMesh(t, localmesh.Config{Inference: 2, Parallel: 2, Ctx: 2048, ExtraArgs: map[string][]string{
+		"caller":    leastBusy["caller"],
+		"inference": {"-max-queue-wait=-1s"},
+	}})
 	waitLive(t, m, 2)
 
 	// Long enough to be generating when the kill comes, whatever the load

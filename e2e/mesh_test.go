@@ -96,21 +96,24 @@ func consulBinary(t *testing.T) string {
 // mesh is a running local mesh owned by one test.
 type mesh struct {
 	*localmesh.Mesh
-	// model is the name the mesh serves the model under.
+	// model is the name the mesh serves the model under (with several,
+	// the first /health lists).
 	model string
 	// apiKey is sent by client and request; empty when the gateway needs none.
 	apiKey string
 }
 
-// startMesh starts a mesh of the real binaries on the stories260K model and
-// free loopback ports, and stops it when t ends (showing each service's last
+// startMesh starts a mesh of the real binaries on the stories260K model
+// (or cfg.Model, or cfg.Models, when set) and free loopback ports, and stops it when t ends (showing each service's last
 // log lines if t failed). Zero fields of cfg take test defaults: one thread
 // per inference instance (the machine's cores are shared with the other
 // tests, and llama.cpp's threads spin-wait: two of them on a busy pair of
 // cores run several times slower than one) and a 512-token context.
 func startMesh(t *testing.T, cfg localmesh.Config) *mesh {
 	t.Helper()
-	cfg.Model = modeltest.Stories(t)
+	if cfg.Model == "" {
+		cfg.Model = modeltest.Stories(t)
+	}
 	cfg.BinDir = binaries(t)
 	if cfg.Threads == 0 {
 		cfg.Threads = 1
@@ -177,7 +180,7 @@ func startMesh(t *testing.T, cfg localmesh.Config) *mesh {
 	})
 
 	var h healthReport
-	if code := m.getJSON(t, m.URL()+"/health", &h); code != http.StatusOK || len(h.Models) != 1 {
+	if code := m.getJSON(t, m.URL()+"/health", &h); code != http.StatusOK || len(h.Models) != max(len(cfg.Models), 1) {
 		t.Fatalf("/health of a ready mesh: %d %+v", code, h)
 	}
 	m.model = h.Models[0]

@@ -115,3 +115,23 @@ func fill(t *testing.T, file string, src []byte) []byte {
 	}
 	return []byte(strings.ReplaceAll(s, escaped, "${"))
 }
+
+// TestAgentsDoNotCallHome: the cluster's agents must not ask HashiCorp's
+// checkpoint service for new versions (found running them in the cluster in
+// a box: every agent did, through the NAT gateway on AWS).
+func TestAgentsDoNotCallHome(t *testing.T) {
+	t.Parallel()
+	setting := regexp.MustCompile(`(?m)^disable_update_check\s*=\s*true\s*$`)
+	for file, placeholders := range agentConfigs {
+		if placeholders == nil {
+			continue // nomad/dev.hcl: the dev agent on a laptop
+		}
+		src, err := os.ReadFile(filepath.Join("..", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !setting.Match(src) {
+			t.Errorf("%s does not set disable_update_check = true at the top level", file)
+		}
+	}
+}

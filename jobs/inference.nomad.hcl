@@ -4,8 +4,9 @@
 #
 # Rendered and submitted by `go run ./tools/submit`; docs/nomad.md explains
 # every variable. The same file runs on AWS (exec driver, binaries in
-# bin_dir, model cached on a host volume) and on a laptop with
-# jobs/local.vars.hcl (raw_exec, the checkout's binaries, model artifact).
+# bin_dir, model cached on a host volume, or fetched from the artifacts
+# bucket) and on a laptop with jobs/local.vars.hcl (raw_exec, the
+# checkout's binaries, model artifact).
 
 variable "region" {
   description = "Nomad region the job runs in."
@@ -49,7 +50,7 @@ variable "driver" {
 }
 
 variable "bin_dir" {
-  description = "Absolute directory on the node holding the service binaries (used when inference_binary_url is empty). It must be under /usr for the exec driver's chroot."
+  description = "Absolute directory on the node holding the service binaries (used when inference_binary_url is empty). With the exec driver it must be in the client's chroot_env: /usr/local/bin is (nomad/client.hcl)."
   type        = string
   default     = "/usr/local/bin"
 }
@@ -88,10 +89,23 @@ variable "consul_addr" {
   default     = "127.0.0.1:8500"
 }
 
-variable "rpc_token_var" {
-  description = "Path of the Nomad Variable whose item rpc_token is the shared RPC token. Every job in the namespace may read nomad/jobs."
+variable "secrets_var" {
+  description = "Path of the Nomad Variable holding this job's secrets (inference_token). A job's tasks may read nomad/jobs/<job ID> and no other job's path."
   type        = string
-  default     = "nomad/jobs"
+  default     = "nomad/jobs/slm-inference"
+
+  # One submission's values go to all three jobs: a secrets_var given
+  # there would point two of them at a path their tasks cannot read.
+  validation {
+    condition     = var.secrets_var == "nomad/jobs/slm-inference" || substr(var.secrets_var, 0, 25) == "nomad/jobs/slm-inference/"
+    error_message = "The secrets_var of slm-inference must be nomad/jobs/slm-inference or the path of one of its groups or tasks below it: its tasks may read no other. It is one value for every job of a submission, so set it only when submitting this job alone (-job inference)."
+  }
+}
+
+variable "rpc_tls" {
+  description = "RPC over TLS between tiers, with the certificates in the job's variable (inference_cert, inference_key). false on one machine, where the hops never leave it."
+  type        = bool
+  default     = true
 }
 
 variable "log_level" {
@@ -176,7 +190,7 @@ variable "inference_ctx" {
 }
 
 variable "model_url" {
-  description = "https URL of the GGUF model (with model_cache_dir and raw_exec, a path on the node also works)."
+  description = "URL of the GGUF model: https (with model_cache_dir and raw_exec, a path on the node also works), or go-getter's S3 form s3::https://<bucket>.s3.<region>.amazonaws.com/<key>, which tools/release -model writes for the artifacts bucket: Nomad fetches that one with the node's instance role."
   type        = string
   default     = "https://huggingface.co/ggml-org/gemma-3-270m-it-GGUF/resolve/main/gemma-3-270m-it-Q8_0.gguf"
 }
@@ -198,6 +212,32 @@ variable "model_sha256" {
   }
 }
 
+variable "extra_models" {
+  description = "Models served beside the default one (model_url, model_name, model_sha256, inference_count), each by a task group of its own named inference-<name>: a list of { name, url, sha256, count }, url as model_url takes it. The caller routes a request to the instances of the model it names, and one that names none to model_name. A running group keeps its count across submissions (nomad job scale slm-inference inference-<name> N changes it); count is what a new group starts with."
+  type = list(object({
+    name   = string
+    url    = string
+    sha256 = string
+    count  = number
+  }))
+  default = []
+
+  validation {
+    condition     = length([for m in var.extra_models : m if m.name == "" || regex_replace(m.name, "[a-z0-9._-]", "") != ""]) == 0 && length(distinct([for m in var.extra_models : m.name])) == length(var.extra_models)
+    error_message = "Each of extra_models needs a name of its own, made of lowercase letters, digits, dots, dashes and underscores."
+  }
+
+  validation {
+    condition     = length([for m in var.extra_models : m if strlen(m.sha256) != 64 || regex_replace(m.sha256, "[0-9a-f]", "") != ""]) == 0
+    error_message = "The sha256 of each of extra_models must be 64 lowercase hex digits."
+  }
+
+  validation {
+    condition     = length([for m in var.extra_models : m if m.count < 0 || floor(m.count) != m.count]) == 0
+    error_message = "The count of each of extra_models must be a whole number, 0 or more."
+  }
+}
+
 variable "model_cache_volume" {
   description = "Client host volume that caches the model across restarts and deployments (nomad/client.hcl declares it). Empty: fetch the model as an artifact into each allocation instead."
   type        = string
@@ -208,6 +248,12 @@ variable "model_cache_dir" {
   description = "Directory on the node that caches the model, for drivers without volume mounts (raw_exec); used only when model_cache_volume is empty. Empty too: the model is an artifact."
   type        = string
   default     = ""
+}
+
+variable "inference_disk" {
+  description = "Disk in MB each instance reserves on its node (ephemeral_disk.size) when the model is an s3:: URL and lives in the allocation: the model, the binary and the logs."
+  type        = number
+  default     = 1024
 }
 
 variable "startup_grace" {
@@ -232,18 +278,32 @@ locals {
   # Where the model cache volume is mounted inside the task.
   model_mount = "/srv/slm-models"
 
+  # Every model the job serves, one task group each: the default model in
+  # group "inference", then extra_models in groups named after them.
+  #
+  # An s3:: model is in the cluster's private artifacts bucket, which only
+  # Nomad's artifact fetcher can read (the agent, with the node's instance
+  # role; tasks cannot reach the metadata service, so the service could not
+  # sign a request). Nomad fetches artifacts into the task dir of every new
+  # allocation, before any task could look at a cache, so the cache is the
+  # allocation's own disk made sticky (the group's ephemeral_disk): a
+  # replacement on the same node (an update, a reschedule) gets its
+  # predecessor's local/ moved over, and the fetcher skips a file whose
+  # sha256 already matches. The host volume is not used then.
+  #
   # With a cache (the host volume, or a directory for raw_exec), the service
-  # downloads the model itself, checks it against model_sha256, and later
+  # downloads the model itself, checks it against its sha256, and later
   # starts on the node reuse it. Without one, Nomad's artifact block fetches
   # and checks it into each allocation's task dir.
-  model_cache    = var.model_cache_volume != "" ? local.model_mount : var.model_cache_dir
-  model_artifact = local.model_cache == ""
-  model_args = local.model_artifact ? [
-    "-model=${NOMAD_TASK_DIR}/model.gguf",
-    ] : [
-    "-model=${var.model_url}",
-    "-cache-dir=${local.model_cache}",
-  ]
+  models = concat(
+    [{ group = "inference", name = var.model_name, url = var.model_url, sha256 = var.model_sha256, count = var.inference_count }],
+    [for m in var.extra_models : merge(m, { group = "inference-${m.name}" })],
+  )
+  groups = { for m in local.models : m.group => merge(m, {
+    s3     = substr(m.url, 0, 4) == "s3::"
+    volume = substr(m.url, 0, 4) == "s3::" ? "" : var.model_cache_volume
+    cache  = substr(m.url, 0, 4) == "s3::" ? "" : (var.model_cache_volume != "" ? local.model_mount : var.model_cache_dir)
+  }) }
 }
 
 job "slm-inference" {
@@ -262,177 +322,218 @@ job "slm-inference" {
     value     = var.inference_role
   }
 
-  group "inference" {
-    count = var.inference_count
+  dynamic "group" {
+    for_each = local.groups
+    labels   = [group.key]
 
-    # Instances go to different nodes whenever there is room: a node lost
-    # takes one instance, not all. A spread rather than distinct_hosts: the
-    # reserved cores already keep two instances off each other's CPUs, and
-    # distinct_hosts would leave a canary or a rescheduled instance
-    # unplaceable whenever every inference node already runs one (and would
-    # break the single-node dev agent).
-    spread {
-      attribute = "${node.unique.id}"
-      weight    = 100
-    }
+    content {
+      count = group.value.count
 
-    # A binary built for AVX-512 dies of an illegal instruction elsewhere:
-    # with one, the job waits for a node that has it rather than crash-loop.
-    # ($${ is a literal ${: the node attribute is Nomad's to interpolate.)
-    dynamic "constraint" {
-      for_each = var.inference_x86_64_level == "" ? [] : [var.inference_x86_64_level]
-      content {
-        attribute = "$${meta.slm_x86_64_levels}"
-        operator  = "set_contains"
-        value     = constraint.value
-      }
-    }
-
-    network {
-      port "rpc" {}
-    }
-
-    dynamic "volume" {
-      for_each = var.model_cache_volume != "" ? [var.model_cache_volume] : []
-      labels   = ["models"]
-
-      content {
-        type      = "host"
-        source    = volume.value
-        read_only = false
-      }
-    }
-
-    update {
-      max_parallel      = 1
-      canary            = var.inference_canary
-      auto_promote      = var.inference_canary > 0
-      auto_revert       = true
-      health_check      = "checks"
-      min_healthy_time  = "10s"
-      healthy_deadline  = "15m"
-      progress_deadline = "20m"
-    }
-
-    restart {
-      attempts = 3
-      interval = "10m"
-      delay    = "15s"
-      mode     = "fail"
-    }
-
-    reschedule {
-      delay          = "30s"
-      delay_function = "exponential"
-      max_delay      = "10m"
-      unlimited      = true
-    }
-
-    service {
-      provider = "consul"
-      name     = "slm-inference"
-      port     = "rpc"
-      tags     = ["slm-mesh", "rpc", "version-${var.version}"]
-
-      meta {
-        version = var.version
+      # Instances go to different nodes whenever there is room: a node lost
+      # takes one instance, not all. A spread rather than distinct_hosts: the
+      # reserved cores already keep two instances off each other's CPUs, and
+      # distinct_hosts would leave a canary or a rescheduled instance
+      # unplaceable whenever every inference node already runs one (and would
+      # break the single-node dev agent).
+      spread {
+        attribute = "${node.unique.id}"
+        weight    = 100
       }
 
-      # /health answers 503 while the model loads and 200 once it serves, so
-      # Consul only hands callers ready instances.
-      check {
-        name     = "inference health"
-        type     = "http"
-        path     = "/health"
-        interval = "10s"
-        timeout  = "3s"
-
-        check_restart {
-          limit = 3
-          grace = var.startup_grace
+      # A binary built for AVX-512 dies of an illegal instruction elsewhere:
+      # with one, the job waits for a node that has it rather than crash-loop.
+      # ($${ is a literal ${: the node attribute is Nomad's to interpolate.)
+      dynamic "constraint" {
+        for_each = var.inference_x86_64_level == "" ? [] : [var.inference_x86_64_level]
+        content {
+          attribute = "$${meta.slm_x86_64_levels}"
+          operator  = "set_contains"
+          value     = constraint.value
         }
       }
-    }
 
-    task "inference" {
-      driver = var.driver
-
-      # Consul deregisters the instance first, so callers stop sending new
-      # requests before SIGTERM starts the drain.
-      shutdown_delay = "5s"
-      kill_timeout   = "${var.drain_seconds + 15}s"
-
-      config {
-        command = local.command
-        args = concat([
-          "-addr=${NOMAD_ADDR_rpc}",
-          "-model-sha256=${var.model_sha256}",
-          "-model-name=${var.model_name}",
-          "-threads=${local.threads}",
-          "-parallel=${var.inference_parallel}",
-          "-ctx=${var.inference_ctx}",
-          "-kv-cache-type=${var.inference_kv_cache_type}",
-          "-drain-timeout=${var.drain_seconds}s",
-          "-log-level=${var.log_level}",
-          "-log-json",
-        ], local.model_args)
+      network {
+        port "rpc" {}
       }
 
-      dynamic "artifact" {
-        for_each = local.use_binary_artifact ? [var.inference_binary_url] : []
+      dynamic "volume" {
+        for_each = group.value.volume != "" ? [group.value.volume] : []
+        labels   = ["models"]
 
         content {
-          source      = artifact.value
-          destination = "local/inference"
-          mode        = "file"
+          type      = "host"
+          source    = volume.value
+          read_only = false
+        }
+      }
 
-          options {
-            checksum = "sha256:${var.inference_binary_sha256}"
+      # The s3:: model's cache (see locals): Nomad places a replacement on its
+      # predecessor's node when it fits and moves its local/ over.
+      dynamic "ephemeral_disk" {
+        for_each = group.value.s3 ? [var.inference_disk] : []
+
+        content {
+          sticky = true
+          size   = ephemeral_disk.value
+        }
+      }
+
+      update {
+        max_parallel      = 1
+        canary            = var.inference_canary
+        auto_promote      = var.inference_canary > 0
+        auto_revert       = true
+        health_check      = "checks"
+        min_healthy_time  = "10s"
+        healthy_deadline  = "15m"
+        progress_deadline = "20m"
+      }
+
+      restart {
+        attempts = 3
+        interval = "10m"
+        delay    = "15s"
+        mode     = "fail"
+      }
+
+      reschedule {
+        delay          = "30s"
+        delay_function = "exponential"
+        max_delay      = "10m"
+        unlimited      = true
+      }
+
+      service {
+        provider = "consul"
+        name     = "slm-inference"
+        port     = "rpc"
+        tags     = ["slm-mesh", "rpc", "version-${var.version}"]
+
+        meta {
+          version = var.version
+          model   = group.value.name
+        }
+
+        # /health answers 503 while the model loads and 200 once it serves, so
+        # Consul only hands callers ready instances.
+        # Over TLS when RPC is (see the caller's check).
+        check {
+          name            = "inference health"
+          type            = "http"
+          protocol        = var.rpc_tls ? "https" : "http"
+          tls_skip_verify = var.rpc_tls
+          path            = "/health"
+          interval        = "10s"
+          timeout         = "3s"
+
+          check_restart {
+            limit = 3
+            grace = var.startup_grace
           }
         }
       }
 
-      dynamic "artifact" {
-        for_each = local.model_artifact ? [var.model_url] : []
+      task "inference" {
+        driver = var.driver
 
-        content {
-          source      = artifact.value
-          destination = "local/model.gguf"
-          mode        = "file"
+        # Consul deregisters the instance first, so callers stop sending new
+        # requests before SIGTERM starts the drain.
+        shutdown_delay = "5s"
+        kill_timeout   = "${var.drain_seconds + 15}s"
 
-          options {
-            checksum = "sha256:${var.model_sha256}"
+        config {
+          command = local.command
+          args = concat([
+            "-addr=${NOMAD_ADDR_rpc}",
+            "-model-sha256=${group.value.sha256}",
+            "-model-name=${group.value.name}",
+            "-threads=${local.threads}",
+            "-parallel=${var.inference_parallel}",
+            "-ctx=${var.inference_ctx}",
+            "-kv-cache-type=${var.inference_kv_cache_type}",
+            "-drain-timeout=${var.drain_seconds}s",
+            "-log-level=${var.log_level}",
+            "-log-json",
+            ], group.value.cache == "" ? ["-model=${NOMAD_TASK_DIR}/model.gguf"] : ["-model=${group.value.url}", "-cache-dir=${group.value.cache}"], var.rpc_tls ? [
+            "-tls-cert=${NOMAD_SECRETS_DIR}/rpc.pem",
+            "-tls-key=${NOMAD_SECRETS_DIR}/rpc-key.pem",
+          ] : [])
+        }
+
+        dynamic "artifact" {
+          for_each = local.use_binary_artifact ? [var.inference_binary_url] : []
+
+          content {
+            source      = artifact.value
+            destination = "local/inference"
+            mode        = "file"
+
+            options {
+              checksum = "sha256:${var.inference_binary_sha256}"
+            }
           }
         }
-      }
 
-      dynamic "volume_mount" {
-        for_each = var.model_cache_volume != "" ? ["models"] : []
+        dynamic "artifact" {
+          for_each = group.value.cache == "" ? [group.value.url] : []
 
-        content {
-          volume      = volume_mount.value
-          destination = local.model_mount
+          content {
+            source      = artifact.value
+            destination = "local/model.gguf"
+            mode        = "file"
+
+            options {
+              checksum = "sha256:${group.value.sha256}"
+            }
+          }
         }
-      }
 
-      # The shared RPC token comes from Nomad Variables at run time; it is
-      # never part of the job. The task waits until the variable exists.
-      template {
-        destination = "${NOMAD_SECRETS_DIR}/rpc.env"
-        env         = true
-        change_mode = "restart"
-        data        = <<-EOT
-        {{- with nomadVar "${var.rpc_token_var}" }}
-        SLM_RPC_TOKEN={{ .rpc_token }}
-        {{- end }}
-        EOT
-      }
+        dynamic "volume_mount" {
+          for_each = group.value.volume != "" ? ["models"] : []
 
-      # cores and cpu exclude each other: null leaves one of them unset.
-      resources {
-        cores  = var.inference_cores > 0 ? var.inference_cores : null
-        cpu    = var.inference_cores > 0 ? null : var.inference_cpu
-        memory = var.inference_memory
+          content {
+            volume      = volume_mount.value
+            destination = local.model_mount
+          }
+        }
+
+        # Inference's RPC certificate (it names slm-inference).
+        # From the job's own Nomad Variable, as the tokens; never in the job.
+        # Written into the task's own secrets directory, which no other task
+        # reaches, readable by the task's user.
+        dynamic "template" {
+          for_each = var.rpc_tls ? {
+            "rpc.pem"     = "inference_cert"
+            "rpc-key.pem" = "inference_key"
+          } : {}
+
+          content {
+            destination = "${NOMAD_SECRETS_DIR}/${template.key}"
+            change_mode = "restart"
+            data        = "{{ with nomadVar \"${var.secrets_var}\" }}{{ .${template.value} }}{{ end }}"
+          }
+        }
+
+        # The token callers must present (item inference_token) comes from
+        # the job's own Nomad Variable at run time and is never part of the
+        # job. The task waits until the variable exists.
+        template {
+          destination = "${NOMAD_SECRETS_DIR}/rpc.env"
+          env         = true
+          change_mode = "restart"
+          data        = <<-EOT
+          {{- with nomadVar "${var.secrets_var}" }}
+          SLM_RPC_TOKEN={{ .inference_token }}
+          {{- end }}
+          EOT
+        }
+
+        # cores and cpu exclude each other: null leaves one of them unset.
+        resources {
+          cores  = var.inference_cores > 0 ? var.inference_cores : null
+          cpu    = var.inference_cores > 0 ? null : var.inference_cpu
+          memory = var.inference_memory
+        }
       }
     }
   }

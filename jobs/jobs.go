@@ -50,6 +50,10 @@ type Job struct {
 	ID string
 	// File is the template's file name in this package: "gateway.nomad.hcl".
 	File string
+	// Secrets are the items the job's Nomad Variable (its secrets_var,
+	// nomad/jobs/<ID> by default) must hold before its tasks can start;
+	// TLSSecrets those it must hold too when rpc_tls is on.
+	Secrets, TLSSecrets []string
 
 	// src, when set, replaces the embedded file (tests use it).
 	src []byte
@@ -59,9 +63,12 @@ type Job struct {
 // the tier below it to be healthy (the gateway's /health proves the whole
 // chain), so inference goes first and the gateway last.
 var All = []Job{
-	{Name: "inference", ID: "slm-inference", File: "inference.nomad.hcl"},
-	{Name: "caller", ID: "slm-caller", File: "caller.nomad.hcl"},
-	{Name: "gateway", ID: "slm-gateway", File: "gateway.nomad.hcl"},
+	{Name: "inference", ID: "slm-inference", File: "inference.nomad.hcl",
+		Secrets: []string{"inference_token"}, TLSSecrets: []string{"inference_cert", "inference_key"}},
+	{Name: "caller", ID: "slm-caller", File: "caller.nomad.hcl",
+		Secrets: []string{"caller_token", "inference_token"}, TLSSecrets: []string{"caller_cert", "caller_key", "rpc_ca"}},
+	{Name: "gateway", ID: "slm-gateway", File: "gateway.nomad.hcl",
+		Secrets: []string{"caller_token"}, TLSSecrets: []string{"rpc_ca"}},
 }
 
 // Lookup returns the job with the given short name or ID.
@@ -179,6 +186,12 @@ func (r *Rendered) String(name string) string {
 		return ""
 	}
 	return v.AsString()
+}
+
+// Bool returns the value of a bool variable, false when it has none.
+func (r *Rendered) Bool(name string) bool {
+	v, ok := r.Values[name]
+	return ok && !v.IsNull() && v.IsKnown() && v.Type() == cty.Bool && v.True()
 }
 
 // variable is a variable block of a template.

@@ -196,7 +196,7 @@ func TestLookup(t *testing.T) {
 }
 
 // TestNoSecrets: no token, key or password is written in a job; the RPC
-// token reaches the tasks only through the Nomad Variables template.
+// tokens reach the tasks only through the Nomad Variables template.
 func TestNoSecrets(t *testing.T) {
 	t.Parallel()
 	assignment := regexp.MustCompile(`(?i)(token|api_keys?|secret|password)[a-z_]*\s*=\s*"[^"$]`)
@@ -210,9 +210,9 @@ func TestNoSecrets(t *testing.T) {
 			if m := assignment.FindString(text); m != "" {
 				t.Errorf("%s/%s writes a secret: %q", variant, r.Job.Name, m)
 			}
-			for _, bad := range []string{"-rpc-token", "-api-keys", "SLM_RPC_TOKEN="} {
+			for _, bad := range []string{"-rpc-token", "-inference-token", "-api-keys", "SLM_RPC_TOKEN=", "SLM_INFERENCE_TOKEN="} {
 				for _, line := range strings.Split(text, "\n") {
-					if strings.Contains(line, bad) && !strings.Contains(line, "{{ .rpc_token }}") {
+					if strings.Contains(line, bad) && !strings.Contains(line, "_token }}") {
 						t.Errorf("%s/%s: %q", variant, r.Job.Name, strings.TrimSpace(line))
 					}
 				}

@@ -23,6 +23,9 @@ inference_role = "private"
 # (the cache `make run` fills).
 model_cache_volume = ""
 
+# Every hop stays on this machine: plain RPC, no certificates to make.
+rpc_tls = false
+
 # Keep the API on loopback, without a rate limit.
 gateway_bind       = "127.0.0.1"
 gateway_rate_limit = 0

@@ -51,7 +51,7 @@ func TestInferencePlacement(t *testing.T) {
 				t.Fatalf("validations fail for %v", failed)
 			}
 			s := parseSpec(t, tc.name, r)
-			group := s.one(s.job, "group")
+			group := s.group()
 			task := s.one(group, "task")
 			res := s.one(task, "resources")
 			if cores, cpu := s.optNum(res, "cores"), s.optNum(res, "cpu"); cores != tc.cores || cpu != tc.cpu {
@@ -111,7 +111,7 @@ func TestInferenceCPULevel(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := parseSpec(t, "level "+level, r)
-		cs := s.dynamic(s.one(s.job, "group"), "constraint")
+		cs := s.dynamic(s.group(), "constraint")
 		if len(cs) != want {
 			t.Fatalf("level %q: %d CPU constraints, want %d", level, len(cs), want)
 		}
@@ -144,7 +144,7 @@ func TestGatewayEdge(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := parseSpec(t, tc.name, r)
-		group := s.one(s.job, "group")
+		group := s.group()
 		if got := s.ctx.Variables["local"].GetAttr("bind").AsString(); got != tc.bind {
 			t.Errorf("%s: bind %q, want %q", tc.name, got, tc.bind)
 		}

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
@@ -36,11 +37,12 @@ func parseSpec(t *testing.T, name string, r *Rendered) *spec {
 	s.ctx = &hcl.EvalContext{Variables: map[string]cty.Value{
 		"var":   cty.ObjectVal(r.Values),
 		"local": cty.EmptyObjectVal,
-	}}
+	}, Functions: nomadFunctions}
 	body := f.Body.(*hclsyntax.Body)
 	// Locals may refer to each other: evaluate until nothing new resolves.
 	locals := map[string]cty.Value{}
-	for range 3 {
+	for before := -1; len(locals) > before; {
+		before = len(locals)
 		for _, b := range blocksOf(body, "locals") {
 			for n, a := range b.Body.Attributes {
 				if v, diags := a.Expr.Value(s.ctx); !diags.HasErrors() {
@@ -95,13 +97,64 @@ func (s *spec) dynamic(body *hclsyntax.Body, typ string) []*hclsyntax.Body {
 		it := each.ElementIterator()
 		it.Next()
 		key, val := it.Element()
-		ctx := s.ctx.NewChild()
+		ctx := s.ctxOf(b.Body).NewChild()
 		ctx.Variables = map[string]cty.Value{typ: cty.ObjectVal(map[string]cty.Value{"key": key, "value": val})}
 		content := s.one(b.Body, "content")
 		s.scope(content, ctx)
 		out = append(out, content)
 	}
 	return out
+}
+
+// eachGroup calls fn with each task group of the job, by name: its group
+// blocks, and one group per element of its dynamic "group" blocks, whose
+// content is scoped to that element while fn runs.
+func (s *spec) eachGroup(fn func(name string, group *hclsyntax.Body)) {
+	s.t.Helper()
+	for _, b := range blocksOf(s.job, "group") {
+		fn(b.Labels[0], b.Body)
+	}
+	for _, b := range blocksOf(s.job, "dynamic") {
+		if b.Labels[0] != "group" {
+			continue
+		}
+		for it := s.eval(b.Body, "for_each").ElementIterator(); it.Next(); {
+			key, val := it.Element()
+			ctx := s.ctxOf(b.Body).NewChild()
+			ctx.Variables = map[string]cty.Value{"group": cty.ObjectVal(map[string]cty.Value{"key": key, "value": val})}
+			labels, diags := b.Body.Attributes["labels"].Expr.Value(ctx)
+			if diags.HasErrors() || labels.LengthInt() != 1 {
+				s.t.Fatalf("%s: dynamic group labels: %s", s.name, diags.Error())
+			}
+			content := s.one(b.Body, "content")
+			s.scope(content, ctx)
+			fn(labels.Index(cty.NumberIntVal(0)).AsString(), content)
+		}
+	}
+}
+
+// group returns the job's only task group.
+func (s *spec) group() *hclsyntax.Body {
+	s.t.Helper()
+	var names []string
+	var only *hclsyntax.Body
+	s.eachGroup(func(name string, g *hclsyntax.Body) {
+		names = append(names, name)
+		only = g
+	})
+	if len(names) != 1 {
+		s.t.Fatalf("%s: want one task group, found %v", s.name, names)
+	}
+	return only
+}
+
+// ctxOf is the evaluation context of body: its dynamic block's element,
+// or the job's.
+func (s *spec) ctxOf(body *hclsyntax.Body) *hcl.EvalContext {
+	if c, ok := s.iter[body]; ok {
+		return c
+	}
+	return s.ctx
 }
 
 // scope makes ctx the evaluation context of body and its nested blocks.
@@ -118,11 +171,7 @@ func (s *spec) eval(body *hclsyntax.Body, attr string) cty.Value {
 	if !ok {
 		s.t.Fatalf("%s: no attribute %s", s.name, attr)
 	}
-	ctx := s.ctx
-	if c, ok := s.iter[body]; ok {
-		ctx = c
-	}
-	v, diags := a.Expr.Value(ctx)
+	v, diags := a.Expr.Value(s.ctxOf(body))
 	if diags.HasErrors() {
 		s.t.Fatalf("%s: %s: %s", s.name, attr, diags.Error())
 	}
@@ -225,7 +274,7 @@ func TestStructure(t *testing.T) {
 				t.Errorf("%s: constraint %s %s %s", s.name, s.text(c, "attribute"), s.text(c, "operator"), s.text(c, "value"))
 			}
 
-			group := s.one(s.job, "group")
+			group := s.group()
 			if s.num(group, "count") < 1 {
 				t.Errorf("%s: count < 1", s.name)
 			}
@@ -309,11 +358,20 @@ func TestStructure(t *testing.T) {
 				t.Errorf("%s: command %q does not use bin_dir", s.name, command)
 			}
 
-			// The RPC token: from Nomad Variables, into the environment.
+			// The tokens: from the job's own Nomad Variable, each item the
+			// job needs into the environment, and no other.
 			tpl := s.one(task, "template")
 			data := s.text(tpl, "data")
-			if !s.boolean(tpl, "env") || !strings.Contains(data, `nomadVar "${var.rpc_token_var}"`) || !strings.Contains(data, "SLM_RPC_TOKEN={{ .rpc_token }}") {
+			if !s.boolean(tpl, "env") || !strings.Contains(data, `nomadVar "${var.secrets_var}"`) {
 				t.Errorf("%s: template env=%s data=%s", s.name, s.text(tpl, "env"), data)
+			}
+			if p := r.String("secrets_var"); p != "nomad/jobs/"+r.Job.ID {
+				t.Errorf("%s: secrets_var %q: a task reads only nomad/jobs/%s", s.name, p, r.Job.ID)
+			}
+			for _, item := range []string{"caller_token", "inference_token"} {
+				if uses := strings.Contains(data, "{{ ."+item+" }}"); uses != slices.Contains(r.Job.Secrets, item) {
+					t.Errorf("%s: template reads %s: %v, want %v", s.name, item, uses, !uses)
+				}
 			}
 			res := s.one(task, "resources")
 			if s.str(task, "driver") == "" || s.num(res, "memory") < 64 {
@@ -327,32 +385,69 @@ func TestStructure(t *testing.T) {
 	}
 }
 
-// TestModelChecksum: the model is pinned by its sha256 both ways it can
+// args is the task's config.args as Nomad receives them: every variable
+// and local evaluated, and Nomad's run-time ${NOMAD_...} references kept as
+// they are written, for the client to fill in.
+func (s *spec) args(task *hclsyntax.Body) []string {
+	s.t.Helper()
+	config := s.one(task, "config")
+	ctx := s.ctxOf(config).NewChild()
+	ctx.Variables = map[string]cty.Value{}
+	for _, tr := range config.Attributes["args"].Expr.Variables() {
+		if name := tr.RootName(); strings.HasPrefix(name, "NOMAD_") {
+			ctx.Variables[name] = cty.StringVal("${" + name + "}")
+		}
+	}
+	v, diags := config.Attributes["args"].Expr.Value(ctx)
+	if diags.HasErrors() {
+		s.t.Fatalf("%s: args: %s", s.name, diags.Error())
+	}
+	var out []string
+	for it := v.ElementIterator(); it.Next(); {
+		_, e := it.Element()
+		out = append(out, e.AsString())
+	}
+	return out
+}
+
+// TestModelChecksum: the model is pinned by its sha256 every way it can
 // arrive: downloaded by the service into the host volume cache (default),
-// or fetched by Nomad as an artifact (local).
+// fetched by Nomad as an artifact (local), or, from the artifacts bucket
+// (an s3:: URL, with the default and the local values), fetched by Nomad
+// into an allocation whose disk a replacement on the node inherits.
 func TestModelChecksum(t *testing.T) {
 	t.Parallel()
 	inference, _ := Lookup("inference")
 	cases := variants(t)
 	cases["cachedir"] = localValues(t)
 	mustNil(t, cases["cachedir"].AddFlag("model_cache_dir=/var/cache/slm-mesh"))
+	const s3Model = "s3::https://slm-mesh-artifacts-1a2b.s3.eu-west-1.amazonaws.com/models/0ef57d2c838458a1952664260dcba38e5bdda37494f3af732f06e4add24068e3/gemma-3-270m-it-Q8_0.gguf"
+	cases["s3"] = &Values{}
+	mustNil(t, cases["s3"].AddFlag("model_url="+s3Model))
+	cases["s3-local"] = localValues(t)
+	mustNil(t, cases["s3-local"].AddFlag("model_url="+s3Model))
 	for variant, vals := range cases {
 		r, err := Render(inference, vals)
 		if err != nil {
 			t.Fatal(err)
 		}
 		s := parseSpec(t, variant, r)
-		group := s.one(s.job, "group")
+		group := s.group()
 		task := s.one(group, "task")
 		sha := r.String("model_sha256")
 		if len(sha) != 64 {
 			t.Fatalf("%s: model_sha256 %q", s.name, sha)
 		}
-		if args := s.text(s.one(task, "config"), "args"); !strings.Contains(args, `"-model-sha256=${var.model_sha256}"`) {
-			t.Errorf("%s: the service is not given the model's sha256: %s", s.name, args)
+		args := s.args(task)
+		if !slices.Contains(args, "-model-sha256="+sha) {
+			t.Errorf("%s: the service is not given the model's sha256: %q", s.name, args)
 		}
 		artifacts := s.dynamic(task, "artifact")
 		volumes := s.dynamic(group, "volume")
+		disks := s.dynamic(group, "ephemeral_disk")
+		if s3 := strings.HasPrefix(variant, "s3"); s3 != (len(disks) == 1) {
+			t.Errorf("%s: %d ephemeral_disk blocks; want the sticky one only for an s3:: model", s.name, len(disks))
+		}
 		switch variant {
 		case "default":
 			if len(artifacts) != 0 || len(volumes) != 1 || len(s.dynamic(task, "volume_mount")) != 1 {
@@ -365,9 +460,8 @@ func TestModelChecksum(t *testing.T) {
 			if len(artifacts) != 0 || len(volumes) != 0 || len(s.dynamic(task, "volume_mount")) != 0 {
 				t.Fatalf("%s: want neither artifact nor volume; got %d artifacts, %d volumes", s.name, len(artifacts), len(volumes))
 			}
-			locals := s.ctx.Variables["local"]
-			if got := locals.GetAttr("model_cache"); got.AsString() != "/var/cache/slm-mesh" {
-				t.Errorf("%s: model cache %#v", s.name, got)
+			if !slices.Contains(args, "-cache-dir=/var/cache/slm-mesh") || !slices.Contains(args, "-model="+r.String("model_url")) {
+				t.Errorf("%s: the service does not download the model into the cache directory: %q", s.name, args)
 			}
 		case "local":
 			if len(artifacts) != 1 || len(volumes) != 0 {
@@ -375,6 +469,29 @@ func TestModelChecksum(t *testing.T) {
 			}
 			if got := s.str(s.one(artifacts[0], "options"), "checksum"); got != "sha256:"+sha {
 				t.Errorf("%s: artifact checksum %q", s.name, got)
+			}
+		case "s3", "s3-local":
+			// Only Nomad's fetcher holds the node's credentials: the
+			// model is an artifact, checked by its sha256, whatever
+			// cache the other variables name.
+			if len(artifacts) != 1 || len(volumes) != 0 || len(s.dynamic(task, "volume_mount")) != 0 {
+				t.Fatalf("%s: want the model artifact and no volume; got %d artifacts, %d volumes", s.name, len(artifacts), len(volumes))
+			}
+			a := artifacts[0]
+			if s.str(a, "source") != s3Model || s.str(a, "mode") != "file" || s.str(s.one(a, "options"), "checksum") != "sha256:"+sha {
+				t.Errorf("%s: artifact source %s mode %s checksum %s", s.name, s.text(a, "source"), s.text(a, "mode"), s.text(s.one(a, "options"), "checksum"))
+			}
+			// It lands in local/, the directory a sticky disk hands on to
+			// the allocation that replaces this one on the node; the
+			// service is started on that file.
+			if dest := s.str(a, "destination"); dest != "local/model.gguf" {
+				t.Errorf("%s: artifact lands in %q, want local/model.gguf", s.name, dest)
+			}
+			if !slices.Contains(args, "-model=${NOMAD_TASK_DIR}/model.gguf") || slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "-cache-dir=") }) {
+				t.Errorf("%s: the service is started with %q, not on the artifact", s.name, args)
+			}
+			if len(disks) == 1 && (!s.boolean(disks[0], "sticky") || s.num(disks[0], "size") < 300) {
+				t.Errorf("%s: ephemeral_disk sticky=%s size=%s", s.name, s.text(disks[0], "sticky"), s.text(disks[0], "size"))
 			}
 		}
 	}
@@ -393,7 +510,7 @@ func TestBinaryArtifact(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := parseSpec(t, j.Name, r)
-		task := s.one(s.one(s.job, "group"), "task")
+		task := s.one(s.group(), "task")
 		var found bool
 		for _, a := range s.dynamic(task, "artifact") {
 			if s.str(a, "source") == "https://releases.example.com/slm-mesh/"+j.Name {
@@ -420,10 +537,13 @@ func TestBinaryArtifact(t *testing.T) {
 var nomadFunctions = map[string]function.Function{
 	"concat":        stdlib.ConcatFunc,
 	"contains":      stdlib.ContainsFunc,
+	"distinct":      stdlib.DistinctFunc,
 	"floor":         stdlib.FloorFunc,
 	"length":        stdlib.LengthFunc,
+	"merge":         stdlib.MergeFunc,
 	"regex_replace": stdlib.RegexReplaceFunc,
 	"strlen":        stdlib.StrlenFunc,
+	"substr":        stdlib.SubstrFunc,
 }
 
 // validations evaluates the condition of every variable validation block of
@@ -474,6 +594,8 @@ func TestVariableValidations(t *testing.T) {
 		"model_sha256=0ef57d2c": "model_sha256",
 		"inference_binary_sha256=" + strings.Repeat("G", 64): "inference_binary_sha256",
 		"inference_x86_64_level=x86-64-v4":                   "inference_x86_64_level",
+		"secrets_var=nomad/jobs/slm-caller":                  "secrets_var",
+		"secrets_var=nomad/jobs/slm-inferencer":              "secrets_var",
 	} {
 		var v Values
 		mustNil(t, v.AddFlag(flag))

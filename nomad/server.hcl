@@ -20,6 +20,10 @@ region     = "${region}"
 data_dir  = "/opt/slm-data/nomad"
 bind_addr = "0.0.0.0"
 
+# No calls home: the agents would ask checkpoint-api.hashicorp.com for new
+# versions through the NAT gateway (upgrades are deliberate, see install.sh).
+disable_update_check = true
+
 advertise {
   http = "{{ GetPrivateIP }}"
   rpc  = "{{ GetPrivateIP }}"
@@ -33,6 +37,11 @@ server {
   server_join {
     retry_join = ["${retry_join}"]
   }
+
+  # Client nodes come and go with their Auto Scaling groups: a terminated
+  # node shows down, then is forgotten once down this long (the default,
+  # 24h, would list every replaced node for a day).
+  node_gc_threshold = "1h"
 }
 
 acl {
@@ -41,9 +50,11 @@ acl {
 
 # Mutual TLS on RPC: only agents with a certificate from the cluster's CA
 # join, and a client must see "server.<region>.nomad" in a server's
-# certificate. The HTTP API is HTTPS too; it authenticates callers by ACL
-# token rather than by client certificate, so the UI works through a port
-# forward in a browser.
+# certificate. The HTTP API is HTTPS too and asks every caller for a
+# certificate of the same CA before any ACL token counts: a task or host
+# in the VPC without one gets no answer at all. Operators hold one
+# (terraform/aws output nomad_env); tasks reach the API only through
+# Nomad's Task API socket, with their workload identity.
 tls {
   http                   = true
   rpc                    = true
@@ -51,7 +62,7 @@ tls {
   cert_file              = "/etc/nomad.d/tls/agent.pem"
   key_file               = "/etc/nomad.d/tls/agent-key.pem"
   verify_server_hostname = true
-  verify_https_client    = false
+  verify_https_client    = true
 }
 
 consul {

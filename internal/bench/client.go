@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/slm-mesh/slm-mesh/internal/openai"
 )
 
 // Client sends chat completions to one OpenAI-compatible endpoint.
@@ -81,25 +83,6 @@ func (req Request) messages() []Message {
 	return []Message{{Role: "user", Content: req.Prompt}}
 }
 
-// chunk is the part of a chat.completion.chunk the benchmark reads.
-type chunk struct {
-	Choices []struct {
-		Delta struct {
-			Content string `json:"content"`
-		} `json:"delta"`
-	} `json:"choices"`
-	Usage *struct {
-		PromptTokens        int `json:"prompt_tokens"`
-		CompletionTokens    int `json:"completion_tokens"`
-		PromptTokensDetails struct {
-			CachedTokens int `json:"cached_tokens"`
-		} `json:"prompt_tokens_details"`
-	} `json:"usage"`
-	Error *struct {
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
 // Stream sends req as a streaming chat completion and times it from the
 // client's side: the first and last content chunk and the end of the
 // response. Token counts come from the final usage chunk
@@ -159,15 +142,16 @@ func (c *Client) Stream(ctx context.Context, req Request) Sample {
 	chunks := 0
 	err = ReadSSE(resp.Body, func(data []byte) error {
 		now := time.Since(s.Start)
-		var ch chunk
-		if err := json.Unmarshal(data, &ch); err != nil {
+		ch, err := openai.DecodeChunk(data)
+		var apiErr *openai.Error
+		if errors.As(err, &apiErr) {
+			return fmt.Errorf("error in stream: %s", apiErr.Message)
+		}
+		if err != nil {
 			return fmt.Errorf("bad chunk %.200q: %w", data, err)
 		}
-		if ch.Error != nil {
-			return fmt.Errorf("error in stream: %s", ch.Error.Message)
-		}
 		for _, choice := range ch.Choices {
-			if choice.Delta.Content == "" {
+			if choice.Delta.Content == nil || *choice.Delta.Content == "" {
 				continue
 			}
 			if chunks == 0 {
@@ -176,7 +160,7 @@ func (c *Client) Stream(ctx context.Context, req Request) Sample {
 			s.LastToken = now
 			chunks++
 			if req.KeepText {
-				text.WriteString(choice.Delta.Content)
+				text.WriteString(*choice.Delta.Content)
 			}
 		}
 		if ch.Usage != nil {
@@ -223,11 +207,7 @@ func (c *Client) Models(ctx context.Context) ([]string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /v1/models: HTTP %d", resp.StatusCode)
 	}
-	var list struct {
-		Data []struct {
-			ID string `json:"id"`
-		} `json:"data"`
-	}
+	var list openai.ModelList
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&list); err != nil {
 		return nil, fmt.Errorf("GET /v1/models: %w", err)
 	}

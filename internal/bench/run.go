@@ -75,6 +75,18 @@ type Endpoint struct {
 	PIDs []int
 }
 
+// nameModel gives the endpoint's client a model when it has none: servers
+// with several models (ollama) need one named, and the first listed is
+// taken. An endpoint without /v1/models is fine.
+func (ep Endpoint) nameModel(ctx context.Context) {
+	if ep.Client.Model != "" {
+		return
+	}
+	if ids, err := ep.Client.Models(ctx); err == nil && len(ids) > 0 {
+		ep.Client.Model = ids[0]
+	}
+}
+
 // Result holds the rows measured for each endpoint, in plan order.
 type Result struct {
 	Endpoints []string
@@ -93,13 +105,7 @@ func Run(ctx context.Context, out, progress io.Writer, plan Plan, eps []Endpoint
 	logf := func(format string, args ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", args...) }
 
 	for _, ep := range eps {
-		if ep.Client.Model == "" {
-			// Servers with several models (ollama) need one named; use
-			// the first listed. An endpoint without /v1/models is fine.
-			if ids, err := ep.Client.Models(ctx); err == nil && len(ids) > 0 {
-				ep.Client.Model = ids[0]
-			}
-		}
+		ep.nameModel(ctx)
 		logf("%s: %s model %q", ep.Name, ep.Client.BaseURL, ep.Client.Model)
 		for i := range plan.Warmup {
 			s := ep.Client.Stream(ctx, Request{Prompt: Prompt(plan.Prompts[0], i), MaxTokens: plan.MaxTokens,

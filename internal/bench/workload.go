@@ -2,7 +2,8 @@
 // workload — prompt lengths × concurrency levels, streaming requests timed
 // from the client — and summarises what it saw: time to first token,
 // per-stream and aggregate generation speed, latency, errors and the
-// server's memory. tools/bench is its command line.
+// server's memory; RunEmbed times /v1/embeddings the same way. tools/bench
+// is its command line.
 package bench
 
 import (
@@ -104,7 +105,7 @@ func RunLevel(ctx context.Context, c *Client, lvl Level, request func(i int) Req
 // one-token requests. It returns target words when the endpoint reports no
 // usage.
 func Calibrate(ctx context.Context, c *Client, target int) (int, error) {
-	count := func(n int) (int, error) {
+	return fit(target, func(n int) (int, error) {
 		s := c.Stream(ctx, Request{Prompt: Prompt(n, 0), MaxTokens: 1, Temperature: 1})
 		if s.Err != nil {
 			return 0, s.Err
@@ -113,7 +114,13 @@ func Calibrate(ctx context.Context, c *Client, target int) (int, error) {
 			return 0, nil
 		}
 		return s.PromptTokens, nil
-	}
+	})
+}
+
+// fit finds the number of words n for which count(n), the tokens a server
+// counted, is closest to target, with a few calls; count returns 0 when
+// the server does not say (fit then returns target).
+func fit(target int, count func(n int) (int, error)) (int, error) {
 	// Two points give the tokens per word and the template's overhead; a
 	// third checks the estimate, and at most two more refine it.
 	n1 := max(target/2, 1)

@@ -1,7 +1,9 @@
 package caller
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
@@ -38,8 +40,11 @@ func TestPrefixKey(t *testing.T) {
 	if PrefixKey(chat.Request{}) != "" {
 		t.Error("a request without messages has a key")
 	}
-	if err := CheckRouting("random"); err == nil {
-		t.Error("CheckRouting accepted an unknown policy")
+	if _, err := New(Config{Inference: discovery.NewStatic(), Routing: "random"}); err == nil {
+		t.Error("New accepted an unknown routing policy")
+	}
+	if _, err := New(Config{Routing: RoutingPrefix}); err == nil {
+		t.Error("New accepted a configuration without a resolver for inference instances")
 	}
 }
 
@@ -53,14 +58,15 @@ func TestRouting(t *testing.T) {
 			t.Parallel()
 			a := &meshtest.Inference{Model: "tiny"}
 			b := &meshtest.Inference{Model: "tiny"}
-			c := client(t, startCaller(t, Config{Routing: routing}, a.Serve(t), b.Serve(t)))
-			// Routing is over the connected instances: until both are,
+			s := newCaller(t, Config{Routing: routing}, a.Serve(t), b.Serve(t))
+			c := client(t, meshtest.Serve(t, s))
+			// Routing is over the instances described: until both are,
 			// every call goes to the one that is.
-			meshtest.Eventually(t, "both inference instances connected", func() bool {
-				st, err := c.Status(ctx(t))
-				return err == nil && len(st.Models()) > 0 && len(st.Inference) == 2 && st.Inference[0].Error == "" && st.Inference[1].Error == ""
-			})
-			const convs, turns = 8, 4
+			waitDescribed(t, s, 2)
+			// The instances' ids are random ports, so the keys' spread is
+			// random too: all 24 conversations land on one instance once in
+			// 2^23 runs (with 8, once in 128 — a flaky test).
+			const convs, turns = 24, 4
 			sticky := 0
 			for i := range convs {
 				msgs := []chat.Message{
@@ -112,9 +118,9 @@ func TestRouting(t *testing.T) {
 func TestInferencePoolLearnsSlots(t *testing.T) {
 	t.Parallel()
 	ready := &meshtest.Inference{Model: "tiny"}
-	loading := &meshtest.Inference{Model: "tiny", InfoErr: rpc.Errorf(rpc.CodeUnavailable, "loading the model")}
+	loading := &meshtest.Inference{Model: "tiny", InfoErr: chat.Errorf(chat.CodeUnavailable, "loading the model")}
 	readyAddr := ready.Serve(t)
-	p := meshtest.Pool(t, discovery.ServiceInference, InferencePool(rpc.ClientConfig{}, nil), readyAddr, loading.Serve(t))
+	p := newCaller(t, Config{}, readyAddr, loading.Serve(t)).pool
 	capacities := func() map[string]int {
 		out := map[string]int{}
 		for _, in := range p.Instances() {
@@ -135,5 +141,125 @@ func TestInferencePoolLearnsSlots(t *testing.T) {
 		if addr != readyAddr && n != 0 {
 			t.Errorf("the loading instance has capacity %d", n)
 		}
+	}
+}
+
+// candidates are instances for prefixPicker, with the calls in flight and
+// capacities given (capacities may be nil: not known).
+func candidates(ids []string, inFlight, capacity []int) []rpc.Candidate {
+	out := make([]rpc.Candidate, len(ids))
+	for i, id := range ids {
+		out[i] = rpc.Candidate{ID: id, Addr: id, InFlight: inFlight[i]}
+		if capacity != nil {
+			out[i].Capacity = capacity[i]
+		}
+	}
+	return out
+}
+
+// pickID is the id of the candidate prefixPicker p gives key (none: no key).
+func pickID(p *prefixPicker, key string, cs []rpc.Candidate) string {
+	return cs[p.Pick(withPrefixKey(context.Background(), key), cs)].ID
+}
+
+// TestPrefixPicker: one key's calls go to one instance, whatever order the
+// pool offers the candidates in (every caller chooses alike); keys spread
+// over every instance; when an instance leaves, only its keys move.
+func TestPrefixPicker(t *testing.T) {
+	t.Parallel()
+	ids := []string{"10.0.0.1:7003", "10.0.0.2:7003", "10.0.0.3:7003"}
+	idle := []int{0, 0, 0}
+	p := &prefixPicker{}
+	const keys = 60
+	got := map[string]string{}
+	perInstance := map[string]int{}
+	for i := range keys {
+		key := fmt.Sprintf("conversation-%d", i)
+		a := pickID(p, key, candidates(ids, idle, nil))
+		if b := pickID(p, key, candidates([]string{ids[2], ids[0], ids[1]}, idle, nil)); a != b {
+			t.Fatalf("key %q went to %s, then, offered in another order, to %s", key, a, b)
+		}
+		got[key] = a
+		perInstance[a]++
+	}
+	for _, id := range ids {
+		if perInstance[id] < keys/3/2 {
+			t.Errorf("keys per instance %v: %s got fewer than half its share", perInstance, id)
+		}
+	}
+	if routed, spilled := p.routed.Load(), p.spilled.Load(); routed != 2*keys || spilled != 0 {
+		t.Errorf("%d routed, %d spilled; want %d, 0 (idle instances never reach the bound)", routed, spilled, 2*keys)
+	}
+	moved := 0
+	for key, was := range got {
+		now := pickID(p, key, candidates(ids[:2], idle[:2], nil))
+		switch {
+		case was != ids[2] && now != was:
+			t.Errorf("key %q moved from %s to %s though its instance stayed", key, was, now)
+		case was == ids[2]:
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Error("no key was on the removed instance; the test proved nothing")
+	}
+	if i := p.Pick(context.Background(), candidates(ids, []int{2, 1, 1}, nil)); i != 1 {
+		t.Errorf("a call without a key went to candidate %d, want the least busy, 1", i)
+	}
+}
+
+// TestPrefixPickerBounds: without capacities, a key's instance takes calls
+// up to the load bound (1.25 × the mean in flight + 1), then the key's
+// second choice does; with capacities, room comes first, and the bound
+// decides only when every instance is full.
+func TestPrefixPickerBounds(t *testing.T) {
+	t.Parallel()
+	const key = "hot"
+	ids := []string{"a:1", "b:1", "c:1"}
+	p := &prefixPicker{}
+	order := func(ids []string) (first, second, third int) {
+		// The key's order among ids, found as the picker finds it: the
+		// first choice of the whole set, then of the rest.
+		rest := slices.Clone(ids)
+		var out []int
+		for range ids {
+			id := pickID(&prefixPicker{}, key, candidates(rest, make([]int, len(rest)), nil))
+			out = append(out, slices.Index(ids, id))
+			rest = slices.DeleteFunc(rest, func(s string) bool { return s == id })
+		}
+		return out[0], out[1], out[2]
+	}
+	first, second, _ := order(ids)
+	with := func(n map[int]int, capacity []int) string {
+		in := make([]int, len(ids))
+		for i, v := range n {
+			in[i] = v
+		}
+		return pickID(p, key, candidates(ids, in, capacity))
+	}
+	// In flight → bound: 1 → 1.42, 2 → 1.83.
+	if got := with(map[int]int{first: 1}, nil); got != ids[first] {
+		t.Errorf("1 call on the key's instance: the next went to %s, want it there too", got)
+	}
+	if got := with(map[int]int{first: 2}, nil); got != ids[second] {
+		t.Errorf("2 calls on the key's instance: the next went to %s, want the key's second choice %s", got, ids[second])
+	}
+	if spilled := p.spilled.Load(); spilled != 1 {
+		t.Errorf("%d calls spilled, want 1", spilled)
+	}
+	// Capacities of 3: the key's instance full, the second with room,
+	// though the bound (1.25 × 5/3 + 1 = 3.08) would keep the call on the
+	// first choice.
+	three := []int{3, 3, 3}
+	if got := with(map[int]int{first: 3, second: 2}, three); got != ids[second] {
+		t.Errorf("the key's instance full: the call went to %s, want the second choice with room %s", got, ids[second])
+	}
+	// Every instance full: the bound (1.25 × 9/3 + 1 = 4.75) chooses.
+	if got := with(map[int]int{0: 3, 1: 3, 2: 3}, three); got != ids[first] {
+		t.Errorf("every instance full: the call went to %s, want the key's instance %s under the bound", got, ids[first])
+	}
+	// A capacity not known yet: the bound alone.
+	if got := with(map[int]int{first: 1}, []int{0, 3, 3}); got != ids[first] {
+		t.Errorf("a capacity unknown: the call went to %s, want the key's instance %s under the bound", got, ids[first])
 	}
 }

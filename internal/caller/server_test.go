@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -26,19 +27,46 @@ import (
 // the caller's main wires it (one retry), and returns its address.
 func startCaller(t *testing.T, cfg Config, inference ...string) string {
 	t.Helper()
-	cfg.Inference = meshtest.Pool(t, discovery.ServiceInference, InferencePool(rpc.ClientConfig{}, nil), inference...)
-	s := New(cfg)
-	addr := meshtest.Serve(t, s)
+	return meshtest.Serve(t, newCaller(t, cfg, inference...))
+}
+
+// newCaller is a caller over the inference instances at addrs (static
+// discovery), shut down when the test ends.
+func newCaller(t testing.TB, cfg Config, inference ...string) *Server {
+	t.Helper()
+	res := discovery.NewStatic()
+	res.Set(discovery.ServiceInference, inference...)
+	cfg.Inference = res
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		_ = s.Shutdown(ctx)
 	})
-	return addr
+	return s
+}
+
+// waitDescribed waits until the caller's pool is connected to n
+// instances that have each said which model they serve: until then a call
+// for a model goes only to those that have.
+func waitDescribed(t testing.TB, s *Server, n int) {
+	t.Helper()
+	meshtest.Eventually(t, fmt.Sprintf("%d inference instances described", n), func() bool {
+		described := 0
+		for _, in := range s.pool.Instances() {
+			if in.Connected && in.Model != "" {
+				described++
+			}
+		}
+		return described == n
+	})
 }
 
 // client is what a gateway holds: a pool over callers, without retries.
-func client(t *testing.T, callers ...string) *mesh.CallerClient {
+func client(t testing.TB, callers ...string) *mesh.CallerClient {
 	t.Helper()
 	return mesh.NewCallerClient(meshtest.Pool(t, discovery.ServiceCaller, rpc.PoolConfig{}, callers...))
 }
@@ -90,18 +118,21 @@ func TestRefused(t *testing.T) {
 		msg   string
 	}{
 		{"no messages", chat.Request{}, "messages", "non-empty"},
-		{"unknown role", chat.Request{Messages: []chat.Message{{Role: "tool", Content: "x"}}}, "messages[0].role", `"tool"`},
+		{"unknown role", chat.Request{Messages: []chat.Message{{Role: "function", Content: "x"}}}, "messages[0].role", `"function"`},
+		{"tool result without a call", chat.Request{Messages: []chat.Message{{Role: "tool", Content: "x", ToolCallID: "c"}}}, "messages[0].tool_call_id", "answers no tool call"},
 		{"five stops", chat.Request{Messages: hi(), Stop: []string{"a", "b", "c", "d", "e"}}, "stop", "at most 4"},
 		{"temperature", chat.Request{Messages: hi(), Temperature: &hot}, "temperature", "[0, 2]"},
 		{"negative max_tokens", chat.Request{Messages: hi(), MaxTokens: -1}, "max_tokens", "negative"},
-		{"max_tokens over the limit", chat.Request{Messages: hi(), MaxTokens: 101}, "max_tokens", "limit of 100"},
+		{"max_tokens over the limit", chat.Request{Messages: hi(), MaxTokens: 101}, "max_tokens", "'max_tokens': 101 is above this deployment's limit of 100"},
+		{"max_completion_tokens over the limit", chat.Request{Messages: hi(), MaxTokens: 101, MaxTokensParam: "max_completion_tokens"},
+			"max_completion_tokens", "'max_completion_tokens': 101 is above"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := c.GetResponse(ctx(t), tt.req, nil)
-			var re *rpc.Error
-			if !errors.As(err, &re) || re.Code != rpc.CodeInvalidArgument || re.Param != tt.param || !strings.Contains(re.Message, tt.msg) {
+			var re *chat.Error
+			if !errors.As(err, &re) || re.Code != chat.CodeInvalidArgument || re.Param != tt.param || !strings.Contains(re.Message, tt.msg) {
 				t.Errorf("got %#v, want invalid_argument, param %q, a message with %q", err, tt.param, tt.msg)
 			}
 		})
@@ -124,7 +155,7 @@ func TestRetriesInOneTier(t *testing.T) {
 	var fakes []*meshtest.Inference
 	var addrs []string
 	for range 3 {
-		f := &meshtest.Inference{Model: "tiny", Generate: meshtest.Fail(&rpc.Error{Code: rpc.CodeOverloaded, Message: "full", RetryAfter: 3 * time.Second})}
+		f := &meshtest.Inference{Model: "tiny", Generate: meshtest.Fail(&chat.Error{Code: chat.CodeOverloaded, Message: "full", RetryAfter: 3 * time.Second})}
 		fakes = append(fakes, f)
 		addrs = append(addrs, f.Serve(t))
 	}
@@ -143,8 +174,8 @@ func TestRetriesInOneTier(t *testing.T) {
 	const requests = 6
 	for range requests {
 		_, err := c.GetResponse(ctx(t), chat.Request{Messages: hi()}, nil)
-		var re *rpc.Error
-		if !errors.As(err, &re) || re.Code != rpc.CodeOverloaded || re.RetryAfter != 3*time.Second {
+		var re *chat.Error
+		if !errors.As(err, &re) || re.Code != chat.CodeOverloaded || re.RetryAfter != 3*time.Second {
 			t.Fatalf("got %#v, want overloaded with the instance's RetryAfter", err)
 		}
 	}
@@ -164,7 +195,7 @@ func TestStatus(t *testing.T) {
 	t.Parallel()
 	a := &meshtest.Inference{Model: "tiny"}
 	b := &meshtest.Inference{Model: "tiny"}
-	loading := &meshtest.Inference{InfoErr: rpc.Errorf(rpc.CodeUnavailable, "the model is still loading")}
+	loading := &meshtest.Inference{InfoErr: chat.Errorf(chat.CodeUnavailable, "the model is still loading")}
 	down := freeAddr(t)
 	addr := startCaller(t, Config{}, a.Serve(t), b.Serve(t), loading.Serve(t), down)
 	c := client(t, addr)
@@ -206,7 +237,7 @@ func TestStatus(t *testing.T) {
 // instance serves a model.
 func TestHealthWithoutInference(t *testing.T) {
 	t.Parallel()
-	loading := &meshtest.Inference{InfoErr: rpc.Errorf(rpc.CodeUnavailable, "the model is still loading")}
+	loading := &meshtest.Inference{InfoErr: chat.Errorf(chat.CodeUnavailable, "the model is still loading")}
 	addr := startCaller(t, Config{}, loading.Serve(t), freeAddr(t))
 	resp, err := http.Get("http://" + addr + "/health")
 	if err != nil {

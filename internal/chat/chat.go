@@ -4,7 +4,10 @@
 // into these at the gateway; the inference engine consumes them.
 package chat
 
-import "encoding/json"
+import (
+	"cmp"
+	"encoding/json"
+)
 
 // Roles a message may have once normalised. The OpenAI "developer" role is
 // mapped to RoleSystem at the edge.
@@ -24,6 +27,10 @@ const (
 type Message struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+	// ToolCalls are the calls an assistant message made (see tools.go).
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID is the call a RoleTool message answers.
+	ToolCallID string `json:"tool_call_id,omitempty"`
 }
 
 // Request is a chat generation request. Optional sampling fields are
@@ -32,11 +39,29 @@ type Request struct {
 	// Model names the model the client asked for; empty means the served one.
 	Model    string    `json:"model,omitempty"`
 	Messages []Message `json:"messages"`
+	// RawPrompt, for a completion (OpenAI's legacy /v1/completions), is
+	// the text the model continues, used as it is: no chat template, and
+	// no control tokens however the text spells them. Messages and Tools
+	// are then empty. Peers that predate it see a request without
+	// messages and refuse it.
+	RawPrompt *string `json:"raw_prompt,omitempty"`
+	// Tools are the functions the model may call; none for plain chat.
+	Tools []Tool `json:"tools,omitempty"`
+	// ToolChoice says whether and which tools the model must call; nil
+	// is ToolChoiceAuto (see ToolMode).
+	ToolChoice *ToolChoice `json:"tool_choice,omitempty"`
+	// ParallelToolCalls false allows at most one call per reply; nil is
+	// true, as in the OpenAI API.
+	ParallelToolCalls *bool `json:"parallel_tool_calls,omitempty"`
 
 	// MaxTokens bounds the completion. 0 leaves it to the inference
 	// engine: its default, shortened to the room the prompt leaves in the
 	// context. The caller refuses values above its deployment's limit.
 	MaxTokens int `json:"max_tokens,omitempty"`
+	// MaxTokensParam is the name the client gave MaxTokens: "max_tokens"
+	// (or empty), or OpenAI's newer "max_completion_tokens". An error about
+	// the field names it as the client did (MaxTokensName).
+	MaxTokensParam string `json:"max_tokens_param,omitempty"`
 
 	Temperature      *float32 `json:"temperature,omitempty"`
 	TopP             *float32 `json:"top_p,omitempty"`
@@ -60,6 +85,10 @@ type Request struct {
 	Logprobs    bool `json:"logprobs,omitempty"`
 	TopLogprobs int  `json:"top_logprobs,omitempty"`
 }
+
+// MaxTokensName is the name of MaxTokens as the client gave it, for
+// errors: MaxTokensParam, or max_tokens when it is empty.
+func (r *Request) MaxTokensName() string { return cmp.Or(r.MaxTokensParam, "max_tokens") }
 
 // Response format types, as the OpenAI API names them.
 const (
@@ -97,6 +126,15 @@ type Delta struct {
 	// whose text ends the content and begins the stop string keeps its
 	// entry.
 	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
+	// ToolCalls are the calls the model completed since the last delta,
+	// each whole, in order. Peers that predate them never send any, and
+	// ignore them.
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+}
+
+// Empty reports whether d carries nothing: no text, logprobs or calls.
+func (d Delta) Empty() bool {
+	return d.Content == "" && len(d.Logprobs) == 0 && len(d.ToolCalls) == 0
 }
 
 // TokenLogprob is one generated token with its log probability and, if
@@ -134,6 +172,9 @@ type Result struct {
 	// Logprobs, like Text, may be left to the deltas; nil when the
 	// request did not ask for them.
 	Logprobs []TokenLogprob `json:"logprobs,omitempty"`
+	// ToolCalls, like Text, may be left to the deltas: the calls the
+	// model made, in order; FinishReason is then FinishToolCalls.
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // MaxStop is the most stop strings a request may carry, as in the OpenAI API.

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"strings"
@@ -25,7 +26,10 @@ func TestValidate(t *testing.T) {
 		{"no messages", Request{}, "messages", "non-empty"},
 		{"developer role not normalised", Request{Messages: []Message{{Role: RoleUser}, {Role: "developer"}}}, "messages[1].role", `"developer"`},
 		{"empty role", Request{Messages: []Message{{Content: "x"}}}, "messages[0].role", "supported values"},
-		{"max_tokens negative", Request{Messages: user, MaxTokens: -1}, "max_tokens", "got -1"},
+		{"max_tokens negative", Request{Messages: user, MaxTokens: -1}, "max_tokens", "'max_tokens': must not be negative, got -1"},
+		{"max_completion_tokens negative", Request{Messages: user, MaxTokens: -1, MaxTokensParam: "max_completion_tokens"},
+			"max_completion_tokens", "'max_completion_tokens': must not be negative"},
+		{"max_tokens named otherwise", Request{Messages: user, MaxTokensParam: "length"}, "max_tokens_param", `"length"`},
 		{"temperature high", Request{Messages: user, Temperature: f32(2.01)}, "temperature", "[0, 2]"},
 		{"temperature negative", Request{Messages: user, Temperature: f32(-0.1)}, "temperature", ""},
 		{"temperature NaN", Request{Messages: user, Temperature: f32(float32(math.NaN()))}, "temperature", ""},
@@ -63,8 +67,8 @@ func TestValidate(t *testing.T) {
 				}
 				return
 			}
-			var fe *FieldError
-			if !errors.As(err, &fe) || fe.Param != tt.param || !strings.Contains(fe.Message, tt.msg) {
+			var fe *Error
+			if !errors.As(err, &fe) || fe.Code != CodeInvalidArgument || fe.Param != tt.param || !strings.Contains(fe.Message, tt.msg) {
 				t.Fatalf("Validate = %v (%#v), want param %q and a message with %q", err, fe, tt.param, tt.msg)
 			}
 		})
@@ -78,8 +82,89 @@ func TestValidateOptions(t *testing.T) {
 	if err := (&Request{}).ValidateOptions(); err != nil {
 		t.Errorf("no options: %v", err)
 	}
-	var fe *FieldError
+	var fe *Error
 	if err := (&Request{Stop: make([]string, 5)}).ValidateOptions(); !errors.As(err, &fe) || fe.Param != "stop" {
 		t.Errorf("five stops: %v", err)
+	}
+}
+
+// TestValidateMessages checks the messages' rules alone, which the OpenAI
+// decoder runs before the options are decoded.
+func TestValidateMessages(t *testing.T) {
+	t.Parallel()
+	if err := (&Request{Messages: []Message{{Role: RoleUser}}, MaxTokens: -1}).ValidateMessages(); err != nil {
+		t.Errorf("bad options, good messages: %v", err)
+	}
+	var fe *Error
+	if err := (&Request{}).ValidateMessages(); !errors.As(err, &fe) || fe.Param != "messages" {
+		t.Errorf("no messages: %v", err)
+	}
+	for _, role := range []string{RoleSystem, RoleUser, RoleAssistant, RoleTool} {
+		if !IsRole(role) {
+			t.Errorf("IsRole(%q) = false", role)
+		}
+	}
+	for _, role := range []string{"", "developer", "function", "User"} {
+		if IsRole(role) {
+			t.Errorf("IsRole(%q) = true", role)
+		}
+	}
+}
+
+// TestValidateTools checks the tools, the tool choice and the messages
+// that carry calls and their results.
+func TestValidateTools(t *testing.T) {
+	t.Parallel()
+	user := Message{Role: RoleUser, Content: "hi"}
+	fn := func(name, params string) Tool {
+		return Tool{Type: ToolTypeFunction, Function: ToolFunction{Name: name, Parameters: json.RawMessage(params)}}
+	}
+	call := func(id, name, args string) ToolCall {
+		return ToolCall{ID: id, Type: ToolTypeFunction, Function: ToolCallFunction{Name: name, Arguments: args}}
+	}
+	tools := []Tool{fn("get_weather", `{"type":"object"}`), fn("f-2", "")}
+	for _, tt := range []struct {
+		name  string
+		req   Request
+		param string
+	}{
+		{"tools", Request{Messages: []Message{user}, Tools: tools}, ""},
+		{"named", Request{Messages: []Message{user}, Tools: tools, ToolChoice: &ToolChoice{Mode: ToolChoiceFunction, Name: "f-2"}}, ""},
+		{"required", Request{Messages: []Message{user}, Tools: tools, ToolChoice: &ToolChoice{Mode: ToolChoiceRequired}}, ""},
+		{"none without tools", Request{Messages: []Message{user}, ToolChoice: &ToolChoice{Mode: ToolChoiceNone}}, ""},
+		{"round trip", Request{Messages: []Message{user,
+			{Role: RoleAssistant, ToolCalls: []ToolCall{call("c1", "get_weather", `{"city":"Paris"}`), call("c2", "f-2", "")}},
+			{Role: RoleTool, ToolCallID: "c2", Content: "x"}, {Role: RoleTool, ToolCallID: "c1", Content: "15"}}, Tools: tools}, ""},
+
+		{"bad name", Request{Messages: []Message{user}, Tools: []Tool{fn("get weather", "")}}, "tools[0].function.name"},
+		{"long name", Request{Messages: []Message{user}, Tools: []Tool{fn(strings.Repeat("a", 65), "")}}, "tools[0].function.name"},
+		{"no name", Request{Messages: []Message{user}, Tools: []Tool{tools[0], fn("", "")}}, "tools[1].function.name"},
+		{"twice", Request{Messages: []Message{user}, Tools: []Tool{tools[0], tools[0]}}, "tools[1].function.name"},
+		{"type", Request{Messages: []Message{user}, Tools: []Tool{{Type: "retrieval"}}}, "tools[0].type"},
+		{"parameters not object", Request{Messages: []Message{user}, Tools: []Tool{fn("f", `[1]`)}}, "tools[0].function.parameters"},
+		{"unknown function", Request{Messages: []Message{user}, Tools: tools, ToolChoice: &ToolChoice{Mode: ToolChoiceFunction, Name: "g"}}, "tool_choice"},
+		{"unknown mode", Request{Messages: []Message{user}, Tools: tools, ToolChoice: &ToolChoice{Mode: "any"}}, "tool_choice"},
+		{"required without tools", Request{Messages: []Message{user}, ToolChoice: &ToolChoice{Mode: ToolChoiceRequired}}, "tool_choice"},
+		{"answers nothing", Request{Messages: []Message{user, {Role: RoleTool, ToolCallID: "c1", Content: "x"}}}, "messages[1].tool_call_id"},
+		{"answers a later call", Request{Messages: []Message{user, {Role: RoleTool, ToolCallID: "c1", Content: "x"},
+			{Role: RoleAssistant, ToolCalls: []ToolCall{call("c1", "f", "")}}}}, "messages[1].tool_call_id"},
+		{"no tool_call_id", Request{Messages: []Message{user, {Role: RoleAssistant, ToolCalls: []ToolCall{call("c1", "f", "")}},
+			{Role: RoleTool, Content: "x"}}}, "messages[2].tool_call_id"},
+		{"call without id", Request{Messages: []Message{user, {Role: RoleAssistant, ToolCalls: []ToolCall{call("", "f", "")}}}}, "messages[1].tool_calls[0].id"},
+		{"call arguments", Request{Messages: []Message{user, {Role: RoleAssistant, ToolCalls: []ToolCall{call("c", "f", "[")}}}}, "messages[1].tool_calls[0].function.arguments"},
+		{"duplicate call id", Request{Messages: []Message{user, {Role: RoleAssistant, ToolCalls: []ToolCall{call("c", "f", ""), call("c", "f", "")}}}}, "messages[1].tool_calls[1].id"},
+		{"user with calls", Request{Messages: []Message{{Role: RoleUser, ToolCalls: []ToolCall{call("c", "f", "")}}}}, "messages[0].tool_calls"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.req.Validate()
+			var fe *Error
+			switch {
+			case tt.param == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tt.param != "" && (!errors.As(err, &fe) || fe.Code != CodeInvalidArgument || fe.Param != tt.param):
+				t.Fatalf("Validate = %v, want invalid_argument naming %q", err, tt.param)
+			}
+		})
 	}
 }

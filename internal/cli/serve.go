@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"time"
@@ -64,13 +66,45 @@ type ListenerWrapper interface {
 	WrapListener(net.Listener) net.Listener
 }
 
+// ServerTLS registers -tls-cert and -tls-key (SLM_TLS_CERT, SLM_TLS_KEY):
+// the PEM certificate and key a private service serves its port with
+// (RPC, /health, /metrics) when its peers are on other hosts.
+func (f *Flags) ServerTLS() *ServerTLS {
+	t := new(ServerTLS)
+	t.cert = f.String("tls-cert", "SLM_TLS_CERT", "", "PEM certificate to serve RPC, /health and /metrics over TLS with (empty: plain HTTP)")
+	t.key = f.String("tls-key", "SLM_TLS_KEY", "", "PEM key of -tls-cert")
+	return t
+}
+
+// ServerTLS is a service's certificate flags.
+type ServerTLS struct{ cert, key *string }
+
+// Config loads the certificate: nil when neither flag is set, an error
+// when only one is or the files do not load.
+func (t *ServerTLS) Config() (*tls.Config, error) {
+	switch {
+	case *t.cert == "" && *t.key == "":
+		return nil, nil
+	case *t.cert == "" || *t.key == "":
+		return nil, errors.New("-tls-cert and -tls-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(*t.cert, *t.key)
+	if err != nil {
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
 // StartHTTP listens on addr and serves h in the background, with the
-// timeouts t. When h is a ListenerWrapper, it accepts the connections
-// through h.WrapListener.
-func StartHTTP(addr string, h http.Handler, t Timeouts, log hclog.Logger) (*HTTPServer, error) {
+// timeouts t, over TLS with tlsCfg unless it is nil. When h is a
+// ListenerWrapper, it accepts the connections through h.WrapListener.
+func StartHTTP(addr string, h http.Handler, t Timeouts, tlsCfg *tls.Config, log hclog.Logger) (*HTTPServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	if w, ok := h.(ListenerWrapper); ok {
 		ln = w.WrapListener(ln)
@@ -89,7 +123,7 @@ func StartHTTP(addr string, h http.Handler, t Timeouts, log hclog.Logger) (*HTTP
 		log:  log,
 	}
 	go func() { s.errc <- s.srv.Serve(ln) }()
-	log.Info("listening", "addr", s.Addr())
+	log.Info("listening", "addr", s.Addr(), "tls", tlsCfg != nil)
 	return s, nil
 }
 

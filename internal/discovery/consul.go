@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/slm-mesh/slm-mesh/internal/backoff"
 )
 
 // Defaults of the Consul resolver's tunables; see the fields of Consul.
@@ -110,6 +111,11 @@ func (c *Consul) watch(ctx context.Context, service string, ch chan []Instance) 
 		sent     bool       // whether last has been sent at all
 		failures int        // consecutive failed queries
 	)
+	minBackoff := c.MinBackoff
+	if minBackoff <= 0 {
+		minBackoff = DefaultMinBackoff
+	}
+	retry := backoff.New(minBackoff, c.MaxBackoff)
 	for {
 		start := time.Now()
 		entries, meta, err := c.query(ctx, service, index)
@@ -117,7 +123,7 @@ func (c *Consul) watch(ctx context.Context, service string, ch chan []Instance) 
 			return
 		}
 		if err != nil {
-			delay := backoff(c.MinBackoff, c.MaxBackoff, failures)
+			delay := retry.Next()
 			failures++
 			log.Warn("consul health query failed, keeping the last known instances",
 				"error", err, "failures", failures, "retry_in", delay, "instances", len(last))
@@ -134,6 +140,7 @@ func (c *Consul) watch(ctx context.Context, service string, ch chan []Instance) 
 		if failures > 0 {
 			log.Info("consul health query succeeded again", "after_failures", failures)
 			failures = 0
+			retry.Reset()
 		}
 		index = nextIndex(index, meta.LastIndex)
 
@@ -210,33 +217,15 @@ func instancesFrom(entries []*api.ServiceEntry) []Instance {
 			continue
 		}
 		out = append(out, Instance{
-			ID:   e.Service.ID,
-			Addr: net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
+			ID:    e.Service.ID,
+			Addr:  net.JoinHostPort(host, strconv.Itoa(e.Service.Port)),
+			Model: e.Service.Meta[MetaModel],
 		})
 	}
 	slices.SortFunc(out, func(a, b Instance) int {
 		return cmp.Or(cmp.Compare(a.ID, b.ID), cmp.Compare(a.Addr, b.Addr))
 	})
 	return out
-}
-
-// backoff returns the wait before retry number failures (0 for the first
-// retry): lo doubled per failure, capped at hi, then a random point in its
-// upper half so that many watchers do not retry in step.
-func backoff(lo, hi time.Duration, failures int) time.Duration {
-	if lo <= 0 {
-		lo = DefaultMinBackoff
-	}
-	if hi < lo {
-		hi = lo
-	}
-	d := lo
-	for i := 0; i < failures && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	half := d / 2
-	return half + rand.N(half+1)
 }
 
 // sleep waits for d or until ctx is done, and reports whether ctx is still

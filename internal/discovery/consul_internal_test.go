@@ -53,20 +53,6 @@ func TestInstancesFrom(t *testing.T) {
 	}
 }
 
-func TestBackoffStaysWithinBounds(t *testing.T) {
-	t.Parallel()
-	lo, hi := 100*time.Millisecond, 10*time.Second
-	for failures := range 40 {
-		ceiling := min(lo<<min(failures, 20), hi)
-		for range 20 {
-			d := backoff(lo, hi, failures)
-			if d < ceiling/2 || d > ceiling {
-				t.Fatalf("backoff(%d failures) = %v, want within [%v, %v]", failures, d, ceiling/2, ceiling)
-			}
-		}
-	}
-}
-
 func TestRegistrationValidation(t *testing.T) {
 	t.Parallel()
 	bad := []Registration{

@@ -346,3 +346,25 @@ func TestRegisterSelfAfterAgentRestart(t *testing.T) {
 		t.Errorf("after deregistering: %d instances in Consul (%v), want none", len(entries), err)
 	}
 }
+
+// An inference instance registers its model (ModelRegistration): the
+// resolver reports it on the instance, and the tag is there for operators.
+func TestRegisterSelfModel(t *testing.T) {
+	t.Parallel()
+	agent := consultest.Start(t)
+	ch := watch(t, discovery.NewConsul(agent.Client(), testLogger(t)), discovery.ServiceInference)
+	h := newHealthServer(t)
+	deregister, err := discovery.RegisterSelfAs(context.Background(), agent.HTTPAddr(), discovery.ModelRegistration("stories260K"), h.addr, "", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = deregister() })
+	set := waitFor(t, ch, "the registered instance", func(set []discovery.Instance) bool { return len(set) == 1 })
+	if set[0].Model != "stories260K" || set[0].Addr != h.addr {
+		t.Errorf("resolved %+v, want model stories260K at %s", set[0], h.addr)
+	}
+	entries, _, err := agent.Client().Health().Service(discovery.ServiceInference, discovery.TagModel("stories260K"), true, nil)
+	if err != nil || len(entries) != 1 {
+		t.Errorf("by tag %s: %d instances (%v), want 1", discovery.TagModel("stories260K"), len(entries), err)
+	}
+}

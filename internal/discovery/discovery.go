@@ -19,6 +19,28 @@ type Instance struct {
 	ID string
 	// Addr is host:port of the instance's RPC and /health port.
 	Addr string
+	// Model is the model an inference instance serves, when the source
+	// knows it (Consul: the service meta MetaModel); empty otherwise, as
+	// in a static list, whose instances tell their model when asked.
+	Model string
+}
+
+// MetaModel is the Consul service meta key under which an inference
+// instance registers the model it serves; it is tagged TagModel(model) too.
+const MetaModel = "model"
+
+// TagModel is the Consul tag of an inference instance serving model, for
+// operators who filter by tag ("model=<id>").
+func TagModel(model string) string { return MetaModel + "=" + model }
+
+// ModelRegistration is the registration of an inference instance serving
+// model: ServiceInference with the meta MetaModel and the tag TagModel.
+func ModelRegistration(model string) Registration {
+	return Registration{
+		Service: ServiceInference,
+		Tags:    []string{TagModel(model)},
+		Meta:    map[string]string{MetaModel: model},
+	}
 }
 
 // Resolver yields the healthy instances of a service.

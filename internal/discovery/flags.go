@@ -53,6 +53,14 @@ const ReregisterInterval = 5 * time.Second
 // deregister is called, the registration is made again whenever the agent
 // has lost it (checked every ReregisterInterval).
 func RegisterSelf(ctx context.Context, consulAddr, service, listenAddr, advertise string, logger hclog.Logger) (deregister func() error, err error) {
+	return RegisterSelfAs(ctx, consulAddr, Registration{Service: service}, listenAddr, advertise, logger)
+}
+
+// RegisterSelfAs is RegisterSelf for a registration with more than a
+// service name (tags, meta: ModelRegistration); its Addr and Interval are
+// RegisterSelf's.
+func RegisterSelfAs(ctx context.Context, consulAddr string, reg Registration, listenAddr, advertise string, logger hclog.Logger) (deregister func() error, err error) {
+	service := reg.Service
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
@@ -67,7 +75,7 @@ func RegisterSelf(ctx context.Context, consulAddr, service, listenAddr, advertis
 	// Consul runs a new check first at a random moment within its interval;
 	// a short one lets a self-registered instance (a laptop, a test) take
 	// traffic within seconds of being ready. /health is cheap.
-	reg := Registration{Service: service, Addr: addr, Interval: 2 * time.Second}
+	reg.Addr, reg.Interval = addr, 2*time.Second
 	dereg, err := Register(ctx, client, reg)
 	if err != nil {
 		if advertise == "" && errors.Is(err, ErrInvalidRegistration) {

@@ -43,6 +43,9 @@ type Registration struct {
 	Addr string
 	// Tags are Consul tags of the instance.
 	Tags []string
+	// Meta is the instance's Consul service metadata; an inference
+	// instance puts its model under MetaModel (ModelRegistration).
+	Meta map[string]string
 
 	// CheckPath is the HTTP path the agent polls; any 2xx passes, 429 warns,
 	// anything else fails. Defaults to DefaultCheckPath.
@@ -149,6 +152,7 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 		Address: host,
 		Port:    port,
 		Tags:    r.Tags,
+		Meta:    r.Meta,
 		Check:   check,
 	}, nil
 }

@@ -54,7 +54,7 @@ func BenchmarkGemma3_270M(b *testing.B) {
 		KVCacheType: os.Getenv(benchKVEnv), FlashAttention: os.Getenv(benchFlashEnv),
 		// Every round sends the same prompts: with reuse on, the prompt
 		// rows would measure a cache hit, not a prefill. Reuse has its
-		// own figures (tools/bench -conversation).
+		// own figures (tools/bench conversation).
 		NoPromptCache: true,
 		Logger:        benchLogger(),
 	})
@@ -290,13 +290,20 @@ func benchModel(b *testing.B) string {
 	if p := os.Getenv(benchModelEnv); p != "" {
 		return p
 	}
-	p := filepath.Join(modeltest.RepoRoot(), ".cache", "models", "gemma3-270m-random.gguf")
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	cfg, err := ggufgen.Preset(ggufgen.PresetGemma3_270M)
+	return cachedPreset(b, ggufgen.PresetGemma3_270M)
+}
+
+// cachedPreset returns ggufgen's preset (random weights) under
+// .cache/models/ at the repository root, named after the preset's model,
+// writing it first if needed.
+func cachedPreset(b *testing.B, preset string) string {
+	cfg, err := ggufgen.Preset(preset)
 	if err != nil {
 		b.Fatal(err)
+	}
+	p := filepath.Join(modeltest.RepoRoot(), ".cache", "models", cfg.Name+".gguf")
+	if _, err := os.Stat(p); err == nil {
+		return p
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		b.Fatal(err)

@@ -3,12 +3,13 @@
 // context, one sequence id per request, requests joining and leaving between
 // decode steps.
 //
-// One goroutine, the loop, owns the llama context. Generate hands it a
+// One goroutine, the loop, owns the llama context. GenerateDeltas hands it a
 // sequence and waits for text; the loop never blocks on a caller, so a slow
 // consumer cannot stall the others.
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,18 +28,20 @@ import (
 	"github.com/ollama/ollama/ml"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/chat/functiongemma"
 	"github.com/slm-mesh/slm-mesh/internal/model"
 )
 
-// Config configures an Engine. Zero values take the defaults described on
-// each field.
+// Config configures an Engine. A field left zero takes its value in
+// DefaultConfig.
 type Config struct {
 	// ModelPath is a local GGUF file (see internal/model for URLs).
 	ModelPath string
 	// ModelName is the name the model is served under; default: the file
 	// name without extension.
 	ModelName string
-	// Threads used by llama.cpp; default: the number of CPUs.
+	// Threads used by llama.cpp; default: one per CPU but one, at least
+	// one (DefaultThreads).
 	Threads int
 	// Parallel is how many sequences are decoded together (slots); default 8.
 	Parallel int
@@ -53,11 +56,13 @@ type Config struct {
 	// prompt is processed BatchSize at a time.
 	PrefillChunk int
 	// QueueSize bounds the requests waiting for a free slot; past it
-	// Generate fails with ErrOverloaded. Default 4×Parallel; negative: none.
+	// GenerateDeltas fails with chat.CodeOverloaded. Default 4×Parallel; negative: none.
 	QueueSize int
 	// MaxQueueWait bounds how long a request may expect to wait for a slot,
-	// judged from how fast slots have been freeing (see admission); past it
-	// Generate fails with ErrOverloaded, as past QueueSize, and the error's
+	// judged from how fast slots have been freeing (see admission) and,
+	// until a round of them has, from the waiting requests' tokens and the
+	// time of a decode step measured at Open (see priorHold); past it
+	// GenerateDeltas fails with chat.CodeOverloaded, as past QueueSize, and the error's
 	// RetryAfter says when the queue is expected to have room. Default 30s;
 	// negative: no bound but QueueSize.
 	MaxQueueWait time.Duration
@@ -81,47 +86,67 @@ type Config struct {
 	Logger        hclog.Logger
 }
 
+// DefaultConfig is the configuration of an Engine, but for the model: the
+// inference service's flags start from it, and Open fills a field left
+// zero from it.
+func DefaultConfig() Config {
+	return Config{
+		Threads:          DefaultThreads(runtime.NumCPU()),
+		Parallel:         8,
+		ContextPerSeq:    2048,
+		BatchSize:        512,
+		PrefillChunk:     32,
+		MaxQueueWait:     30 * time.Second,
+		DefaultMaxTokens: 512,
+		FlashAttention:   "auto",
+		KVCacheType:      "f16",
+		// QueueSize 0 is 4×Parallel, whatever Parallel is.
+	}
+}
+
+// DefaultThreads is the llama.cpp thread count for cpus CPUs: one CPU is
+// left free. llama.cpp's threads spin at every step's barriers, so when
+// anything else runs (a build, the caller, the Go runtime) a thread on
+// every CPU stalls the whole step: on 2 CPUs next to one busy process, 2
+// threads decoded 9 to 35 times slower than 1 (docs/PERFORMANCE.md, "CPU
+// contention"), for a quarter to a half more speed on a quiet machine.
+// Under Nomad the job gives the task cores of its own and passes
+// -threads = their count.
+func DefaultThreads(cpus int) int {
+	return max(1, cpus-1)
+}
+
+// setDefaults fills the fields left zero (or negative where that means
+// nothing) from DefaultConfig.
 func (c *Config) setDefaults() {
-	if c.Threads <= 0 {
-		c.Threads = runtime.NumCPU()
+	d := DefaultConfig()
+	positive := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
 	}
-	if c.Parallel <= 0 {
-		c.Parallel = 8
-	}
-	if c.ContextPerSeq <= 0 {
-		c.ContextPerSeq = 2048
-	}
-	if c.BatchSize <= 0 {
-		c.BatchSize = 512
-	}
-	if c.PrefillChunk <= 0 {
-		c.PrefillChunk = 32
-	}
+	positive(&c.Threads, d.Threads)
+	positive(&c.Parallel, d.Parallel)
+	positive(&c.ContextPerSeq, d.ContextPerSeq)
+	positive(&c.BatchSize, d.BatchSize)
+	positive(&c.PrefillChunk, d.PrefillChunk)
+	positive(&c.DefaultMaxTokens, d.DefaultMaxTokens)
 	c.PrefillChunk = min(c.PrefillChunk, c.BatchSize)
 	if c.QueueSize == 0 {
 		c.QueueSize = 4 * c.Parallel
 	}
 	c.QueueSize = max(c.QueueSize, 0)
-	if c.MaxQueueWait == 0 {
-		c.MaxQueueWait = 30 * time.Second
-	}
-	if c.DefaultMaxTokens <= 0 {
-		c.DefaultMaxTokens = 512
-	}
+	c.MaxQueueWait = cmp.Or(c.MaxQueueWait, d.MaxQueueWait)
+	c.FlashAttention = cmp.Or(c.FlashAttention, d.FlashAttention)
+	c.KVCacheType = cmp.Or(c.KVCacheType, d.KVCacheType)
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
-	if c.FlashAttention == "" {
-		c.FlashAttention = "auto"
-	}
-	if c.KVCacheType == "" {
-		c.KVCacheType = "f16"
-	}
 }
 
-// Check refuses settings llama.cpp would misread or reject, before a model
-// is at hand (Open checks them again, and the model against them).
-func (c Config) Check() error {
+// Validate refuses settings llama.cpp would misread or reject, before a
+// model is at hand (Open validates them again, and the model against them).
+func (c Config) Validate() error {
 	c.setDefaults()
 	if !slices.Contains([]string{"auto", "on", "off"}, c.FlashAttention) {
 		return fmt.Errorf("flash attention %q: want auto, on or off", c.FlashAttention)
@@ -136,7 +161,7 @@ func (c Config) Check() error {
 }
 
 // GoMaxProcs is the GOMAXPROCS for a process whose engine runs llama.cpp on
-// threads threads (0: one per CPU): the CPUs llama.cpp leaves, at least one.
+// threads threads (0: the default): the CPUs llama.cpp leaves, at least one.
 //
 // llama.cpp's threads wait for each other at every operation, hundreds of
 // times a token, spinning. A Go thread that takes one of their cores for a
@@ -151,7 +176,7 @@ func (c Config) Check() error {
 // a container's CPU quota.
 func GoMaxProcs(threads int) int {
 	if threads <= 0 {
-		threads = runtime.NumCPU()
+		threads = DefaultConfig().Threads
 	}
 	return max(1, min(runtime.GOMAXPROCS(0), runtime.NumCPU()-threads))
 }
@@ -170,8 +195,7 @@ type Stats struct {
 	CompletionTokens uint64
 	Steps            uint64 // decode steps
 	// QueueWait is how long a request arriving now is expected to wait for
-	// a slot (0 when one is free or nothing has been measured yet); past
-	// Config.MaxQueueWait it is refused.
+	// a slot (0 when one is free); past Config.MaxQueueWait it is refused.
 	QueueWait time.Duration
 	// Created is the model file's modification time, which the API
 	// reports as the model's "created"; zero if unknown.
@@ -186,17 +210,25 @@ type Engine struct {
 	created time.Time // the model file's modification time
 	render  *renderer
 	tokens  *promptTokenizer
+	// tools is the model's function-calling format; nil: it has none,
+	// and requests with tools are refused.
+	tools *toolFormat
+	// embed is set for an embedding model (one with a pooling type): it
+	// serves Embed and refuses GenerateDeltas; nil for a generative one,
+	// which refuses Embed.
+	embed *embedder
 
 	model *llama.Model
 	lctx  *llama.Context
 	batch *llama.Batch
 
 	mu       sync.Mutex
-	queue    []*sequence // waiting for a slot, oldest first
-	slots    []*sequence // index = llama sequence id; nil = free
-	cache    []slotCache // index = llama sequence id; what a free slot's KV cache holds
-	tick     uint64      // requests that left a cache, the clock of slotCache.used
-	hold     holdTime    // how long requests keep a slot
+	queue    []*sequence   // waiting for a slot, oldest first
+	slots    []*sequence   // index = llama sequence id; nil = free
+	cache    []slotCache   // index = llama sequence id; what a free slot's KV cache holds
+	tick     uint64        // requests that left a cache, the clock of slotCache.used
+	hold     holdTime      // how long requests keep a slot
+	stepTime time.Duration // a decode step with every slot generating, timed at Open: the queue's prior (priorHold)
 	draining bool
 	wake     chan struct{} // cap 1: something changed for the loop
 
@@ -207,6 +239,7 @@ type Engine struct {
 	requests, promptTokens, cachedTokens, completionTokens, steps atomic.Uint64
 
 	gvocab vocabOnce // the vocabulary grammars read (grammar.go)
+	tvocab vocabOnce // the same with the function-calling tokens (tools.go)
 }
 
 // backendOnce initialises llama.cpp's backends once per process.
@@ -215,7 +248,7 @@ var backendOnce sync.Once
 // Open validates and loads the model and starts the decode loop.
 func Open(cfg Config) (*Engine, error) {
 	cfg.setDefaults()
-	if err := cfg.Check(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	info, err := model.Validate(cfg.ModelPath)
@@ -243,6 +276,13 @@ func Open(cfg Config) (*Engine, error) {
 	if info.ContextLength > 0 && cfg.ContextPerSeq > int(info.ContextLength) {
 		cfg.ContextPerSeq = int(info.ContextLength)
 	}
+	embedding := info.PoolingType > 0
+	if embedding {
+		// llama.cpp encodes a non-causal batch in one pass: the longest
+		// input must fit in one micro-batch. Inputs are still packed
+		// BatchSize tokens at a time (embedBatch).
+		cfg.BatchSize = max(cfg.BatchSize, cfg.ContextPerSeq)
+	}
 	r, err := newRenderer(info.ChatTemplate)
 	if err != nil {
 		return nil, err
@@ -266,25 +306,41 @@ func Open(cfg Config) (*Engine, error) {
 	case "off":
 		fa = ml.FlashAttentionDisabled
 	}
-	params := llama.NewContextParams(cfg.ContextPerSeq*cfg.Parallel, cfg.BatchSize, cfg.Parallel, cfg.Threads, fa, cfg.KVCacheType)
+	seqs := cfg.Parallel
+	if embedding {
+		seqs = embedSeqs
+	}
+	params := llama.NewContextParams(cfg.ContextPerSeq*seqs, cfg.BatchSize, seqs, cfg.Threads, fa, cfg.KVCacheType)
 	lctx, err := llama.NewContextWithModel(m, params)
 	if err != nil {
 		llama.FreeModel(m)
 		return nil, fmt.Errorf("create context for %s: %w", cfg.ModelPath, err)
 	}
-	batch, err := llama.NewBatch(cfg.BatchSize, cfg.Parallel, 0)
+	batch, err := llama.NewBatch(cfg.BatchSize, seqs, 0)
 	if err != nil {
 		llama.FreeModel(m)
 		return nil, err
 	}
 
+	var step time.Duration
+	var tools *toolFormat
+	var emb *embedder
+	if embedding {
+		emb = &embedder{width: m.NEmbd(), pack: DefaultConfig().BatchSize}
+	} else {
+		step = measureStep(lctx, batch, min(cfg.Parallel, cfg.BatchSize))
+		tools = detectTools(m, tok, info.ChatTemplate)
+	}
 	e := &Engine{
 		cfg:      cfg,
+		stepTime: step,
 		log:      cfg.Logger,
 		name:     name,
 		created:  created,
 		render:   r,
 		tokens:   tok,
+		tools:    tools,
+		embed:    emb,
 		model:    m,
 		lctx:     lctx,
 		batch:    batch,
@@ -294,9 +350,9 @@ func Open(cfg Config) (*Engine, error) {
 		quit:     make(chan struct{}),
 		loopDone: make(chan struct{}),
 	}
-	e.log.Info("model loaded", "model", name, "arch", info.Architecture, "template", r.name,
+	e.log.Info("model loaded", "model", name, "arch", info.Architecture, "template", r.name, "tools", tools != nil, "embedding", embedding,
 		"parallel", cfg.Parallel, "ctx_per_seq", cfg.ContextPerSeq, "threads", cfg.Threads,
-		"batch", cfg.BatchSize, "queue", cfg.QueueSize, "max_queue_wait", cfg.MaxQueueWait, "flash_attention", cfg.FlashAttention, "kv_cache_type", cfg.KVCacheType, "prompt_cache", !cfg.NoPromptCache)
+		"batch", cfg.BatchSize, "queue", cfg.QueueSize, "max_queue_wait", cfg.MaxQueueWait, "flash_attention", cfg.FlashAttention, "kv_cache_type", cfg.KVCacheType, "prompt_cache", !cfg.NoPromptCache, "step", step)
 	go e.loop(e.quit)
 	return e, nil
 }
@@ -307,14 +363,14 @@ func (e *Engine) Name() string { return e.name }
 // Stats returns a snapshot of the engine's state.
 func (e *Engine) Stats() Stats {
 	e.mu.Lock()
-	busy := 0
+	busy := e.embedsRunning()
 	for _, s := range e.slots {
 		if s != nil {
 			busy++
 		}
 	}
 	queued := len(e.queue)
-	_, wait, _ := e.admission().judge(queued - (len(e.slots) - busy))
+	_, wait, _ := e.admission().judge()
 	e.mu.Unlock()
 	return Stats{
 		Model:            e.name,
@@ -333,7 +389,7 @@ func (e *Engine) Stats() Stats {
 	}
 }
 
-// Request is what Generate takes: a chat request, or (Prompt set) raw text
+// Request is what GenerateDeltas takes: a chat request, or (Prompt set) raw text
 // that is tokenized as it is, control tokens included, for completion-style
 // use and tests. A client's text is only ever in Messages.
 type Request struct {
@@ -342,27 +398,14 @@ type Request struct {
 	Prompt string
 }
 
-// Generate runs one request to completion. onDelta receives each new piece
-// of text as it is decoded (never a split UTF-8 character, never part of a
-// stop string); an error from onDelta cancels the generation. When ctx ends
-// the sequence is freed at the next step and ctx's error is returned.
-func (e *Engine) Generate(ctx context.Context, req Request, onDelta func(string) error) (chat.Result, error) {
-	var f func(chat.Delta) error
-	if onDelta != nil {
-		f = func(d chat.Delta) error {
-			if d.Content == "" {
-				return nil
-			}
-			return onDelta(d.Content)
-		}
-	}
-	return e.GenerateDeltas(ctx, req, f)
-}
-
-// GenerateDeltas is Generate with each piece of text as a chat.Delta,
-// which also carries the logprobs of the tokens generated since the last
-// one when the request asks for them.
-func (e *Engine) GenerateDeltas(ctx context.Context, req Request, onDelta func(chat.Delta) error) (chat.Result, error) {
+// GenerateDeltas runs one request to completion. onDelta receives each
+// new piece of text as it is decoded (never a split UTF-8 character, never
+// part of a stop string), with the logprobs of the tokens generated since
+// the last one when the request asks for them; an error from onDelta
+// cancels the generation. When ctx ends the sequence is freed at the next
+// step and ctx's error is returned. When ctx's span is recorded, the
+// request's phases in the engine become spans under it (traceRequest).
+func (e *Engine) GenerateDeltas(ctx context.Context, req Request, onDelta func(chat.Delta) error) (res chat.Result, err error) {
 	s, err := e.prepare(req)
 	if err != nil {
 		return chat.Result{}, err
@@ -372,7 +415,12 @@ func (e *Engine) GenerateDeltas(ctx context.Context, req Request, onDelta func(c
 		return chat.Result{}, err
 	}
 	defer e.requests.Add(1)
+	defer func() { e.traceRequest(ctx, s, res, err, time.Now()) }()
 
+	var calls *callParser
+	if s.parse {
+		calls = &callParser{e: e}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -380,18 +428,27 @@ func (e *Engine) GenerateDeltas(ctx context.Context, req Request, onDelta func(c
 			return chat.Result{}, ctx.Err()
 		case <-s.out.notify:
 		}
-		d, res, done := s.out.take()
-		if (d.Content != "" || len(d.Logprobs) > 0) && onDelta != nil {
+		d, o, done := s.out.take()
+		if calls != nil {
+			d = calls.add(d)
+			if done && o.err == nil {
+				d = calls.finish(d)
+				if calls.calls > 0 && o.FinishReason == chat.FinishStop {
+					o.FinishReason = chat.FinishToolCalls
+				}
+			}
+		}
+		if !d.Empty() && onDelta != nil {
 			if err := onDelta(d); err != nil {
 				e.cancel(s)
 				return chat.Result{}, err
 			}
 		}
 		if done {
-			if res.err != nil {
-				return chat.Result{}, res.err
+			if o.err != nil {
+				return chat.Result{}, o.err
 			}
-			return res.Result, nil
+			return o.Result, nil
 		}
 	}
 }
@@ -399,51 +456,88 @@ func (e *Engine) GenerateDeltas(ctx context.Context, req Request, onDelta func(c
 // prepare checks a request (chat.Request.Validate, the rules every tier
 // shares), renders and tokenizes it, and checks it against the context.
 func (e *Engine) prepare(req Request) (*sequence, error) {
+	if e.embed != nil {
+		return nil, chat.Invalidf("model", "model %s is an embedding model and does not support completions; use /v1/embeddings", e.name)
+	}
 	check := req.Validate
 	if req.Prompt != "" {
 		check = req.ValidateOptions
 	}
 	if err := check(); err != nil {
-		var fe *chat.FieldError
-		if errors.As(err, &fe) {
-			return nil, invalidf(fe.Param, "%s", fe.Message)
-		}
-		return nil, invalidf("", "%v", err)
+		return nil, err
 	}
-	tokens, err := e.tokenize(req)
+	var plan toolPlan
+	var rendered prompt
+	if req.Prompt == "" && req.UsesTools() {
+		p, pl, err := e.planTools(req.Request)
+		if err != nil {
+			return nil, err
+		}
+		rendered, plan = toPrompt(p), pl
+	}
+	var tokens []int
+	var err error
+	if rendered != nil {
+		tokens, err = e.tokenizePrompt(rendered)
+	} else {
+		tokens, err = e.tokenize(req)
+	}
+	if ce := (*chat.Error)(nil); errors.As(err, &ce) && ce.Reason == chat.ReasonContextLength {
+		ce.Param = promptParam(req)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if len(tokens) == 0 {
-		return nil, invalidf("messages", "the prompt is empty")
+		return nil, chat.Invalidf(promptParam(req), "the prompt is empty")
 	}
 	room := e.cfg.ContextPerSeq - len(tokens)
 	if room < 1 {
-		return nil, e.promptTooLong(fmt.Sprintf("is %d tokens", len(tokens)))
+		err := e.promptTooLong(fmt.Sprintf("is %d tokens", len(tokens)))
+		err.Param = promptParam(req)
+		return nil, err
 	}
 	maxTokens := req.MaxTokens
 	switch {
 	case maxTokens == 0:
 		maxTokens = min(e.cfg.DefaultMaxTokens, room)
 	case maxTokens > room:
-		err := invalidf("messages", "the prompt is %d tokens and max_tokens %d; together they exceed the %d tokens a request may use",
-			len(tokens), maxTokens, e.cfg.ContextPerSeq)
-		err.Reason = ReasonContextLength
+		err := chat.Invalidf(promptParam(req), "the prompt is %d tokens and %s %d; together they exceed the %d tokens a request may use",
+			len(tokens), req.MaxTokensName(), maxTokens, e.cfg.ContextPerSeq)
+		err.Reason = chat.ReasonContextLength
 		return nil, err
 	}
 	sp := samplingParams(req.Request)
 	stops := slices.Concat(e.render.stops, req.Stop)
-	g, err := e.newGrammar(req.ResponseFormat)
+	if rendered != nil {
+		// The model asks for a function's result by writing
+		// <start_function_response>; its reply ends there.
+		stops = slices.Concat(stops, functiongemma.StopStrings())
+	}
+	// A grammar for calls replaces response_format's: the reply is
+	// calls. Without one, response_format applies, and its grammar never
+	// admits a control token, so it also keeps tool_choice none from
+	// calling.
+	var g *grammar
+	if plan.callGrammar {
+		g, err = e.toolGrammar(req.Request)
+	} else {
+		g, err = e.newGrammar(req.ResponseFormat)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if g != nil {
+	switch {
+	case g != nil:
 		sp.Constraint = g
+	case plan.constraint != nil:
+		sp.Constraint = plan.constraint
 	}
 	return &sequence{
 		tokens:    tokens,
 		maxTokens: maxTokens,
 		grammar:   g,
+		parse:     plan.parse,
 		sampling:  sp,
 		text:      newTextStream(stops),
 		out:       newOutbox(),
@@ -462,32 +556,59 @@ func (e *Engine) tokenize(req Request) ([]int, error) {
 		}
 		tokens, err := e.model.Tokenize(req.Prompt, true, true)
 		if err != nil {
-			return nil, invalidf("prompt", "tokenize: %v", err)
+			return nil, chat.Invalidf("prompt", "tokenize: %v", err)
+		}
+		return tokens, nil
+	}
+	if raw := req.RawPrompt; raw != nil {
+		// A client's completion prompt: plain text, with the model's BOS
+		// as the template would begin it, never a control token.
+		if n := e.tokens.bound.minTokens(*raw); n >= limit {
+			return nil, e.promptTooLong(fmt.Sprintf("is at least %d tokens", n))
+		}
+		tokens, err := e.model.Tokenize(*raw, true, false)
+		if err != nil {
+			return nil, chat.Invalidf("prompt", "tokenize: %v", err)
 		}
 		return tokens, nil
 	}
 	if len(req.Messages) == 0 {
-		return nil, invalidf("messages", "no messages")
+		return nil, chat.Invalidf("messages", "no messages")
 	}
 	p, err := e.render.render(req.Messages)
 	if err != nil {
-		return nil, invalidf("messages", "%v", err)
+		return nil, chat.Invalidf("messages", "%v", err)
 	}
-	tokens, err := e.tokens.tokenize(p, limit)
+	return e.tokenizePrompt(p)
+}
+
+// tokenizePrompt tokenizes a rendered prompt (promptTokenizer: control
+// tokens only where the template wrote them).
+func (e *Engine) tokenizePrompt(p prompt) ([]int, error) {
+	tokens, err := e.tokens.tokenize(p, e.cfg.ContextPerSeq)
 	if tl := (*tooLongError)(nil); errors.As(err, &tl) {
 		return nil, e.promptTooLong(fmt.Sprintf("is at least %d tokens", tl.atLeast))
 	}
 	if err != nil {
-		return nil, invalidf("messages", "%v", err)
+		return nil, chat.Invalidf("messages", "%v", err)
 	}
 	return tokens, nil
 }
 
+// promptParam is the request field that holds the prompt: "prompt" for
+// a completion, "messages" for a chat.
+func promptParam(req Request) string {
+	if req.RawPrompt != nil {
+		return "prompt"
+	}
+	return "messages"
+}
+
 // promptTooLong refuses a prompt that leaves no room for a completion;
 // size says how long it is ("is 900 tokens").
-func (e *Engine) promptTooLong(size string) *Error {
-	err := invalidf("messages", "the prompt %s but a request may use at most %d (prompt and completion)", size, e.cfg.ContextPerSeq)
-	err.Reason = ReasonContextLength
+func (e *Engine) promptTooLong(size string) *chat.Error {
+	err := chat.Invalidf("messages", "the prompt %s but a request may use at most %d (prompt and completion)", size, e.cfg.ContextPerSeq)
+	err.Reason = chat.ReasonContextLength
 	return err
 }
 
@@ -537,13 +658,20 @@ func (e *Engine) tokenLogprob(s *sampler, piece string) chat.TokenLogprob {
 	return out
 }
 
+// closing is the refusal of a request the engine will not serve because it
+// is draining or closed: unavailable, so that the caller tries another
+// instance.
+func closing() *chat.Error {
+	return &chat.Error{Code: chat.CodeUnavailable, Message: "the engine is shutting down"}
+}
+
 // enqueue puts s in the queue, or fails when the queue is full or the engine
 // is draining.
 func (e *Engine) enqueue(s *sequence) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.draining {
-		return &Error{Kind: ErrClosed, Message: "the engine is shutting down"}
+		return closing()
 	}
 	// Queued requests fill free slots first (the loop admits them at its
 	// next pass); the bounds apply to those left waiting after that.
@@ -554,13 +682,13 @@ func (e *Engine) enqueue(s *sequence) error {
 		}
 	}
 	ahead := len(e.queue) - free
-	if ok, wait, retry := e.admission().judge(ahead); !ok {
+	if ok, wait, retry := e.admission().judge(); !ok {
 		msg := fmt.Sprintf("all %d slots busy and %d requests queued", len(e.slots), ahead)
 		if ahead < e.cfg.QueueSize {
 			msg = fmt.Sprintf("all %d slots busy; with %d requests queued a slot would take about %s to free, past the %s limit",
 				len(e.slots), ahead, wait.Round(100*time.Millisecond), e.cfg.MaxQueueWait)
 		}
-		return &Error{Kind: ErrOverloaded, Message: msg, RetryAfter: retry}
+		return &chat.Error{Code: chat.CodeOverloaded, Message: msg, RetryAfter: retry}
 	}
 	e.queue = append(e.queue, s)
 	e.signal()
@@ -570,7 +698,25 @@ func (e *Engine) enqueue(s *sequence) error {
 // admission is the queue's policy with what the engine has measured.
 // Called with e.mu held.
 func (e *Engine) admission() admission {
-	return admission{slots: len(e.slots), queueSize: e.cfg.QueueSize, maxWait: e.cfg.MaxQueueWait, hold: e.hold.mean}
+	a := admission{slots: len(e.slots), queueSize: e.cfg.QueueSize, maxWait: e.cfg.MaxQueueWait,
+		known: e.hold.n > 0 || e.stepTime > 0}
+	now := time.Now()
+	for _, s := range e.slots {
+		if s != nil {
+			a.busy = append(a.busy, slotUse{hold: e.expectedHold(s), held: now.Sub(s.admittedAt)})
+		}
+	}
+	for _, s := range e.queue {
+		a.queued = append(a.queued, e.expectedHold(s))
+	}
+	return a
+}
+
+// expectedHold is how long s is expected to keep its slot: the measured
+// mean, or before a round of slots has been measured, at least its prior
+// (holdEstimate). Called with e.mu held.
+func (e *Engine) expectedHold(s *sequence) time.Duration {
+	return holdEstimate(e.hold, len(e.slots), priorHold(e.stepTime, len(s.tokens)+s.maxTokens))
 }
 
 // cancel abandons s: out of the queue at once, or out of its slot at the
@@ -613,8 +759,8 @@ func (e *Engine) Drain(ctx context.Context) error {
 	}
 }
 
-// Close stops the loop, fails whatever is still running with ErrClosed and
-// frees llama.cpp's memory.
+// Close stops the loop, fails whatever is still running as unavailable
+// (closing) and frees llama.cpp's memory.
 func (e *Engine) Close() {
 	e.mu.Lock()
 	if e.quit == nil {
@@ -626,6 +772,12 @@ func (e *Engine) Close() {
 	e.quit = nil
 	e.mu.Unlock()
 	<-e.loopDone
+	if e.embed != nil {
+		// Wait for a running Embed, the other user of the context.
+		e.embed.mu.Lock()
+		e.embed.closed = true
+		defer e.embed.mu.Unlock()
+	}
 	e.batch.Free()
 	llama.FreeModel(e.model)
 }

@@ -201,8 +201,8 @@ func TestOverloaded(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	_, err := e.Generate(ctx, userMsg("Once", 4), nil)
-	if !errors.Is(err, ErrOverloaded) {
-		t.Fatalf("third request: got %v, want ErrOverloaded", err)
+	if chat.Code(err) != chat.CodeOverloaded {
+		t.Fatalf("third request: got %v, want overloaded", err)
 	}
 }
 
@@ -220,7 +220,7 @@ func TestQueueBoundHoldsInABurst(t *testing.T) {
 	defer cancel()
 	for range burst {
 		wg.Go(func() {
-			if _, err := e.Generate(ctx, userMsg("Once", 400), nil); errors.Is(err, ErrOverloaded) {
+			if _, err := e.Generate(ctx, userMsg("Once", 400), nil); chat.Code(err) == chat.CodeOverloaded {
 				overloaded.Add(1)
 			}
 		})
@@ -243,12 +243,19 @@ func TestContextOverflowRefused(t *testing.T) {
 	e := openStories(t, Config{Parallel: 1, ContextPerSeq: 64})
 	long := strings.Repeat("Once upon a time there was a cat. ", 40)
 	_, err := e.Generate(context.Background(), userMsg(long, 8), nil)
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "at most 64") {
-		t.Fatalf("got %v, want ErrInvalid naming the 64-token limit", err)
+	if chat.Code(err) != chat.CodeInvalidArgument || !strings.Contains(err.Error(), "at most 64") {
+		t.Fatalf("got %v, want invalid_argument naming the 64-token limit", err)
 	}
 	_, err = e.Generate(context.Background(), userMsg("Once", 100), nil)
-	if !errors.Is(err, ErrInvalid) {
-		t.Fatalf("max_tokens past the context: got %v, want ErrInvalid", err)
+	if chat.Code(err) != chat.CodeInvalidArgument || !strings.Contains(err.Error(), "and max_tokens 100") {
+		t.Fatalf("max_tokens past the context: got %v, want invalid_argument naming max_tokens", err)
+	}
+	// The field is named as the client named it.
+	req := userMsg("Once", 100)
+	req.MaxTokensParam = "max_completion_tokens"
+	_, err = e.Generate(context.Background(), req, nil)
+	if chat.Code(err) != chat.CodeInvalidArgument || !strings.Contains(err.Error(), "and max_completion_tokens 100") {
+		t.Fatalf("max_completion_tokens past the context: got %v, want invalid_argument naming max_completion_tokens", err)
 	}
 }
 
@@ -285,8 +292,8 @@ func TestInvalidSampling(t *testing.T) {
 		{Request: chat.Request{Messages: []chat.Message{{Role: "user", Content: "x"}}, Stop: []string{"a", "b", "c", "d", "e"}}},
 		{Request: chat.Request{}},
 	} {
-		if _, err := e.Generate(context.Background(), req, nil); !errors.Is(err, ErrInvalid) {
-			t.Errorf("%s: got %v, want ErrInvalid", fmt.Sprint(req.Request), err)
+		if _, err := e.Generate(context.Background(), req, nil); chat.Code(err) != chat.CodeInvalidArgument {
+			t.Errorf("%s: got %v, want invalid_argument", fmt.Sprint(req.Request), err)
 		}
 	}
 }

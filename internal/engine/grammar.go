@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"cmp"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -19,11 +21,18 @@ const anyObjectSchema = `{"type":"object"}`
 // each token's text, or "" for a token no grammar may produce (the grammar
 // refuses empty pieces), and the end-of-generation tokens, which it allows
 // only where the grammar may end.
+//
+// After the model's tokens come the prefix trie's probes (see prefixTrie):
+// ids from len(isEOG) on, each spelling a prefix that several pieces share.
 type grammarVocab struct {
-	ids    []uint32
 	pieces []string
 	eog    []int32
 	isEOG  []bool
+	c      *cVocab // pieces and eog as llama.cpp reads them
+	trie   *prefixTrie
+	// unsorted are tokens with a piece that the trie leaves out (the tool
+	// format's control tokens), which a mask checks one by one.
+	unsorted []int32
 }
 
 // vocabOnce guards Engine.gvocab, built on the first request that needs a
@@ -41,9 +50,8 @@ func (e *Engine) grammarVocab() *grammarVocab {
 
 func newGrammarVocab(m *llama.Model) *grammarVocab {
 	n := m.NumVocab()
-	v := &grammarVocab{ids: make([]uint32, n), pieces: make([]string, n), isEOG: make([]bool, n)}
+	v := &grammarVocab{pieces: make([]string, n), isEOG: make([]bool, n)}
 	for i := range n {
-		v.ids[i] = uint32(i)
 		if m.TokenIsEog(i) {
 			v.eog = append(v.eog, int32(i))
 			v.isEOG[i] = true
@@ -51,6 +59,10 @@ func newGrammarVocab(m *llama.Model) *grammarVocab {
 		}
 		v.pieces[i] = grammarPiece(m, i)
 	}
+	var probes []string
+	v.trie, probes = newPrefixTrie(v.pieces)
+	v.pieces = append(v.pieces, probes...)
+	v.c = newCVocab(v.pieces, v.eog)
 	return v
 }
 
@@ -83,20 +95,28 @@ func grammarPiece(m *llama.Model, i int) string {
 }
 
 // grammar constrains a sequence to a llama.cpp grammar (see constraint).
-// The llama package's Grammar is safe to use after Free (it then allows
-// everything and accepts nothing), so Generate frees it when the request
-// ends even though the loop may still hold the sequence for a step.
+// A cGrammar is safe to use after Free (it then allows everything and
+// accepts nothing), so GenerateDeltas frees it when the request ends even
+// though the loop may still hold the sequence for a step.
 type grammar struct {
-	g     *llama.Grammar
+	g     *cGrammar
 	isEOG []bool
-	one   [1]llama.TokenData
-	buf   []llama.TokenData
+	// trie, if set, lets mask check prefixes rather than every token;
+	// always lists what mask checks besides: the end-of-generation tokens,
+	// the vocabulary's unsorted tokens and those the grammar names by id.
+	trie   *prefixTrie
+	always []int32
+
+	one                  [1]llama.TokenData
+	buf                  []llama.TokenData // reused between checks
+	check, next, allowed []int32           // reused between masks
+	vals                 []float32         // reused between masks
 }
 
 var _ constraint = (*grammar)(nil)
 
 // newGrammar returns the grammar a response format asks for, nil for free
-// text, or an ErrInvalid *Error naming response_format when its schema
+// text, or an invalid_argument *chat.Error naming response_format when its schema
 // cannot be turned into a grammar.
 func (e *Engine) newGrammar(f *chat.ResponseFormat) (*grammar, error) {
 	if f == nil || f.Type == chat.FormatText || f.Type == "" {
@@ -108,15 +128,53 @@ func (e *Engine) newGrammar(f *chat.ResponseFormat) (*grammar, error) {
 	}
 	gbnf := llama.SchemaToGrammar(schema)
 	if len(gbnf) == 0 {
-		return nil, invalidf("response_format", "Invalid 'response_format': this server cannot enforce the JSON schema "+
+		return nil, chat.Invalidf("response_format", "Invalid 'response_format': this server cannot enforce the JSON schema "+
 			"(a keyword or $ref outside the subset llama.cpp's schema converter supports).")
 	}
-	v := e.grammarVocab()
-	g := llama.NewGrammar(string(gbnf), v.ids, v.pieces, v.eog)
+	g := compileGrammar(string(gbnf), e.grammarVocab())
 	if g == nil {
-		return nil, invalidf("response_format", "Invalid 'response_format': the JSON schema gives a grammar this server cannot parse.")
+		return nil, chat.Invalidf("response_format", "Invalid 'response_format': the JSON schema gives a grammar this server cannot parse.")
 	}
-	return &grammar{g: g, isEOG: v.isEOG}, nil
+	return g, nil
+}
+
+// compileGrammar builds gbnf over v, or returns nil if llama.cpp cannot
+// parse it.
+func compileGrammar(gbnf string, v *grammarVocab) *grammar {
+	lg := newCGrammar(gbnf, v.c)
+	if lg == nil {
+		return nil
+	}
+	g := &grammar{g: lg, isEOG: v.isEOG}
+	if named, ok := namedTokens(gbnf, len(v.isEOG)); ok && v.trie != nil {
+		g.trie = v.trie
+		g.always = slices.Concat(v.eog, v.unsorted, named)
+	}
+	return g
+}
+
+// namedTokens returns the tokens gbnf names by id (<[id]>, !<[id]>),
+// which llama.cpp matches by id rather than by piece, so that the trie's
+// probes say nothing about them. It reports false if one may be a probe
+// (an id from n on) or is not a number llama.cpp would read alike.
+func namedTokens(gbnf string, n int) ([]int32, bool) {
+	var ids []int32
+	for rest := gbnf; ; {
+		i := strings.Index(rest, "<[")
+		if i < 0 {
+			return ids, true
+		}
+		rest = rest[i+2:]
+		end := strings.Index(rest, "]>")
+		if end < 0 {
+			return nil, false
+		}
+		id, err := strconv.ParseUint(rest[:end], 10, 31)
+		if err != nil || id >= uint64(n) {
+			return nil, false
+		}
+		ids = append(ids, int32(id))
+	}
 }
 
 // free releases the grammar's C memory; safe to call more than once and
@@ -133,7 +191,74 @@ func (g *grammar) allows(tok int) bool {
 	return !math.IsInf(float64(g.one[0].Logit), -1)
 }
 
+// filter keeps the candidates the grammar allows, in order, in c's
+// storage.
+func (g *grammar) filter(c candidates) candidates {
+	buf := g.buf[:0]
+	for _, x := range c {
+		buf = append(buf, llama.TokenData{ID: x.id})
+	}
+	g.buf = buf
+	g.g.Apply(buf)
+	out := c[:0]
+	for i, t := range buf {
+		if !math.IsInf(float64(t.Logit), -1) {
+			out = append(out, c[i])
+		}
+	}
+	return out
+}
+
 func (g *grammar) mask(logits []float32) bool {
+	if g.trie == nil {
+		return g.maskEach(logits)
+	}
+	// Check what the trie says to, level by level: a token where it
+	// stands, a probe by the tokens below it once it is allowed.
+	allowed := g.allowed[:0]
+	check := append(append(g.check[:0], g.always...), g.trie.root...)
+	next := g.next
+	for len(check) > 0 {
+		buf := g.buf[:0]
+		for _, id := range check {
+			buf = append(buf, llama.TokenData{ID: id})
+		}
+		g.buf = buf
+		g.g.Apply(buf)
+		next = next[:0]
+		for _, t := range buf {
+			switch {
+			case math.IsInf(float64(t.Logit), -1):
+			case t.ID < g.trie.base:
+				allowed = append(allowed, t.ID)
+			default:
+				next = append(next, g.trie.below[t.ID-g.trie.base]...)
+			}
+		}
+		check, next = next, check
+	}
+	g.check, g.next, g.allowed = check, next, allowed
+
+	vals := g.vals[:0]
+	for _, id := range allowed {
+		vals = append(vals, logits[id])
+	}
+	g.vals = vals
+	ninf := float32(math.Inf(-1))
+	for i := range logits {
+		logits[i] = ninf
+	}
+	any := false
+	for i, id := range allowed {
+		if l := vals[i]; l > ninf { // neither −Inf nor NaN
+			logits[id], any = l, true
+		}
+	}
+	return any
+}
+
+// maskEach masks by checking every token with a finite logit.
+func (g *grammar) maskEach(logits []float32) bool {
 	buf := g.buf[:0]
 	for i, l := range logits {
 		if l > float32(math.Inf(-1)) { // neither −Inf nor NaN
@@ -165,4 +290,99 @@ func (g *grammar) accept(tok int) {
 	if tok >= 0 && tok < len(g.isEOG) && !g.isEOG[tok] {
 		g.g.Accept(int32(tok))
 	}
+}
+
+// prefixTrie groups a grammar vocabulary's tokens by the prefixes their
+// pieces share, so that a mask rules out a whole group with one check: a
+// probe, an extra entry of the vocabulary whose piece is the prefix.
+//
+// Why that is exact: llama.cpp's grammar reads a piece code point by code
+// point, each stack advancing only on a character its top element
+// matches, and allows it if some stack reads it to the end. Reading the
+// prefix alone takes the same steps, so a refused prefix means a refused
+// piece — except where a stack's top element is a token named by id
+// (<[id]>), which matches that token whatever its piece, and never a
+// probe. A grammar that names tokens therefore has them checked one by
+// one (grammar.always), and none may name a probe's id (namedTokens).
+// The converse does not hold (the piece may go on where the grammar
+// stops), so below an allowed probe every token is checked itself, the
+// one spelling the prefix exactly included. Pieces are whole UTF-8
+// (grammarPiece), so no read ends mid-character.
+//
+// On a refused draw most grammar states allow a few characters (a tag, a
+// key, a digit, punctuation): the mask then checks the first level's
+// probes and the few groups below the allowed ones, not the vocabulary.
+// Where free text is allowed it checks about every token, as a plain
+// mask would, plus the probes.
+type prefixTrie struct {
+	base  int32     // the first probe's id; the model's tokens are below
+	root  []int32   // what a mask checks first: tokens and probes
+	below [][]int32 // for probe base+i, what to check once it is allowed
+}
+
+// minProbeGroup is the fewest tokens a prefix needs to get a probe:
+// checking a small group's tokens costs little more than a probe.
+const minProbeGroup = 4
+
+// newPrefixTrie returns the trie of pieces ("" for a token no grammar may
+// produce) and its probes' pieces, whose ids follow the tokens'.
+func newPrefixTrie(pieces []string) (*prefixTrie, []string) {
+	order := make([]int32, 0, len(pieces))
+	for i, p := range pieces {
+		if p != "" {
+			order = append(order, int32(i))
+		}
+	}
+	// Byte order is code point order in UTF-8: the pieces sharing a
+	// prefix are a run, the one equal to it first.
+	slices.SortFunc(order, func(a, b int32) int {
+		return cmp.Or(strings.Compare(pieces[a], pieces[b]), cmp.Compare(a, b))
+	})
+	t := &prefixTrie{base: int32(len(pieces))}
+	var probes []string
+	// group returns what to check for order[lo:hi], whose pieces share
+	// their first d bytes and diverge after them (or end there).
+	var group func(lo, hi, d int) []int32
+	group = func(lo, hi, d int) []int32 {
+		var list []int32
+		i := lo
+		for ; i < hi && len(pieces[order[i]]) == d; i++ {
+			list = append(list, order[i])
+		}
+		for i < hi {
+			first := pieces[order[i]]
+			_, size := utf8.DecodeRuneInString(first[d:])
+			j := i + 1
+			for j < hi && strings.HasPrefix(pieces[order[j]], first[:d+size]) {
+				j++
+			}
+			if j-i < minProbeGroup {
+				list = append(list, order[i:j]...)
+			} else {
+				n := sharedPrefix(first, pieces[order[j-1]])
+				p := len(probes)
+				probes = append(probes, first[:n])
+				t.below = append(t.below, nil)
+				t.below[p] = group(i, j, n)
+				list = append(list, t.base+int32(p))
+			}
+			i = j
+		}
+		return list
+	}
+	t.root = group(0, len(order), 0)
+	return t, probes
+}
+
+// sharedPrefix is the length in bytes of the longest common prefix of
+// two UTF-8 strings that ends between characters.
+func sharedPrefix(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	for n > 0 && n < len(a) && !utf8.RuneStart(a[n]) {
+		n--
+	}
+	return n
 }

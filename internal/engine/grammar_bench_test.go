@@ -19,8 +19,9 @@ import (
 //	SLM_BENCH_THREADS=2 go test -run '^$' -bench Structured -benchtime 3x ./internal/engine/
 //
 // Random weights are the grammar's worst case: the token drawn first is
-// almost never allowed, so nearly every step masks the whole vocabulary. A
-// trained model's first draw is usually allowed, which costs one check.
+// almost never allowed, so nearly every step draws again (from the most
+// likely tokens, or through the prefix trie's mask). A trained model's
+// first draw is usually allowed, which costs one check.
 func BenchmarkStructured(b *testing.B) {
 	if testing.Short() {
 		b.Skip("skipped in -short mode: runs the full-size model")

@@ -6,11 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/ollama/ollama/llama"
+
 	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/chat/functiongemma"
 )
 
 // personSchema bounds every part of its output (string lengths, array
@@ -141,9 +145,9 @@ func TestUnsupportedSchemaRefused(t *testing.T) {
 		req := userMsg("Once", 8)
 		req.ResponseFormat = jsonSchemaFormat(schema)
 		_, err := e.Generate(context.Background(), req, nil)
-		var ee *Error
-		if !errors.As(err, &ee) || !errors.Is(err, ErrInvalid) || ee.Param != "response_format" {
-			t.Errorf("schema %s: err = %v, want ErrInvalid naming response_format", schema, err)
+		var ee *chat.Error
+		if !errors.As(err, &ee) || chat.Code(err) != chat.CodeInvalidArgument || ee.Param != "response_format" {
+			t.Errorf("schema %s: err = %v, want invalid_argument naming response_format", schema, err)
 		}
 	}
 }
@@ -377,4 +381,102 @@ func validate(schema map[string]any, v any, path string) error {
 func asSlice(v any) []any {
 	s, _ := v.([]any)
 	return s
+}
+
+// TestTrieMaskMatchesEveryToken walks grammars through random outputs
+// and checks, at every step, that the mask that checks the prefix trie,
+// and the one that checks every token, leave exactly the logits that the
+// llama package's own Grammar, checking every token, leaves: for JSON
+// schemas on gemma3's vocabulary, and for the tool calls' grammar, which
+// names the format's control tokens by id.
+func TestTrieMaskMatchesEveryToken(t *testing.T) {
+	t.Parallel()
+	gemma := openTinyGemma(t, Config{})
+	fg := openFunctionGemma(t, Config{})
+	schemaGrammar := func(schema string) string { return string(llama.SchemaToGrammar([]byte(schema))) }
+	ids := fg.tools.ids
+	toolGBNF, err := functiongemma.Grammar(forecastTools, true, functiongemma.GrammarTokens{
+		StartCall: ids[functiongemma.StartCall], EndCall: ids[functiongemma.EndCall], Escape: ids[functiongemma.Escape],
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		e     *Engine
+		gbnf  string
+		vocab *grammarVocab
+	}{
+		{"json_schema", gemma, schemaGrammar(personSchema), gemma.grammarVocab()},
+		{"json_object", gemma, schemaGrammar(anyObjectSchema), gemma.grammarVocab()},
+		{"tool calls", fg, toolGBNF, fg.toolVocab()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := tc.vocab
+			vocabIDs := make([]uint32, len(v.pieces))
+			for i := range vocabIDs {
+				vocabIDs[i] = uint32(i)
+			}
+			n := tc.e.model.NumVocab()
+			rng := rand.New(rand.NewPCG(1, 2))
+			steps, probed := 0, false
+			for walk := 0; walk < 8 && steps < 400; walk++ {
+				g := compileGrammar(tc.gbnf, v)
+				ref := llama.NewGrammar(tc.gbnf, vocabIDs, v.pieces, v.eog)
+				if g == nil || ref == nil {
+					t.Fatal("the grammar does not parse")
+				}
+				if g.trie == nil || len(g.trie.below) == 0 {
+					t.Fatal("the grammar has no trie, or a trie without probes")
+				}
+				for range 80 {
+					steps++
+					logits := make([]float32, n)
+					for i := range logits {
+						logits[i] = float32(rng.NormFloat64())
+					}
+					logits[rng.IntN(n)] = float32(math.Inf(-1))
+					logits[rng.IntN(n)] = float32(math.NaN())
+					each := slices.Clone(logits)
+					want := make([]llama.TokenData, n)
+					for i, l := range logits {
+						want[i] = llama.TokenData{ID: int32(i), Logit: l}
+						if !(l > float32(math.Inf(-1))) {
+							want[i].Logit = float32(math.Inf(-1))
+						}
+					}
+					ref.Apply(want)
+					anyTrie, anyEach := g.mask(logits), g.maskEach(each)
+					var allowed []int
+					for i, w := range want {
+						if math.Float32bits(logits[i]) != math.Float32bits(w.Logit) || math.Float32bits(each[i]) != math.Float32bits(w.Logit) {
+							t.Fatalf("walk %d, step %d: token %d (%q): trie mask %v, every token's %v, the llama package's %v",
+								walk, steps, i, tc.e.model.TokenToPiece(i), logits[i], each[i], w.Logit)
+						}
+						if !math.IsInf(float64(w.Logit), -1) {
+							allowed = append(allowed, i)
+						}
+					}
+					if anyTrie != (len(allowed) > 0) || anyEach != anyTrie {
+						t.Fatalf("walk %d, step %d: trie mask says %v, every token's %v; %d allowed", walk, steps, anyTrie, anyEach, len(allowed))
+					}
+					if len(allowed) == 0 {
+						break
+					}
+					probed = probed || len(allowed) < n/2
+					tok := allowed[rng.IntN(len(allowed))]
+					if g.isEOG[tok] {
+						break
+					}
+					g.accept(tok)
+					ref.Accept(int32(tok))
+				}
+				g.free()
+				ref.Free()
+			}
+			if !probed {
+				t.Fatal("no step allowed fewer than half the tokens")
+			}
+		})
+	}
 }

@@ -19,7 +19,8 @@ type sequence struct {
 	tokens    []int // the prompt
 	maxTokens int
 	sampling  sampling
-	grammar   *grammar // sampling.Constraint if the request asks for JSON; freed by Generate
+	grammar   *grammar // sampling.Constraint if the request asks for JSON or calls; freed by GenerateDeltas
+	parse     bool     // the text holds function calls (GenerateDeltas parses it)
 	text      *textStream
 	logprobs  heldLogprobs // if sampling.Logprobs; loop-owned
 	out       *outbox
@@ -27,6 +28,9 @@ type sequence struct {
 	cancelled atomic.Bool
 
 	admittedAt time.Time // when it got a slot; set under the engine's mutex
+	// prefilled is when its prompt was processed (Unix ns; 0: not yet),
+	// for its trace.
+	prefilled atomic.Int64
 
 	// loop-owned
 	sampler  *sampler // made when the sequence gets a slot
@@ -43,7 +47,7 @@ type sequence struct {
 
 func (s *sequence) generating() bool { return s.fed == len(s.tokens) }
 
-// outbox carries text and the final result from the loop to Generate. The
+// outbox carries text and the final result from the loop to GenerateDeltas. The
 // loop only appends and signals; it never waits for the reader.
 type outbox struct {
 	notify chan struct{} // cap 1
@@ -108,7 +112,7 @@ func (e *Engine) loop(quit <-chan struct{}) {
 		if active == 0 {
 			select {
 			case <-quit:
-				e.failAll(ErrClosed)
+				e.failAll(closing())
 				return
 			case <-e.wake:
 			}
@@ -116,7 +120,7 @@ func (e *Engine) loop(quit <-chan struct{}) {
 		}
 		select {
 		case <-quit:
-			e.failAll(ErrClosed)
+			e.failAll(closing())
 			return
 		default:
 		}
@@ -255,6 +259,7 @@ func (e *Engine) prefillStep(s *sequence, budget int) {
 	s.fed += n
 	s.nPast += n
 	if e.decode(b) && s.generating() {
+		s.prefilled.Store(time.Now().UnixNano())
 		e.sampleAndDeliver(s)
 	}
 }
@@ -347,4 +352,29 @@ func (e *Engine) failAll(err error) {
 		s.out.finish(outcome{err: err})
 	}
 	e.queue = nil
+}
+
+// measureStep times the step the loop repeats while n slots generate, one
+// token in each of n sequences, for the queue's estimate of how long a
+// request keeps its slot before any has (priorHold). The first step of a
+// shape also builds its compute graph, so it runs untimed; of the two
+// timed after it the longer counts. The KV cache is cleared afterwards.
+// 0 if a step fails: the queue then has no prior.
+func measureStep(lctx *llama.Context, b *llama.Batch, n int) time.Duration {
+	defer lctx.KvCacheClear()
+	var step time.Duration
+	for pos := range 3 {
+		b.Clear()
+		for seq := range n {
+			b.Add(0, nil, pos, true, seq) // any token costs the same
+		}
+		start := time.Now()
+		if err := lctx.Decode(b); err != nil {
+			return 0
+		}
+		if pos > 0 {
+			step = max(step, time.Since(start))
+		}
+	}
+	return step
 }

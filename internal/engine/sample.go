@@ -34,10 +34,18 @@ type sampling struct {
 // than masking a whole vocabulary. The result follows the constrained
 // distribution: an allowed token t is drawn either at once, with
 // probability p(t), or after a refusal, with probability (1−A)·p(t)/A
-// where A is the allowed mass; together p(t)/A.
+// where A is the allowed mass; together p(t)/A. (With top-k, top-p or
+// min-p, as in llama.cpp, the first draw is from the truncated
+// distribution and the second truncates the allowed tokens afresh.)
+//
+// The second draw looks at the most likely tokens first (redraw), and
+// masks only when they do not settle it.
 type constraint interface {
 	// allows reports whether tok may come next.
 	allows(tok int) bool
+	// filter keeps the candidates that may come next, in order, in c's
+	// storage.
+	filter(c candidates) candidates
 	// mask sets the logits of the tokens that may not come next to −Inf
 	// and reports whether any token may.
 	mask(logits []float32) bool
@@ -117,13 +125,15 @@ func (s *sampler) sample(logits []float32) int {
 	}
 	tok := s.pick(logits)
 	if c := s.Constraint; c != nil && !c.allows(tok) {
-		if !c.mask(logits) {
-			return -1
-		}
-		if tok = s.pick(logits); math.IsInf(float64(logits[tok]), -1) {
-			// draw's rounding fallback may land on a masked token, which
-			// the constraint must never accept.
-			tok = argmax(logits)
+		if tok = s.redraw(logits); tok < 0 {
+			if !c.mask(logits) {
+				return -1
+			}
+			if tok = s.pick(logits); math.IsInf(float64(logits[tok]), -1) {
+				// draw's rounding fallback may land on a masked token, which
+				// the constraint must never accept.
+				tok = argmax(logits)
+			}
 		}
 	}
 	if s.Logprobs {
@@ -181,6 +191,55 @@ func (s *sampler) pick(logits []float32) int {
 		return argmax(logits) // nothing but NaN and -Inf: no distribution
 	}
 	return int(s.draw(c))
+}
+
+// shortlist is the fewest most likely tokens redraw checks.
+const shortlist = 256
+
+// redraw draws again after the constraint refused the first draw, from
+// the most likely tokens alone when they settle the draw, as pick would
+// from the logits masked by the constraint; otherwise it returns -1 and
+// the caller masks.
+//
+// Why that is exact: the n most likely tokens (n ≥ shortlist) hold every
+// token whose logit is above the n-th's, the floor; every token left
+// unchecked is at or below it. pick on masked logits reads only the best
+// allowed token when greedy, and only the top-k allowed ones with top-k
+// (top-p measures its mass against those, min-p against the best of
+// them). So once that many allowed tokens are found above the floor,
+// they are the ones pick would read, in the same order, and the draw
+// from them is pick's. (Which of several equal logits top-k keeps may
+// differ, as it may between any two top-k implementations.) Without
+// top-k, top-p and the temperature read every allowed token's mass: that
+// is left to the mask.
+func (s *sampler) redraw(logits []float32) int {
+	need := 1
+	if s.Temp > 0 {
+		if s.TopK <= 0 || s.TopK >= len(logits) {
+			return -1
+		}
+		need = s.TopK
+	}
+	n := max(shortlist, 4*need)
+	if n >= len(logits) {
+		return -1 // no cheaper than the mask
+	}
+	c := topK(s.cand, logits, n)
+	s.cand = c
+	floor := c[n-1].logit
+	c = s.Constraint.filter(c)
+	above := 0
+	for above < len(c) && c[above].logit > floor {
+		above++
+	}
+	if above < need {
+		return -1
+	}
+	c = c[:need]
+	if s.Temp <= 0 {
+		return int(c[0].id)
+	}
+	return int(s.draw(s.nucleus(c, mass(c, c[0].logit))))
 }
 
 // penalize lowers the logits of recently generated tokens.

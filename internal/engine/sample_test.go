@@ -240,3 +240,107 @@ func BenchmarkSampleLogprobs(b *testing.B) {
 		})
 	}
 }
+
+// allowOnly is a constraint that allows the tokens in its set and counts
+// its masks; with noShortlist its filter keeps nothing, so that every
+// refused draw is redrawn from the masked logits.
+type allowOnly struct {
+	set         map[int]bool
+	noShortlist bool
+	masks       int
+}
+
+func (a *allowOnly) allows(tok int) bool { return a.set[tok] }
+
+func (a *allowOnly) filter(c candidates) candidates {
+	if a.noShortlist {
+		return c[:0]
+	}
+	return slices.DeleteFunc(c, func(x candidate) bool { return !a.set[int(x.id)] })
+}
+
+func (a *allowOnly) mask(logits []float32) bool {
+	a.masks++
+	any := false
+	for i := range logits {
+		if !a.set[i] {
+			logits[i] = float32(math.Inf(-1))
+		} else if logits[i] > float32(math.Inf(-1)) {
+			any = true
+		}
+	}
+	return any
+}
+
+func (*allowOnly) accept(int) {}
+
+// TestRedrawMatchesTheMask checks that a draw the constraint refuses is
+// redrawn from the most likely tokens exactly as from the masked logits:
+// the same tokens from the same seed, greedy and with top-k. When many
+// tokens are allowed the most likely settle every redraw and nothing is
+// masked; when few are, the most likely do not and the mask decides.
+func TestRedrawMatchesTheMask(t *testing.T) {
+	const vocab = 4096
+	rng := rand.New(rand.NewPCG(7, 8))
+	logits := make([]float32, vocab)
+	for i := range logits {
+		logits[i] = float32(rng.NormFloat64() * 3)
+	}
+	best := argmax(logits)
+	many, few := map[int]bool{}, map[int]bool{}
+	for i := range vocab {
+		if i != best && rng.IntN(2) == 0 {
+			many[i] = true // half the tokens, never the most likely
+		}
+	}
+	median := slices.Clone(logits)
+	slices.Sort(median)
+	for len(few) < 30 {
+		if i := rng.IntN(vocab); logits[i] < median[vocab/2] {
+			few[i] = true // none among the most likely
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		set       map[int]bool
+		p         sampling
+		wantMasks bool
+	}{
+		{"greedy, many allowed", many, sampling{Temp: 0, PenaltyRepeat: 1}, false},
+		{"top-k, many allowed", many, sampling{Temp: 1, TopK: 40, TopP: 0.95, MinP: 0.05, PenaltyRepeat: 1}, false},
+		{"top-k 1000, many allowed", many, sampling{Temp: 1.5, TopK: 1000, TopP: 1, PenaltyRepeat: 1}, false},
+		{"greedy, few allowed", few, sampling{Temp: 0, PenaltyRepeat: 1}, true},
+		{"top-k, few allowed", few, sampling{Temp: 1, TopK: 40, TopP: 0.95, MinP: 0.05, PenaltyRepeat: 1}, true},
+		{"no top-k, many allowed", many, sampling{Temp: 1, TopP: 0.9, PenaltyRepeat: 1}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			refused := 0
+			for seed := range uint64(200) {
+				p := tc.p
+				p.Seed = seed
+				short := &allowOnly{set: tc.set}
+				masked := &allowOnly{set: tc.set, noShortlist: true}
+				p.Constraint = short
+				got := newSampler(p).sample(slices.Clone(logits))
+				p.Constraint = masked
+				want := newSampler(p).sample(slices.Clone(logits))
+				if got != want {
+					t.Fatalf("seed %d: drew %d, from the masked logits %d", seed, got, want)
+				}
+				if !tc.set[got] {
+					t.Fatalf("seed %d: drew %d, which is not allowed", seed, got)
+				}
+				if masked.masks == 0 {
+					continue // the first draw was allowed: nothing redrawn
+				}
+				refused++
+				if (short.masks > 0) != tc.wantMasks {
+					t.Fatalf("seed %d: %d masks, want masks: %v", seed, short.masks, tc.wantMasks)
+				}
+			}
+			if refused < 50 {
+				t.Fatalf("only %d of 200 first draws refused", refused)
+			}
+		})
+	}
+}

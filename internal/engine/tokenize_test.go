@@ -210,9 +210,9 @@ func TestHostilePromptsRefusedUntokenized(t *testing.T) {
 		for kind, content := range hostilePrompts {
 			handed.Store(0)
 			_, err := e.Generate(context.Background(), userMsg(content, 0), nil)
-			var ee *Error
-			if !errors.As(err, &ee) || ee.Kind != ErrInvalid || ee.Reason != ReasonContextLength || ee.Param != "messages" {
-				t.Errorf("%s, %s: got %v, want ErrInvalid with reason %s on messages", name, kind, err, ReasonContextLength)
+			var ee *chat.Error
+			if !errors.As(err, &ee) || ee.Code != chat.CodeInvalidArgument || ee.Reason != chat.ReasonContextLength || ee.Param != "messages" {
+				t.Errorf("%s, %s: got %v, want invalid_argument with reason %s on messages", name, kind, err, chat.ReasonContextLength)
 			}
 			if n := handed.Load(); n > limit {
 				t.Errorf("%s, %s: %d bytes of %d handed to the tokenizer before the refusal, want at most %d", name, kind, n, len(content), limit)
@@ -238,8 +238,8 @@ func TestTokenizingStopsAtTheContext(t *testing.T) {
 		t.Fatalf("the contents are bound to %d tokens: the test needs a prompt that passes the bound", n)
 	}
 	_, err := e.Generate(context.Background(), chatRequest(msgs...), nil)
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "at least") {
-		t.Fatalf("got %v, want ErrInvalid: the prompt is at least ... tokens", err)
+	if chat.Code(err) != chat.CodeInvalidArgument || !strings.Contains(err.Error(), "at least") {
+		t.Fatalf("got %v, want invalid_argument: the prompt is at least ... tokens", err)
 	}
 	if n := handed.Load(); n >= int64(total)/2 {
 		t.Fatalf("%d bytes handed to the tokenizer for a prompt of %d bytes of contents; want it to stop at the %d-token context",
@@ -306,8 +306,8 @@ func BenchmarkTokenizeHostile(b *testing.B) {
 		b.Run(strings.ReplaceAll(kind, " ", "_"), func(b *testing.B) {
 			b.SetBytes(int64(len(content)))
 			for b.Loop() {
-				if _, err := e.prepare(userMsg(content, 0)); !errors.Is(err, ErrInvalid) {
-					b.Fatalf("got %v, want ErrInvalid", err)
+				if _, err := e.prepare(userMsg(content, 0)); chat.Code(err) != chat.CodeInvalidArgument {
+					b.Fatalf("got %v, want invalid_argument", err)
 				}
 			}
 		})

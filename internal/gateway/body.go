@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +12,32 @@ import (
 
 	"github.com/slm-mesh/slm-mesh/internal/openai"
 )
+
+// decodeBody reads the request body (readBody) and decodes it with
+// decode, answering the client itself when either fails; ok reports
+// whether the request goes on.
+func decodeBody[T any](s *Server, c *gin.Context, decode func([]byte, openai.Limits) (T, *openai.Error)) (req T, ok bool) {
+	body, apiErr := s.readBody(c)
+	if apiErr == nil {
+		req, apiErr = decode(body, s.cfg.Limits)
+	}
+	if apiErr != nil {
+		s.fail(c, apiErr)
+		return req, false
+	}
+	return req, true
+}
+
+// begin bounds a decoded request by the request timeout and counts it in
+// flight until done is called.
+func (s *Server) begin(c *gin.Context) (ctx context.Context, done func()) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestTimeout)
+	s.m.inFlight.Inc()
+	return ctx, func() {
+		s.m.inFlight.Dec()
+		cancel()
+	}
+}
 
 // readBody reads the request body, refusing one over the body limit and
 // one that does not arrive in time (see Config.BodyTimeout).
@@ -42,7 +69,7 @@ func (s *Server) readBody(c *gin.Context) ([]byte, *openai.Error) {
 	case errors.As(err, &tooLarge):
 		return nil, openai.BodyTooLarge(limit)
 	case errors.As(err, &netErr) && netErr.Timeout():
-		s.log.Info("request body did not arrive in time", "request_id", requestIDOf(c), "remote", c.ClientIP(), "read", len(data))
+		s.reqLog(c).Info("request body did not arrive in time", "remote", c.ClientIP(), "read", len(data))
 		return nil, openai.RequestTimeout("The request body did not arrive in time.")
 	default:
 		return nil, openai.InvalidRequest("", "could not read the request body")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -21,27 +20,12 @@ import (
 // overloaded, no instance, bad parameters — still gets its proper HTTP
 // status. An error after that is sent as an error event.
 func (s *Server) ChatCompletions(c *gin.Context) {
-	body, apiErr := s.readBody(c)
-	if apiErr != nil {
-		s.fail(c, apiErr)
+	req, ok := decodeBody(s, c, openai.DecodeChatRequest)
+	if !ok {
 		return
 	}
-	req, apiErr := openai.DecodeChatRequest(body, s.cfg.Limits)
-	if apiErr != nil {
-		s.fail(c, apiErr)
-		return
-	}
-	if req.Model != "" {
-		if st, err := s.callerStatus(c.Request.Context()); err == nil && len(st.Models()) > 0 && !slices.Contains(st.Models(), req.Model) {
-			s.fail(c, openai.ModelNotFound(req.Model))
-			return
-		}
-	}
-
-	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestTimeout)
-	defer cancel()
-	s.m.inFlight.Inc()
-	defer s.m.inFlight.Dec()
+	ctx, done := s.begin(c)
+	defer done()
 
 	start := time.Now()
 	firstText := func() { s.m.ttft.Observe(time.Since(start).Seconds()) }
@@ -56,24 +40,26 @@ func (s *Server) ChatCompletions(c *gin.Context) {
 func (s *Server) complete(ctx context.Context, c *gin.Context, req *openai.ChatCompletionRequest, firstText func()) {
 	var text strings.Builder
 	var logprobs []chat.TokenLogprob
+	var calls []chat.ToolCall
 	if req.Logprobs {
 		logprobs = []chat.TokenLogprob{} // [] rather than null when there are none
 	}
-	res, err := s.caller.GetResponse(ctx, req.ToChat(), func(d chat.Delta) error {
-		if text.Len() == 0 && d.Content != "" {
+	res, err := s.caller.GetResponse(ctx, req.Request, func(d chat.Delta) error {
+		if text.Len() == 0 && len(calls) == 0 && (d.Content != "" || len(d.ToolCalls) > 0) {
 			firstText()
 		}
 		text.WriteString(d.Content)
+		calls = append(calls, d.ToolCalls...)
 		if req.Logprobs {
 			logprobs = append(logprobs, d.Logprobs...)
 		}
 		return nil
 	})
 	if err != nil {
-		s.fail(c, s.errorFor(ctx, c, req, err))
+		s.fail(c, s.errorFor(ctx, c, err))
 		return
 	}
-	res.Text, res.Logprobs = text.String(), logprobs
+	res.Text, res.Logprobs, res.ToolCalls = text.String(), logprobs, calls
 	s.countTokens(res)
 	c.JSON(http.StatusOK, openai.NewChatCompletion(openai.NewCompletionMeta(res.Model), res))
 }
@@ -86,7 +72,7 @@ func (s *Server) stream(ctx context.Context, c *gin.Context, req *openai.ChatCom
 		c.Status(http.StatusOK)
 		sw = openai.NewStreamWriter(c.Writer, c.Writer.Flush, openai.NewCompletionMeta(model), req.IncludeUsage)
 	}
-	res, err := s.caller.GetResponse(ctx, req.ToChat(), func(d chat.Delta) error {
+	res, err := s.caller.GetResponse(ctx, req.Request, func(d chat.Delta) error {
 		if sw == nil {
 			firstText()
 			begin(s.modelName(ctx, req.Model))
@@ -97,10 +83,10 @@ func (s *Server) stream(ctx context.Context, c *gin.Context, req *openai.ChatCom
 	})
 	switch {
 	case err != nil && sw == nil:
-		s.fail(c, s.errorFor(ctx, c, req, err))
+		s.fail(c, s.errorFor(ctx, c, err))
 	case err != nil:
 		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			_ = sw.Error(s.errorFor(ctx, c, req, err))
+			_ = sw.Error(s.errorFor(ctx, c, err))
 		}
 	default:
 		if sw == nil {
@@ -114,25 +100,30 @@ func (s *Server) stream(ctx context.Context, c *gin.Context, req *openai.ChatCom
 }
 
 // modelName is the model a stream reports before the result names it: the
-// one asked for, else the one the mesh serves.
+// one asked for, else the caller's default, else the one the mesh serves.
 func (s *Server) modelName(ctx context.Context, asked string) string {
 	if asked != "" {
 		return asked
 	}
-	if st, err := s.callerStatus(ctx); err == nil && len(st.Models()) > 0 {
+	st, err := s.callerStatus(ctx)
+	switch {
+	case err != nil:
+		return ""
+	case st.Default != "":
+		return st.Default
+	case len(st.Models()) > 0:
 		return st.Models()[0]
 	}
 	return ""
 }
 
 // errorFor is clientError for a chat request: the gateway's own timeout is
-// told apart from an upstream deadline, and the fields are named as the
-// client named them (max_completion_tokens rather than max_tokens).
-func (s *Server) errorFor(ctx context.Context, c *gin.Context, req *openai.ChatCompletionRequest, err error) *openai.Error {
+// told apart from an upstream deadline.
+func (s *Server) errorFor(ctx context.Context, c *gin.Context, err error) *openai.Error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.Request.Context().Err() == nil {
 		return openai.Timeout("the request took longer than the gateway allows (" + s.cfg.RequestTimeout.String() + ")")
 	}
-	return req.InClientTerms(s.clientError(c, err))
+	return s.clientError(c, err)
 }
 
 func (s *Server) countTokens(res chat.Result) {

@@ -34,7 +34,11 @@ func startMeshGateway(t *testing.T, callers ...*meshtest.Caller) *httptest.Serve
 		addrs = append(addrs, c.Serve(t))
 	}
 	pool := meshtest.Pool(t, discovery.ServiceCaller, rpc.PoolConfig{}, addrs...)
-	srv := httptest.NewServer(New(Config{Caller: pool}))
+	g, err := New(Config{Caller: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -84,7 +88,7 @@ func TestChatCompletion(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("%d: %v", resp.StatusCode, err)
 	}
-	if len(c.Choices) != 1 || c.Choices[0].Message.Content != "Hello, world" || c.Choices[0].FinishReason != "stop" ||
+	if len(c.Choices) != 1 || c.Choices[0].Message.Content == nil || *c.Choices[0].Message.Content != "Hello, world" || c.Choices[0].FinishReason != "stop" ||
 		c.Model != "tiny" || c.Usage.CompletionTokens != 3 || c.Usage.PromptTokens != 2 {
 		t.Errorf("completion %+v", c)
 	}
@@ -141,9 +145,9 @@ func TestChatErrorBeforeText(t *testing.T) {
 		status int
 		typ    string
 	}{
-		{"overloaded", rpc.Errorf(rpc.CodeOverloaded, "all slots busy"), http.StatusTooManyRequests, openai.TypeRateLimit},
-		{"unavailable", rpc.Errorf(rpc.CodeUnavailable, "no inference instance at 10.0.0.7"), http.StatusServiceUnavailable, openai.TypeServer},
-		{"invalid", rpc.Errorf(rpc.CodeInvalidArgument, "the prompt is too long"), http.StatusBadRequest, openai.TypeInvalidRequest},
+		{"overloaded", chat.Errorf(chat.CodeOverloaded, "all slots busy"), http.StatusTooManyRequests, openai.TypeRateLimit},
+		{"unavailable", chat.Errorf(chat.CodeUnavailable, "no inference instance at 10.0.0.7"), http.StatusServiceUnavailable, openai.TypeServer},
+		{"invalid", chat.Errorf(chat.CodeInvalidArgument, "the prompt is too long"), http.StatusBadRequest, openai.TypeInvalidRequest},
 		{"internal", errors.New("a secret detail"), http.StatusInternalServerError, openai.TypeServer},
 	}
 	for _, tt := range tests {
@@ -180,7 +184,7 @@ func TestChatErrorBeforeText(t *testing.T) {
 // request as a whole.
 func TestChatErrorAfterText(t *testing.T) {
 	t.Parallel()
-	fake := &meshtest.Caller{Generate: meshtest.Fail(rpc.Errorf(rpc.CodeUnavailable, "lost the instance"), "Once", " upon")}
+	fake := &meshtest.Caller{Generate: meshtest.Fail(chat.Errorf(chat.CodeUnavailable, "lost the instance"), "Once", " upon")}
 	srv := startMeshGateway(t, fake)
 
 	resp := post(t, srv, `{"messages":[{"role":"user","content":"hi"}],"stream":true}`)
@@ -197,21 +201,26 @@ func TestChatErrorAfterText(t *testing.T) {
 	}
 }
 
-// TestChatModelNotFound proves a request for a model the mesh does not
-// serve gets 404 model_not_found without reaching a caller's GetResponse,
-// and one for the served model goes through.
+// TestChatModelNotFound proves the caller's not_found for a model reaches
+// the client as 404 model_not_found naming it, streamed or not (the caller
+// alone decides which models exist), and a request for a served model goes
+// through.
 func TestChatModelNotFound(t *testing.T) {
 	t.Parallel()
-	fake := &meshtest.Caller{Report: serving("tiny"), Generate: meshtest.Reply("tiny", "ok")}
+	fake := &meshtest.Caller{Report: serving("tiny"), Generate: func(ctx context.Context, req chat.Request, send func(chat.Delta) error) (chat.Result, error) {
+		if req.Model != "tiny" {
+			return chat.Result{}, &chat.Error{Code: chat.CodeNotFound, Message: "The model `" + req.Model + "` does not exist."}
+		}
+		return meshtest.Reply("tiny", "ok")(ctx, req, send)
+	}}
 	srv := startMeshGateway(t, fake)
 
-	resp := post(t, srv, `{"model":"gpt-nothing","messages":[{"role":"user","content":"hi"}]}`)
-	e := readError(t, resp)
-	if resp.StatusCode != http.StatusNotFound || e.Code != "model_not_found" {
-		t.Errorf("unknown model: %d %+v", resp.StatusCode, e)
-	}
-	if n := fake.Calls(); n != 0 {
-		t.Errorf("the unknown model reached GetResponse %d times", n)
+	for _, stream := range []string{"false", "true"} {
+		resp := post(t, srv, `{"model":"gpt-nothing","stream":`+stream+`,"messages":[{"role":"user","content":"hi"}]}`)
+		e := readError(t, resp)
+		if resp.StatusCode != http.StatusNotFound || e.Code != "model_not_found" || !strings.Contains(e.Message, "gpt-nothing") {
+			t.Errorf("unknown model (stream %s): %d %+v", stream, resp.StatusCode, e)
+		}
 	}
 	if resp := post(t, srv, `{"model":"tiny","messages":[{"role":"user","content":"hi"}]}`); resp.StatusCode != http.StatusOK {
 		t.Errorf("served model: %d", resp.StatusCode)
@@ -223,7 +232,7 @@ func TestChatModelNotFound(t *testing.T) {
 // attempt, not one per caller.
 func TestGatewayDoesNotRetry(t *testing.T) {
 	t.Parallel()
-	full := meshtest.Fail(rpc.Errorf(rpc.CodeOverloaded, "full"))
+	full := meshtest.Fail(chat.Errorf(chat.CodeOverloaded, "full"))
 	a, b := &meshtest.Caller{Generate: full}, &meshtest.Caller{Generate: full}
 	srv := startMeshGateway(t, a, b)
 	// Both connected, so that a retry would have somewhere to go.
@@ -287,7 +296,7 @@ func TestHealthSurvivesClientGoingAway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep healthReport
+	var rep mesh.Health
 	_ = json.NewDecoder(resp.Body).Decode(&rep)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || rep.Status != "ok" || len(rep.Models) != 1 {
@@ -308,7 +317,7 @@ func TestHealthSharesOneRefresh(t *testing.T) {
 	fake := &meshtest.Caller{StatusFunc: func(ctx context.Context) (mesh.CallerStatus, error) {
 		<-release
 		if fails.Load() {
-			return mesh.CallerStatus{}, rpc.Errorf(rpc.CodeUnavailable, "no inference")
+			return mesh.CallerStatus{}, chat.Errorf(chat.CodeUnavailable, "no inference")
 		}
 		return serving("tiny"), nil
 	}}
@@ -366,16 +375,21 @@ func waitMetric(t *testing.T, srv *httptest.Server, line string) {
 // client as OpenAI words it (issue defect 4): a context overflow is 400
 // with param "messages" and code "context_length_exceeded", and a
 // max_tokens over the limit names the field the client sent, in param and
-// in the message, streamed or not.
+// in the message, streamed or not. The gateway passes the name the client
+// used down (chat.Request.MaxTokensParam) and the refusal's text up as it
+// is: the fake caller words the limit as the caller does.
 func TestChatFieldErrors(t *testing.T) {
 	t.Parallel()
-	overflow := &rpc.Error{Code: rpc.CodeInvalidArgument, Param: "messages", Reason: "context_length_exceeded",
-		Message: "the prompt is 2000 tokens but a request may use at most 1024 (prompt and completion)"}
-	limit := &rpc.Error{Code: rpc.CodeInvalidArgument, Param: "max_tokens",
-		Message: "Invalid 'max_tokens': 5000 is above this deployment's limit of 2048."}
+	overflow := func(chat.Request) error {
+		return &chat.Error{Code: chat.CodeInvalidArgument, Param: "messages", Reason: "context_length_exceeded",
+			Message: "the prompt is 2000 tokens but a request may use at most 1024 (prompt and completion)"}
+	}
+	limit := func(req chat.Request) error {
+		return chat.Invalidf(req.MaxTokensName(), "Invalid '%s': 5000 is above this deployment's limit of 2048.", req.MaxTokensName())
+	}
 	tests := []struct {
 		name        string
-		err         *rpc.Error
+		err         func(chat.Request) error
 		fields      string
 		param, code string
 		msg         string
@@ -389,7 +403,9 @@ func TestChatFieldErrors(t *testing.T) {
 		for _, stream := range []string{"false", "true"} {
 			t.Run(tt.name+" stream "+stream, func(t *testing.T) {
 				t.Parallel()
-				srv := startMeshGateway(t, &meshtest.Caller{Generate: meshtest.Fail(tt.err)})
+				srv := startMeshGateway(t, &meshtest.Caller{Generate: func(_ context.Context, req chat.Request, _ func(chat.Delta) error) (chat.Result, error) {
+					return chat.Result{}, tt.err(req)
+				}})
 				resp := post(t, srv, `{"messages":[{"role":"user","content":"hi"}],"stream":`+stream+tt.fields+`}`)
 				e := readError(t, resp)
 				if resp.StatusCode != http.StatusBadRequest || e.Param != tt.param || e.Code != tt.code || !strings.Contains(e.Message, tt.msg) {

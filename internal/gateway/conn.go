@@ -27,6 +27,11 @@ import (
 // writes the envelope instead. Whatever net/http does not answer at all (a
 // client that sends nothing, or stops within a header line, until the
 // header timeout) gets no response, as before.
+//
+// The standard library does not promise that form. TestHTTPLayerErrors
+// guards it: it makes the real net/http send each of these errors, so a Go
+// release that changes the form fails it rather than letting text/plain
+// reach clients.
 func (s *Server) WrapListener(ln net.Listener) net.Listener { return envelopeListener{ln} }
 
 type envelopeListener struct{ net.Listener }

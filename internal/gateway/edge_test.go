@@ -301,22 +301,22 @@ func TestModels(t *testing.T) {
 // TestUpstreamErrors has the caller refuse chat requests with the errors
 // the services send, and checks what the client gets: param and reason
 // from the service, and its Retry-After rounded up to whole seconds, else
-// the gateway's own.
+// the one default (openai.DefaultRetryAfter).
 func TestUpstreamErrors(t *testing.T) {
 	t.Parallel()
-	refusals := map[string]*rpc.Error{
-		"context": {Code: rpc.CodeInvalidArgument, Message: "the prompt is 900 tokens", Param: "messages", Reason: "context_length_exceeded"},
-		"busy":    {Code: rpc.CodeOverloaded, Message: "queue full", RetryAfter: 1500 * time.Millisecond},
-		"full":    {Code: rpc.CodeOverloaded, Message: "queue full"},
-		"down":    {Code: rpc.CodeUnavailable, Message: "dial tcp 10.0.0.1:7003: refused", RetryAfter: 3 * time.Second},
-		"secret":  {Code: rpc.CodeInternal, Message: "dial tcp 10.0.0.1:7003", Param: "messages", Reason: "x"},
+	refusals := map[string]*chat.Error{
+		"context": {Code: chat.CodeInvalidArgument, Message: "the prompt is 900 tokens", Param: "messages", Reason: "context_length_exceeded"},
+		"busy":    {Code: chat.CodeOverloaded, Message: "queue full", RetryAfter: 1500 * time.Millisecond},
+		"full":    {Code: chat.CodeOverloaded, Message: "queue full"},
+		"down":    {Code: chat.CodeUnavailable, Message: "dial tcp 10.0.0.1:7003: refused", RetryAfter: 3 * time.Second},
+		"secret":  {Code: chat.CodeInternal, Message: "dial tcp 10.0.0.1:7003", Param: "messages", Reason: "x"},
 	}
 	pool := startFakeCaller(t, &meshtest.Caller{
 		Generate: func(_ context.Context, req chat.Request, _ func(chat.Delta) error) (chat.Result, error) {
 			return chat.Result{}, refusals[req.Messages[0].Content]
 		},
 	})
-	srv := serveGateway(t, Config{Caller: pool, RetryAfter: 7}, nil)
+	srv := serveGateway(t, Config{Caller: pool}, nil)
 	tests := []struct {
 		content          string
 		status           int
@@ -325,7 +325,7 @@ func TestUpstreamErrors(t *testing.T) {
 	}{
 		{"context", 400, openai.TypeInvalidRequest, "messages", "context_length_exceeded", ""},
 		{"busy", 429, openai.TypeRateLimit, "", "rate_limit_exceeded", "2"},
-		{"full", 429, openai.TypeRateLimit, "", "rate_limit_exceeded", "7"},
+		{"full", 429, openai.TypeRateLimit, "", "rate_limit_exceeded", strconv.Itoa(openai.DefaultRetryAfter)},
 		{"down", 503, openai.TypeServer, "", "service_unavailable", "3"},
 		{"secret", 500, openai.TypeServer, "", "", ""},
 	}

@@ -87,7 +87,7 @@ func TestHostileRequests(t *testing.T) {
 		{"unknown role", `{"messages":[{"role":"hacker","content":"hi"}]}`, 400, "messages[0].role", "", `"hacker"`},
 		{"role in capitals", `{"messages":[{"role":"User","content":"hi"}]}`, 400, "messages[0].role", "", `"User"`},
 		{"empty role", `{"messages":[{"role":"","content":"hi"}]}`, 400, "messages[0].role", "", "Missing"},
-		{"tool role", `{"messages":[{"role":"tool","content":"hi"}]}`, 400, "messages[0].role", "unsupported_parameter", ""},
+		{"tool message answering nothing", `{"messages":[{"role":"tool","content":"hi","tool_call_id":"call_1"}]}`, 400, "messages[0].tool_call_id", "", "answers no tool call"},
 		{"empty messages", `{"messages":[]}`, 400, "messages", "", "non-empty"},
 		{"no body", ``, 400, "", "", "not valid JSON"},
 	}
@@ -155,7 +155,10 @@ func startGateway(t *testing.T) *httptest.Server {
 // (timeouts) before it starts.
 func serveGateway(t *testing.T, cfg Config, configure func(*http.Server)) *httptest.Server {
 	t.Helper()
-	g := New(cfg)
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewUnstartedServer(g)
 	srv.Listener = g.WrapListener(srv.Listener)
 	if configure != nil {

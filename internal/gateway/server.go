@@ -21,15 +21,19 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/mesh"
 	"github.com/slm-mesh/slm-mesh/internal/openai"
 	"github.com/slm-mesh/slm-mesh/internal/prom"
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
 
-// Config configures a Server. Zero values take the defaults given.
+// Config configures a Server. A field left zero takes its value in
+// DefaultConfig.
 type Config struct {
 	// Caller is the pool of caller instances. Leave its PoolConfig.Retries
 	// at 0: the callers retry on another inference instance, and retries
@@ -64,15 +68,15 @@ type Config struct {
 	// the body's deadlines replace the server's on the connection, so the
 	// gateway applies it to the body itself. Zero: no bound of its own.
 	ReadTimeout time.Duration
-	// RetryAfter is the Retry-After (seconds) sent with 429 and 503 when
-	// the service that refused did not say; default 1.
-	RetryAfter int
 	// RateLimit, when positive, limits each client (API key, or address
 	// without keys) to this many chat requests per second on average, with
 	// bursts of RateBurst; above it: 429 with Retry-After.
 	RateLimit float64
 	RateBurst int
 	Logger    hclog.Logger
+	// TracerProvider makes the spans of the requests to /v1/*; default:
+	// OpenTelemetry's global tracer provider (internal/telemetry).
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the gateway. It is an http.Handler.
@@ -82,6 +86,7 @@ type Server struct {
 	router *gin.Engine
 	m      *metrics
 	caller *mesh.CallerClient
+	tracer trace.Tracer
 
 	// The caller's status, remembered for statusTTL; statusGroup makes
 	// one refresh at a time, shared by whoever asks meanwhile.
@@ -99,32 +104,62 @@ type Server struct {
 
 var _ http.Handler = (*Server)(nil)
 
-// New returns a gateway that forwards to cfg.Caller.
-func New(cfg Config) *Server {
+// DefaultConfig is a gateway's configuration but for its caller pool: the
+// flags start from it, and New fills a field left zero from it. (The
+// write and read timeouts are the http.Server's, whose flags are
+// cli.Timeouts'.)
+func DefaultConfig() Config {
+	return Config{
+		Limits:         openai.Limits{MaxBodyBytes: 1 << 20, MaxMessages: 256, MaxChars: 200_000},
+		RequestTimeout: 5 * time.Minute,
+		BodyTimeout:    10 * time.Second,
+		RateBurst:      10,
+	}
+}
+
+// Validate refuses a configuration a Server cannot run with.
+func (c Config) Validate() error {
+	if c.Caller == nil {
+		return errors.New("gateway: no caller pool")
+	}
+	return nil
+}
+
+// New returns a gateway that forwards to cfg.Caller, or the error of
+// cfg.Validate.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := DefaultConfig()
 	if cfg.Limits.MaxBodyBytes <= 0 {
-		cfg.Limits.MaxBodyBytes = 1 << 20
+		cfg.Limits.MaxBodyBytes = d.Limits.MaxBodyBytes
 	}
 	if cfg.Limits.MaxMessages <= 0 {
-		cfg.Limits.MaxMessages = 256
+		cfg.Limits.MaxMessages = d.Limits.MaxMessages
 	}
 	if cfg.Limits.MaxChars <= 0 {
-		cfg.Limits.MaxChars = 200_000
+		cfg.Limits.MaxChars = d.Limits.MaxChars
+	}
+	if cfg.RateBurst <= 0 {
+		cfg.RateBurst = d.RateBurst
 	}
 	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = 5 * time.Minute
-	}
-	if cfg.RetryAfter <= 0 {
-		cfg.RetryAfter = 1
+		cfg.RequestTimeout = d.RequestTimeout
 	}
 	if cfg.BodyTimeout <= 0 {
-		cfg.BodyTimeout = 10 * time.Second
+		cfg.BodyTimeout = d.BodyTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, caller: mesh.NewCallerClient(cfg.Caller),
 		statusTTL: 2 * time.Second, statusTimeout: 3 * time.Second, corsOrigin: map[string]bool{},
+		tracer: cfg.TracerProvider.Tracer(instrumentation),
 	}
 	for _, k := range cfg.APIKeys {
 		if k = strings.TrimSpace(k); k != "" {
@@ -152,12 +187,14 @@ func New(cfg Config) *Server {
 	r.NoMethod(func(c *gin.Context) { s.fail(c, openai.MethodNotAllowed(c.Request.Method, c.Request.URL.Path)) })
 	r.GET("/health", s.Health)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})))
-	v1 := r.Group("/v1", s.auth)
+	v1 := r.Group("/v1", s.trace, s.auth)
 	v1.POST("/chat/completions", s.rateLimit, s.ChatCompletions)
+	v1.POST("/embeddings", s.rateLimit, s.Embeddings)
+	v1.POST("/completions", s.rateLimit, s.Completions)
 	v1.GET("/models", s.Models)
 	v1.GET("/models/:id", s.Model)
 	s.router = r
-	return s
+	return s, nil
 }
 
 // ServeHTTP implements http.Handler.
@@ -172,24 +209,13 @@ func (s *Server) fail(c *gin.Context, e *openai.Error) {
 	c.AbortWithStatusJSON(e.Status, e)
 }
 
-// clientError is the one place that turns an RPC error into what the client
-// sees: the code decides the status, internal detail stays in the log. A
-// 429 or 503 without a Retry-After from upstream gets the configured one.
+// clientError turns a failure of the mesh into what the client sees
+// (openai.FromError); an internal error's detail goes to the log only.
 func (s *Server) clientError(c *gin.Context, err error) *openai.Error {
-	u := openai.Upstream{Code: string(rpc.CodeOf(err))}
-	var re *rpc.Error
-	if errors.As(err, &re) {
-		u.Message, u.Param, u.Reason, u.RetryAfter = re.Message, re.Param, re.Reason, re.RetryAfter
+	if chat.Code(err) == chat.CodeInternal {
+		s.reqLog(c).Error("request failed", "error", err)
 	}
-	if u.Code == string(rpc.CodeInternal) {
-		s.log.Error("request failed", "request_id", requestIDOf(c), "error", err)
-		u.Message = ""
-	}
-	e := openai.FromCode(u)
-	if u.RetryAfter <= 0 && (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable) {
-		e.RetryAfter = s.cfg.RetryAfter
-	}
-	return e
+	return openai.FromError(err)
 }
 
 // auth requires an API key on /v1/* when keys are configured.
@@ -210,7 +236,7 @@ func (s *Server) auth(c *gin.Context) {
 		match |= subtle.ConstantTimeCompare([]byte(key), k)
 	}
 	if match != 1 {
-		s.log.Info("rejected API key", "request_id", requestIDOf(c), "remote", c.ClientIP())
+		s.reqLog(c).Info("rejected API key", "remote", c.ClientIP())
 		s.fail(c, openai.Unauthorized("incorrect API key"))
 	}
 }
@@ -253,7 +279,7 @@ func (s *Server) recover(c *gin.Context) {
 			if p == http.ErrAbortHandler {
 				panic(p)
 			}
-			s.log.Error("handler panic", "request_id", requestIDOf(c), "panic", p)
+			s.reqLog(c).Error("handler panic", "panic", p)
 			if !c.Writer.Written() {
 				s.fail(c, openai.Internal())
 			}
@@ -282,7 +308,7 @@ func (s *Server) writeDeadlines(c *gin.Context) {
 	// response, the end of a chunked body.
 	w.arm()
 	if w.err != nil {
-		s.log.Info("client did not take the response", "request_id", requestIDOf(c), "remote", c.ClientIP(), "error", w.err)
+		s.reqLog(c).Info("client did not take the response", "remote", c.ClientIP(), "error", w.err)
 	}
 }
 
@@ -401,33 +427,15 @@ func (s *Server) callerStatus(ctx context.Context) (mesh.CallerStatus, error) {
 	}
 }
 
-// healthReport is the body of GET /health.
-type healthReport struct {
-	Status string   `json:"status"` // "ok" or "unavailable"
-	Models []string `json:"models,omitempty"`
-	// Failing names the first hop that does not work: "caller" or
-	// "inference".
-	Failing   string                 `json:"failing,omitempty"`
-	Error     string                 `json:"error,omitempty"`
-	Inference []mesh.InferenceStatus `json:"inference,omitempty"`
-}
-
 // Health serves GET /health: 200 only when a request can travel gateway →
 // caller → inference right now.
 func (s *Server) Health(c *gin.Context) {
 	st, err := s.callerStatus(c.Request.Context())
-	rep := healthReport{Status: "ok", Models: st.Models(), Inference: st.Inference}
-	switch {
-	case err != nil:
-		rep.Status, rep.Failing, rep.Error = "unavailable", "caller", rpcMessage(err)
-	case len(rep.Models) == 0:
-		rep.Status, rep.Failing, rep.Error = "unavailable", "inference", "no inference instance is ready"
+	h := mesh.MeshHealth(st)
+	if err != nil {
+		h.Fail(mesh.FailingCaller, err.Error())
 	}
-	code := http.StatusOK
-	if rep.Status != "ok" {
-		code = http.StatusServiceUnavailable
-	}
-	c.JSON(code, rep)
+	h.Write(c.Writer)
 }
 
 // Models serves GET /v1/models: the models the live inference instances
@@ -463,14 +471,6 @@ func (s *Server) Model(c *gin.Context) {
 
 // ownedBy is the owned_by of the models the gateway lists.
 const ownedBy = "slm-mesh"
-
-func rpcMessage(err error) string {
-	var re *rpc.Error
-	if errors.As(err, &re) {
-		return string(re.Code) + ": " + re.Message
-	}
-	return err.Error()
-}
 
 // metrics are the gateway's Prometheus series, named after the vLLM and
 // llama.cpp servers' with an slm_ prefix.

@@ -72,9 +72,9 @@ func TestOverloadedCarriesRetryAfter(t *testing.T) {
 	}
 
 	_, err = c.RunInference(ctx, req(4), nil)
-	var re *rpc.Error
-	if !errors.As(err, &re) || re.Code != rpc.CodeOverloaded {
-		t.Fatalf("got %v, want %s", err, rpc.CodeOverloaded)
+	var re *chat.Error
+	if !errors.As(err, &re) || re.Code != chat.CodeOverloaded {
+		t.Fatalf("got %v, want %s", err, chat.CodeOverloaded)
 	}
 	if re.RetryAfter < time.Second || re.RetryAfter > time.Minute {
 		t.Fatalf("RetryAfter %v, want within [1s, 1m]", re.RetryAfter)

@@ -6,7 +6,6 @@ package inference
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,12 +14,10 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/engine"
 	"github.com/slm-mesh/slm-mesh/internal/mesh"
-	"github.com/slm-mesh/slm-mesh/internal/prom"
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
 
@@ -28,16 +25,10 @@ import (
 // model is loaded (SetEngine), so that Consul and the callers send it no
 // work before then.
 type Server struct {
-	log     hclog.Logger
-	rpc     *rpc.Server
-	mux     *http.ServeMux
+	svc     *mesh.Service
 	eng     atomic.Pointer[engine.Engine]
 	started time.Time
-
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
-	ttft     prometheus.Histogram
-	duration prometheus.Histogram
+	ttft    prometheus.Histogram
 }
 
 // Config configures a Server.
@@ -49,32 +40,22 @@ type Config struct {
 
 // New returns a Server without a model; call SetEngine when it is loaded.
 func New(cfg Config) *Server {
-	if cfg.Logger == nil {
-		cfg.Logger = hclog.NewNullLogger()
-	}
-	cfg.RPC.Logger = cfg.Logger.Named("rpc")
-	s := &Server{
-		log:     cfg.Logger,
-		rpc:     rpc.NewServer(cfg.RPC),
-		mux:     http.NewServeMux(),
-		started: time.Now(),
-		reg:     prom.NewRegistry(),
-	}
-	mesh.RegisterInference(s.rpc, s)
+	s := &Server{started: time.Now()}
+	s.svc = mesh.NewService("inference", cfg.RPC, cfg.Logger, s.health)
+	mesh.RegisterInference(s.svc.RPC, s)
+	mesh.RegisterInferenceEmbeddings(s.svc.RPC, s)
 	s.registerMetrics()
-	s.mux.Handle(rpc.PathRPC, s.rpc)
-	s.mux.HandleFunc("GET /health", s.health)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	return s
 }
 
 var (
 	_ http.Handler          = (*Server)(nil)
 	_ mesh.InferenceService = (*Server)(nil)
+	_ mesh.Embedder         = (*Server)(nil)
 )
 
 // ServeHTTP serves /rpc, /health and /metrics.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.svc.ServeHTTP(w, r) }
 
 // SetEngine makes the server ready with a loaded engine.
 func (s *Server) SetEngine(e *engine.Engine) { s.eng.Store(e) }
@@ -86,7 +67,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if e := s.eng.Load(); e != nil {
 		errs = append(errs, e.Drain(ctx))
 	}
-	errs = append(errs, s.rpc.Shutdown(ctx))
+	errs = append(errs, s.svc.Shutdown(ctx))
 	return errors.Join(errs...)
 }
 
@@ -95,60 +76,55 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // end.
 func (s *Server) RunInference(ctx context.Context, req chat.Request, send func(chat.Delta) error) (chat.Result, error) {
 	start := time.Now()
-	res, err := s.generate(ctx, req, send, func() { s.ttft.Observe(time.Since(start).Seconds()) })
-	code := "ok"
-	if err != nil {
-		code = string(rpc.CodeOf(err))
-	}
-	s.requests.WithLabelValues(code).Inc()
-	s.duration.Observe(time.Since(start).Seconds())
-	if rpc.CodeOf(err) == rpc.CodeInternal {
-		s.log.Error("generation failed", "request_id", rpc.RequestID(ctx), "error", err)
-	}
-	return res, err
+	return s.svc.Generation(ctx, func() (chat.Result, error) {
+		return s.generate(ctx, req, send, func() { s.ttft.Observe(time.Since(start).Seconds()) })
+	})
 }
 
 func (s *Server) generate(ctx context.Context, req chat.Request, send func(chat.Delta) error, first func()) (chat.Result, error) {
-	e := s.eng.Load()
-	if e == nil {
-		return chat.Result{}, rpc.Errorf(rpc.CodeUnavailable, "the model is still loading")
+	e, err := s.engine(req.Model)
+	if err != nil {
+		return chat.Result{}, err
 	}
-	if req.Model != "" && req.Model != e.Name() {
-		return chat.Result{}, &rpc.Error{Code: rpc.CodeNotFound, Param: "model",
-			Message: fmt.Sprintf("model %q is not served here (this instance serves %q)", req.Model, e.Name())}
+	if e.Embedding() {
+		return chat.Result{}, chat.Invalidf("model", "model %s is an embedding model and does not support chat completions; use /v1/embeddings", e.Name())
 	}
 	gotFirst := false
 	res, err := e.GenerateDeltas(ctx, engine.Request{Request: req}, func(d chat.Delta) error {
-		if !gotFirst && d.Content != "" {
+		if !gotFirst && (d.Content != "" || len(d.ToolCalls) > 0) {
 			gotFirst = true
 			first()
 		}
 		return send(d)
 	})
-	return res, codeFor(err)
+	// The engine's refusals are *chat.Error already, with their codes.
+	return res, err
 }
 
-// codeFor is the one place that gives engine errors their RPC codes.
-func codeFor(err error) error {
-	var ee *engine.Error
-	var code rpc.Code
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, engine.ErrInvalid):
-		code = rpc.CodeInvalidArgument
-	case errors.Is(err, engine.ErrOverloaded):
-		code = rpc.CodeOverloaded
-	case errors.Is(err, engine.ErrClosed):
-		code = rpc.CodeUnavailable
-	default:
-		// Context errors and *rpc.Error (a failed send) keep their own code.
-		return err
+// Embed serves inference::run_embeddings (mesh.Embedder).
+func (s *Server) Embed(ctx context.Context, req chat.EmbedRequest) (chat.EmbedResult, error) {
+	var res chat.EmbedResult
+	_, err := s.svc.Generation(ctx, func() (chat.Result, error) {
+		e, err := s.engine(req.Model)
+		if err == nil {
+			res, err = e.Embed(ctx, req)
+		}
+		return chat.Result{}, err
+	})
+	return res, err
+}
+
+// engine is the loaded engine, if it serves model (empty: any).
+func (s *Server) engine(model string) (*engine.Engine, error) {
+	e := s.eng.Load()
+	if e == nil {
+		return nil, chat.Errorf(chat.CodeUnavailable, "the model is still loading")
 	}
-	if !errors.As(err, &ee) {
-		return rpc.Errorf(code, "%s", err.Error())
+	if model != "" && model != e.Name() {
+		return nil, &chat.Error{Code: chat.CodeNotFound, Param: "model",
+			Message: fmt.Sprintf("model %q is not served here (this instance serves %q)", model, e.Name())}
 	}
-	return &rpc.Error{Code: code, Message: ee.Message, Param: ee.Param, Reason: ee.Reason, RetryAfter: ee.RetryAfter}
+	return e, nil
 }
 
 // Info serves inference::info (mesh.InferenceService): the same report as
@@ -157,20 +133,20 @@ func codeFor(err error) error {
 func (s *Server) Info(context.Context) (mesh.InferenceInfo, error) {
 	rep, ok := s.report()
 	if !ok {
-		return mesh.InferenceInfo{}, rpc.Errorf(rpc.CodeUnavailable, "the model is still loading")
+		return mesh.InferenceInfo{}, chat.Errorf(chat.CodeUnavailable, "the model is still loading")
 	}
 	return rep, nil
 }
 
 // report says whether the model is loaded and what the engine is doing.
 func (s *Server) report() (mesh.InferenceInfo, bool) {
-	rep := mesh.InferenceInfo{Status: "loading", UptimeSeconds: int64(time.Since(s.started).Seconds())}
+	rep := mesh.InferenceInfo{UptimeSeconds: int64(time.Since(s.started).Seconds())}
 	e := s.eng.Load()
 	if e == nil {
 		return rep, false
 	}
 	st := e.Stats()
-	rep.Status, rep.Model, rep.Template = "ok", st.Model, st.Template
+	rep.Model, rep.Template = st.Model, st.Template
 	if !st.Created.IsZero() {
 		rep.Created = st.Created.Unix()
 	}
@@ -178,28 +154,23 @@ func (s *Server) report() (mesh.InferenceInfo, bool) {
 	return rep, true
 }
 
-func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+// health is the instance's /health: its model and load, unavailable
+// until the model is loaded.
+func (s *Server) health(*http.Request) mesh.Health {
 	rep, ok := s.report()
-	status := http.StatusOK
-	if !ok {
-		status = http.StatusServiceUnavailable
+	h := mesh.Health{Status: mesh.HealthOK, InferenceInfo: &rep}
+	if ok {
+		h.Models = []string{rep.Model}
+	} else {
+		h.Fail(mesh.FailingModel, "the model is still loading")
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(rep)
+	return h
 }
 
 func (s *Server) registerMetrics() {
-	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "slm_inference_requests_total", Help: "Generations by outcome (ok or an RPC error code).",
-	}, []string{"code"})
 	s.ttft = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "slm_inference_time_to_first_token_seconds", Help: "Time from call to first text.",
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
-	})
-	s.duration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "slm_inference_request_duration_seconds", Help: "Time from call to result.",
-		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 	})
 	stat := func(f func(engine.Stats) float64) func() float64 {
 		return func() float64 {
@@ -209,8 +180,8 @@ func (s *Server) registerMetrics() {
 			return 0
 		}
 	}
-	s.reg.MustRegister(
-		s.requests, s.ttft, s.duration,
+	s.svc.Registry.MustRegister(
+		s.ttft,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "slm_inference_slots", Help: "Sequences decoded together."},
 			stat(func(st engine.Stats) float64 { return float64(st.Slots) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "slm_inference_requests_running", Help: "Slots in use."},

@@ -3,7 +3,6 @@ package inference
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -44,9 +43,9 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func wantRPCError(t *testing.T, err error, code rpc.Code, param, reason string) *rpc.Error {
+func wantRPCError(t *testing.T, err error, code chat.ErrorCode, param, reason string) *chat.Error {
 	t.Helper()
-	var re *rpc.Error
+	var re *chat.Error
 	if !errors.As(err, &re) || re.Code != code || re.Param != param || re.Reason != reason {
 		t.Fatalf("got %#v, want %s param %q reason %q", err, code, param, reason)
 	}
@@ -59,9 +58,9 @@ func TestLoading(t *testing.T) {
 	t.Parallel()
 	c, addr := startInference(t, New(Config{}))
 	_, err := c.Info(testCtx(t))
-	wantRPCError(t, err, rpc.CodeUnavailable, "", "")
+	wantRPCError(t, err, chat.CodeUnavailable, "", "")
 	_, err = c.RunInference(testCtx(t), chat.Request{Messages: []chat.Message{{Role: chat.RoleUser, Content: "hi"}}}, nil)
-	wantRPCError(t, err, rpc.CodeUnavailable, "", "")
+	wantRPCError(t, err, chat.CodeUnavailable, "", "")
 	resp, err := http.Get("http://" + addr + "/health")
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +88,7 @@ func TestServe(t *testing.T) {
 
 	t.Run("Info", func(t *testing.T) {
 		info, err := c.Info(testCtx(t))
-		if err != nil || info.Status != "ok" || info.Model != eng.Name() || info.Slots != 2 || info.ContextPerSeq != ctxLen {
+		if err != nil || info.Model != eng.Name() || info.Slots != 2 || info.ContextPerSeq != ctxLen {
 			t.Errorf("%+v %v", info, err)
 		}
 		if st := c.Infos(testCtx(t)); len(st) != 1 || st[0].Model != eng.Name() || st[0].Error != "" {
@@ -137,21 +136,21 @@ func TestServe(t *testing.T) {
 	})
 	t.Run("ModelMismatch", func(t *testing.T) {
 		_, err := c.RunInference(testCtx(t), chat.Request{Model: "gpt-nothing", Messages: user("hi")}, nil)
-		wantRPCError(t, err, rpc.CodeNotFound, "model", "")
+		wantRPCError(t, err, chat.CodeNotFound, "model", "")
 	})
 	t.Run("Invalid", func(t *testing.T) {
 		// Not through a caller: the engine applies chat.Request.Validate
 		// itself.
 		hot := float32(3)
 		_, err := c.RunInference(testCtx(t), chat.Request{Messages: user("hi"), Temperature: &hot}, nil)
-		wantRPCError(t, err, rpc.CodeInvalidArgument, "temperature", "")
+		wantRPCError(t, err, chat.CodeInvalidArgument, "temperature", "")
 	})
 	t.Run("ContextOverflow", func(t *testing.T) {
 		long := strings.Repeat("Once upon a time there was a girl. ", 100)
 		_, err := c.RunInference(testCtx(t), chat.Request{Messages: user(long)}, nil)
-		wantRPCError(t, err, rpc.CodeInvalidArgument, "messages", engine.ReasonContextLength)
+		wantRPCError(t, err, chat.CodeInvalidArgument, "messages", chat.ReasonContextLength)
 		_, err = c.RunInference(testCtx(t), chat.Request{Messages: user("hi"), MaxTokens: ctxLen}, nil)
-		re := wantRPCError(t, err, rpc.CodeInvalidArgument, "messages", engine.ReasonContextLength)
+		re := wantRPCError(t, err, chat.CodeInvalidArgument, "messages", chat.ReasonContextLength)
 		if !strings.Contains(re.Message, "max_tokens") {
 			t.Errorf("message %q does not name max_tokens", re.Message)
 		}
@@ -165,42 +164,4 @@ func TestServe(t *testing.T) {
 			t.Errorf("%+v %v: want a completion that fills at most the %d tokens the prompt leaves", res, err, ctxLen-res.PromptTokens)
 		}
 	})
-}
-
-// TestCodeFor proves each kind of engine error gets its RPC code and keeps
-// what the client needs (param, reason, retry-after), and other errors keep
-// theirs.
-func TestCodeFor(t *testing.T) {
-	t.Parallel()
-	sendErr := rpc.Errorf(rpc.CodeCanceled, "send: canceled")
-	tests := []struct {
-		name string
-		err  error
-		want rpc.Error
-	}{
-		{"invalid", &engine.Error{Kind: engine.ErrInvalid, Message: "too long", Param: "messages", Reason: engine.ReasonContextLength},
-			rpc.Error{Code: rpc.CodeInvalidArgument, Message: "too long", Param: "messages", Reason: engine.ReasonContextLength}},
-		{"overloaded", &engine.Error{Kind: engine.ErrOverloaded, Message: "all slots busy", RetryAfter: 4 * time.Second},
-			rpc.Error{Code: rpc.CodeOverloaded, Message: "all slots busy", RetryAfter: 4 * time.Second}},
-		{"closed", &engine.Error{Kind: engine.ErrClosed, Message: "shutting down"},
-			rpc.Error{Code: rpc.CodeUnavailable, Message: "shutting down"}},
-		{"wrapped", fmt.Errorf("generate: %w", &engine.Error{Kind: engine.ErrInvalid, Message: "bad", Param: "stop"}),
-			rpc.Error{Code: rpc.CodeInvalidArgument, Message: "bad", Param: "stop"}},
-		{"bare sentinel", engine.ErrOverloaded, rpc.Error{Code: rpc.CodeOverloaded, Message: "overloaded"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			var re *rpc.Error
-			if err := codeFor(tt.err); !errors.As(err, &re) || re.Code != tt.want.Code || re.Message != tt.want.Message ||
-				re.Param != tt.want.Param || re.Reason != tt.want.Reason || re.RetryAfter != tt.want.RetryAfter {
-				t.Errorf("codeFor = %#v, want %+v", err, tt.want)
-			}
-		})
-	}
-	for _, err := range []error{nil, context.Canceled, context.DeadlineExceeded, sendErr} {
-		if got := codeFor(err); got != err {
-			t.Errorf("codeFor(%v) = %v, want it unchanged", err, got)
-		}
-	}
 }

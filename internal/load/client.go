@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/slm-mesh/slm-mesh/internal/bench"
+	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/openai"
 )
 
 // Outcome is what became of one request.
@@ -200,25 +202,20 @@ func (c *Client) do(ctx context.Context, req Request, r *Result, start time.Time
 	return checkCompletion(resp, req, r)
 }
 
-// usage is the token count of a response.
-type usage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
-}
-
-// completion is the part of a chat.completion the checks read.
+// completion is a chat.completion as the checks read it: openai's type,
+// but its usage and each message's content are pointers here (hiding the
+// embedded fields), so that a missing usage or a null content is told
+// apart from zero counts and empty text.
 type completion struct {
-	ID      string `json:"id"`
-	Object  string `json:"object"`
+	openai.ChatCompletion
 	Choices []struct {
+		openai.Choice
 		Message struct {
 			Role    string  `json:"role"`
 			Content *string `json:"content"`
 		} `json:"message"`
-		FinishReason string `json:"finish_reason"`
 	} `json:"choices"`
-	Usage *usage `json:"usage"`
+	Usage *openai.Usage `json:"usage"`
 }
 
 func checkCompletion(resp *http.Response, req Request, r *Result) error {
@@ -234,11 +231,11 @@ func checkCompletion(resp *http.Response, req Request, r *Result) error {
 		return fail(Malformed, "body is not a chat.completion: %v: %.200q", err, b)
 	}
 	switch {
-	case cc.Object != "chat.completion" || cc.ID == "":
+	case cc.Object != openai.ObjectChatCompletion || cc.ID == "":
 		return fail(Malformed, "object %q, id %q", cc.Object, cc.ID)
 	case len(cc.Choices) != 1:
 		return fail(Malformed, "%d choices", len(cc.Choices))
-	case cc.Choices[0].Message.Role != "assistant" || cc.Choices[0].Message.Content == nil:
+	case cc.Choices[0].Message.Role != chat.RoleAssistant || cc.Choices[0].Message.Content == nil:
 		return fail(Malformed, "message without assistant role or content: %.200q", b)
 	case cc.Usage == nil:
 		return fail(Malformed, "no usage")
@@ -246,27 +243,6 @@ func checkCompletion(resp *http.Response, req Request, r *Result) error {
 	r.Text, r.FinishReason = *cc.Choices[0].Message.Content, cc.Choices[0].FinishReason
 	r.PromptTokens, r.CompletionTokens = cc.Usage.PromptTokens, cc.Usage.CompletionTokens
 	return checkUsage(r.Text, *cc.Usage, r.FinishReason, req.MaxTokens)
-}
-
-// chunk is the part of a chat.completion.chunk, or of an error event, the
-// checks read.
-type chunk struct {
-	ID      string `json:"id"`
-	Object  string `json:"object"`
-	Choices []struct {
-		Delta struct {
-			Content string `json:"content"`
-		} `json:"delta"`
-		FinishReason *string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *usage    `json:"usage"`
-	Error *apiError `json:"error"`
-}
-
-// apiError is the inside of the OpenAI error envelope.
-type apiError struct {
-	Message string `json:"message"`
-	Type    string `json:"type"`
 }
 
 func checkStream(resp *http.Response, req Request, r *Result, start time.Time) error {
@@ -277,17 +253,18 @@ func checkStream(resp *http.Response, req Request, r *Result, start time.Time) e
 		text     strings.Builder
 		id       string
 		finishes int
-		u        *usage
+		u        *openai.Usage
 	)
 	done, err := bench.ReadEvents(resp.Body, func(data []byte) error {
-		var ch chunk
-		if err := json.Unmarshal(data, &ch); err != nil {
+		ch, err := openai.DecodeChunk(data)
+		var apiErr *openai.Error
+		if errors.As(err, &apiErr) {
+			return fail(Other, "error event in stream: %s: %s", apiErr.Type, apiErr.Message)
+		}
+		if err != nil {
 			return fail(Malformed, "event is not JSON: %v: %.200q", err, data)
 		}
-		if ch.Error != nil {
-			return fail(Other, "error event in stream: %s: %s", ch.Error.Type, ch.Error.Message)
-		}
-		if ch.Object != "chat.completion.chunk" || ch.ID == "" || (id != "" && ch.ID != id) {
+		if ch.Object != openai.ObjectChatCompletionChunk || ch.ID == "" || (id != "" && ch.ID != id) {
 			return fail(Malformed, "chunk with object %q, id %q (first id %q)", ch.Object, ch.ID, id)
 		}
 		id = ch.ID
@@ -295,14 +272,14 @@ func checkStream(resp *http.Response, req Request, r *Result, start time.Time) e
 			return fail(Malformed, "%d choices in a chunk (after usage: %v)", len(ch.Choices), u != nil)
 		}
 		for _, c := range ch.Choices {
-			if c.Delta.Content != "" {
+			if c.Delta.Content != nil && *c.Delta.Content != "" {
 				if finishes > 0 {
 					return fail(Malformed, "text after the finish reason")
 				}
 				if text.Len() == 0 {
 					r.FirstToken = time.Since(start)
 				}
-				text.WriteString(c.Delta.Content)
+				text.WriteString(*c.Delta.Content)
 			}
 			if c.FinishReason != nil {
 				finishes++
@@ -339,7 +316,7 @@ func checkStream(resp *http.Response, req Request, r *Result, start time.Time) e
 // generation cut at the limit ("length") is exactly max_tokens long. (The
 // engine also says "length" when the context is full; the workload keeps
 // prompt plus max_tokens well inside it.)
-func checkUsage(text string, u usage, finish string, maxTokens int) error {
+func checkUsage(text string, u openai.Usage, finish string, maxTokens int) error {
 	switch {
 	case u.PromptTokens <= 0:
 		return fail(Malformed, "prompt_tokens %d", u.PromptTokens)
@@ -364,22 +341,21 @@ func checkError(resp *http.Response, r *Result) error {
 	if err != nil {
 		return err
 	}
-	var env struct {
-		Error *apiError `json:"error"`
-	}
-	if err := json.Unmarshal(b, &env); err != nil || env.Error == nil || env.Error.Message == "" || env.Error.Type == "" {
+	// A body without the envelope leaves the message and type empty.
+	var e openai.Error
+	if err := json.Unmarshal(b, &e); err != nil || e.Message == "" || e.Type == "" {
 		return fail(Malformed, "%d without an OpenAI error body: %.200q", resp.StatusCode, b)
 	}
 	r.RetryAfter = retryAfter(resp.Header)
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests && r.RetryAfter > 0:
-		return fail(RateLimited, "429 %s", env.Error.Message)
+		return fail(RateLimited, "429 %s", e.Message)
 	case resp.StatusCode == http.StatusTooManyRequests:
-		return fail(NoRetryAfter, "429 with Retry-After %q: %s", resp.Header.Get("Retry-After"), env.Error.Message)
+		return fail(NoRetryAfter, "429 with Retry-After %q: %s", resp.Header.Get("Retry-After"), e.Message)
 	case resp.StatusCode == http.StatusServiceUnavailable:
-		return fail(Unavailable, "503 %s", env.Error.Message)
+		return fail(Unavailable, "503 %s", e.Message)
 	}
-	return fail(Other, "%d %s: %s", resp.StatusCode, env.Error.Type, env.Error.Message)
+	return fail(Other, "%d %s: %s", resp.StatusCode, e.Type, e.Message)
 }
 
 // retryAfter reads a Retry-After in seconds, the form the gateway sends; 0

@@ -88,6 +88,8 @@ func TestCheck(t *testing.T) {
 		{"no prompt tokens", false, reply{200, jsonCT, "", strings.Replace(okCompletion, `"prompt_tokens":5,"completion_tokens":4,"total_tokens":9`, `"prompt_tokens":0,"completion_tokens":4,"total_tokens":4`, 1)}, Malformed},
 		{"total is not the sum", false, reply{200, jsonCT, "", strings.Replace(okCompletion, `"total_tokens":9`, `"total_tokens":10`, 1)}, Malformed},
 		{"text without completion tokens", false, reply{200, jsonCT, "", strings.Replace(okCompletion, `"completion_tokens":4,"total_tokens":9`, `"completion_tokens":0,"total_tokens":5`, 1)}, Malformed},
+		{"null content", false, reply{200, jsonCT, "", strings.NewReplacer(`"one two three four"`, `null`, `"length"`, `"stop"`,
+			`"completion_tokens":4,"total_tokens":9`, `"completion_tokens":0,"total_tokens":5`).Replace(okCompletion)}, Malformed},
 		{"completion tokens without text", false, reply{200, jsonCT, "", strings.Replace(okCompletion, `"one two three four"`, `""`, 1)}, Malformed},
 		{"length below max_tokens", false, reply{200, jsonCT, "", strings.Replace(okCompletion, `"completion_tokens":4,"total_tokens":9`, `"completion_tokens":3,"total_tokens":8`, 1)}, Malformed},
 		{"more than max_tokens", false, reply{200, jsonCT, "", strings.Replace(strings.Replace(okCompletion, `"length"`, `"stop"`, 1), `"completion_tokens":4,"total_tokens":9`, `"completion_tokens":5,"total_tokens":10`, 1)}, Malformed},

@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	goldens := map[golden]string{}
 	for _, p := range cfg.Prompts {
 		for _, n := range cfg.MaxTokens {
-			r := cfg.Client.Do(ctx, Request{Prompt: p, MaxTokens: n})
+			r := cfg.golden(ctx, Request{Prompt: p, MaxTokens: n})
 			if r.Outcome != OK {
 				return nil, fmt.Errorf("the answer alone to %q with max_tokens %d: %s: %s", p, n, r.Outcome, r.Detail)
 			}
@@ -219,6 +219,26 @@ func (cfg *Config) load(ctx context.Context, goldens map[golden]string) ([]Resul
 	wg.Wait()
 	return results, time.Since(start)
 }
+
+// goldenTries bounds how often one golden request is asked again after
+// the mesh said no properly (a 429 or 503): a gateway whose per-key rate
+// limit an earlier run used up answers 429 for a second or so.
+const goldenTries = 5
+
+// golden asks req alone, backing off as the load's clients do while the
+// mesh answers 429 or 503, at most goldenTries times.
+func (cfg *Config) golden(ctx context.Context, req Request) Result {
+	for try := 1; ; try++ {
+		r := cfg.Client.Do(ctx, req)
+		if (r.Outcome != RateLimited && r.Outcome != Unavailable) || try == goldenTries || ctx.Err() != nil {
+			return r
+		}
+		backOff(ctx, r.RetryAfter, time.Now().Add(maxGoldenWait))
+	}
+}
+
+// maxGoldenWait caps one wait between golden tries, whatever Retry-After says.
+const maxGoldenWait = 10 * time.Second
 
 // backOff waits as a well-behaved client does after a 429 or 503: what
 // Retry-After says (1s if nothing), but not past the end of the load.

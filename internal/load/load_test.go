@@ -152,6 +152,38 @@ func TestRunGoldensFail(t *testing.T) {
 	}
 }
 
+// TestRunGoldensBackOff has the gateway refuse the first golden twice
+// with a 429, as one whose per-key rate limit an earlier run used up does:
+// the golden waits its Retry-After and is asked again.
+func TestRunGoldensBackOff(t *testing.T) {
+	t.Parallel()
+	srv := fakeGateway(t, echo)
+	var refused atomic.Int64
+	limited := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/chat/completions" && refused.Add(1) <= 2 {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			fmt.Fprint(w, `{"error":{"message":"rate limit exceeded","type":"rate_limit_exceeded"}}`)
+			return
+		}
+		srv.Config.Handler.ServeHTTP(w, r)
+	}))
+	t.Cleanup(limited.Close)
+	cfg := testConfig(limited)
+	start := time.Now()
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Passed() || refused.Load() <= 2 {
+		t.Fatalf("want a pass after two refused goldens: refused %d, counts %v, failures %q", refused.Load(), rep.Counts, rep.Failures)
+	}
+	if waited := time.Since(start); waited < 2*time.Second {
+		t.Errorf("the goldens were asked again after %v: the two Retry-After: 1 were not honoured", waited)
+	}
+}
+
 func TestRunRefusesRemoteGateways(t *testing.T) {
 	t.Parallel()
 	for url, ok := range map[string]bool{

@@ -8,6 +8,7 @@ package localmesh
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/slm-mesh/slm-mesh/internal/consulagent"
+	"github.com/slm-mesh/slm-mesh/internal/model"
 )
 
 // Config describes a local mesh. Zero values take the defaults given.
@@ -34,6 +36,11 @@ type Config struct {
 	Model string
 	// ModelSHA256 pins a model URL.
 	ModelSHA256 string
+	// Models, when set, serves several models behind the one caller: one
+	// inference instance per model, instance i serving Models[i] (paths or
+	// URLs; Model and Inference are then ignored). The mesh is ready once
+	// the gateway lists every one of them.
+	Models []string
 	// GatewayAddr is the public API's address; default 127.0.0.1:3111.
 	GatewayAddr string
 	// CallerPort and InferencePort are the first loopback ports of the
@@ -98,6 +105,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Inference <= 0 {
 		c.Inference = 1
+	}
+	if len(c.Models) > 0 {
+		c.Inference = len(c.Models)
 	}
 	if c.ReadyTimeout <= 0 {
 		c.ReadyTimeout = 10 * time.Minute
@@ -226,8 +236,9 @@ func (m *Mesh) args(name string) (bin string, args []string) {
 		args = append(common, discovery("-inference", infs...)...)
 		bin = "caller"
 	default:
-		args = append(common, "-model", cfg.Model)
-		if cfg.ModelSHA256 != "" {
+		i, _ := strconv.Atoi(strings.TrimPrefix(name, "inference-"))
+		args = append(common, "-model", cfg.modelOf(i-1))
+		if cfg.ModelSHA256 != "" && len(cfg.Models) == 0 {
 			args = append(args, "-model-sha256", cfg.ModelSHA256)
 		}
 		for flag, v := range map[string]int{"-threads": cfg.Threads, "-parallel": cfg.Parallel, "-ctx": cfg.Ctx, "-queue": cfg.Queue} {
@@ -238,6 +249,23 @@ func (m *Mesh) args(name string) (bin string, args []string) {
 		bin = "inference"
 	}
 	return filepath.Join(cfg.BinDir, bin), append(args, cfg.ExtraArgs[bin]...)
+}
+
+// modelOf is the model of inference instance i (0-based).
+func (c Config) modelOf(i int) string {
+	if i >= 0 && i < len(c.Models) {
+		return c.Models[i]
+	}
+	return c.Model
+}
+
+// models is how many distinct models the mesh serves.
+func (c Config) models() int {
+	seen := map[string]bool{}
+	for i := range c.Inference {
+		seen[model.Source{Ref: c.modelOf(i)}.Name()] = true
+	}
+	return len(seen)
 }
 
 // env is the environment of a service process: the runner's, Config.Env,
@@ -296,18 +324,23 @@ func (m *Mesh) Restart(name string) error {
 	return m.startProc(name)
 }
 
-// WaitReady polls the gateway's /health until it is 200.
+// WaitReady polls the gateway's /health until it is 200 and lists every
+// model the mesh serves (Config.Models).
 func (m *Mesh) WaitReady(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: 5 * time.Second}
+	want := m.cfg.models()
 	var last string
 	for {
 		resp, err := client.Get(m.URL() + "/health")
 		if err == nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			var h struct {
+				Models []string `json:"models"`
+			}
+			if resp.StatusCode == http.StatusOK && (want <= 1 || json.Unmarshal(body, &h) == nil && len(h.Models) >= want) {
 				return nil
 			}
 			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(body)))

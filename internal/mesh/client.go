@@ -10,9 +10,10 @@ import (
 
 // Transport carries a client's calls: an *rpc.Pool (the services), or one
 // *rpc.Conn (benchmarks that measure a single instance). Errors are the
-// rpc package's: find the code with rpc.CodeOf.
+// domain's: find the code with chat.Code.
 type Transport interface {
 	Call(ctx context.Context, method string, req any, onChunk func(json.RawMessage) error) (json.RawMessage, error)
+	Broadcast(ctx context.Context, method string, req any) []rpc.BroadcastResult
 }
 
 var (
@@ -69,26 +70,14 @@ func (c *InferenceClient) Info(ctx context.Context) (InferenceInfo, error) {
 // is down rather than leaving it out; through one connection it is that
 // connection's instance, with an empty Addr.
 func (c *InferenceClient) Infos(ctx context.Context) []InferenceStatus {
-	pool, ok := c.t.(*rpc.Pool)
-	if !ok {
-		info, err := c.Info(ctx)
-		return []InferenceStatus{status("", info, err)}
-	}
 	var out []InferenceStatus
-	answered := map[string]bool{}
-	for _, r := range pool.Broadcast(ctx, MethodInfo, nil) {
-		answered[r.Addr] = true
+	for _, r := range c.t.Broadcast(ctx, MethodInfo, nil) {
 		var info InferenceInfo
 		err := r.Err
 		if err == nil {
 			err = decodeResult(r.Result, &info, MethodInfo)
 		}
 		out = append(out, status(r.Addr, info, err))
-	}
-	for _, in := range pool.Instances() {
-		if !in.Connected && !answered[in.Addr] {
-			out = append(out, InferenceStatus{Addr: in.Addr, Error: "not connected"})
-		}
 	}
 	return out
 }
@@ -106,7 +95,7 @@ func generate(ctx context.Context, t Transport, method string, req chat.Request,
 	raw, err := t.Call(ctx, method, req, func(chunk json.RawMessage) error {
 		var d chat.Delta
 		if err := json.Unmarshal(chunk, &d); err != nil {
-			return rpc.Errorf(rpc.CodeInternal, "%s: bad chunk: %v", method, err)
+			return chat.Errorf(chat.CodeInternal, "%s: bad chunk: %v", method, err)
 		}
 		if onDelta == nil {
 			return nil
@@ -134,7 +123,7 @@ func call(ctx context.Context, t Transport, method string, res any) error {
 // fault, not the caller's.
 func decodeResult(raw json.RawMessage, v any, method string) error {
 	if err := json.Unmarshal(raw, v); err != nil {
-		return rpc.Errorf(rpc.CodeInternal, "%s: bad result: %v", method, err)
+		return chat.Errorf(chat.CodeInternal, "%s: bad result: %v", method, err)
 	}
 	return nil
 }

@@ -19,11 +19,9 @@ package mesh
 
 import (
 	"context"
-	"errors"
 	"slices"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
-	"github.com/slm-mesh/slm-mesh/internal/rpc"
 )
 
 // Methods served in the mesh. The names keep the function ids of the system
@@ -61,7 +59,7 @@ type InferenceService interface {
 	// RunInference generates a completion for req, as GetResponse.
 	RunInference(ctx context.Context, req chat.Request, send func(chat.Delta) error) (chat.Result, error)
 	// Info reports the instance's model and load; it fails with
-	// rpc.CodeUnavailable while the model is loading.
+	// chat.CodeUnavailable while the model is loading.
 	Info(ctx context.Context) (InferenceInfo, error)
 }
 
@@ -71,6 +69,14 @@ type CallerStatus struct {
 	// Inference lists the inference instances the caller routes to: those
 	// that answered with their model, and those that did not with why.
 	Inference []InferenceStatus `json:"inference"`
+	// Known lists the models the caller routes, sorted: those its
+	// instances serve or have served since it started, and its default. A
+	// model known with no instance ready is unavailable (503), one not
+	// known does not exist (404). Empty from a caller that predates it.
+	Known []string `json:"known_models,omitempty"`
+	// Default is the model a request that names none goes to; empty when
+	// there is none (several models and no default set).
+	Default string `json:"default_model,omitempty"`
 }
 
 // InferenceStatus is one inference instance as a caller sees it: its model,
@@ -109,10 +115,10 @@ func (st CallerStatus) Created(model string) int64 {
 	return 0
 }
 
-// InferenceInfo is the result of inference::info, and the body of an
-// inference instance's GET /health.
+// InferenceInfo is the result of inference::info (which fails with
+// unavailable while the model is loading), and part of an inference
+// instance's GET /health (Health).
 type InferenceInfo struct {
-	Status        string `json:"status"` // "ok" or "loading"
 	Model         string `json:"model,omitempty"`
 	Created       int64  `json:"created,omitempty"` // the model file's time, Unix seconds
 	Template      string `json:"template,omitempty"`
@@ -121,15 +127,4 @@ type InferenceInfo struct {
 	Queued        int    `json:"queued"`
 	ContextPerSeq int    `json:"context_per_request,omitempty"`
 	UptimeSeconds int64  `json:"uptime_seconds"`
-}
-
-// InvalidArgument turns a *chat.FieldError anywhere in err's chain into the
-// rpc.Error a service returns for it: invalid_argument, with the field as
-// Param. Any other error is returned unchanged.
-func InvalidArgument(err error) error {
-	var fe *chat.FieldError
-	if !errors.As(err, &fe) {
-		return err
-	}
-	return &rpc.Error{Code: rpc.CodeInvalidArgument, Message: fe.Message, Param: fe.Param}
 }

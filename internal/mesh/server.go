@@ -32,7 +32,7 @@ func generateHandler(f func(context.Context, chat.Request, func(chat.Delta) erro
 	return func(ctx context.Context, payload json.RawMessage, send func(any) error) (any, error) {
 		var req chat.Request
 		if err := json.Unmarshal(payload, &req); err != nil {
-			return nil, rpc.Errorf(rpc.CodeInvalidArgument, "decode request: %v", err)
+			return nil, chat.Errorf(chat.CodeInvalidArgument, "decode request: %v", err)
 		}
 		return result(f(ctx, req, func(d chat.Delta) error { return send(d) }))
 	}

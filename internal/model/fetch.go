@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/slm-mesh/slm-mesh/internal/backoff"
 )
 
 // CacheDirEnv names the environment variable that overrides the default
@@ -40,8 +43,9 @@ type FetchOptions struct {
 	// StallTimeout abandons (and then resumes) a download that receives no
 	// bytes for this long. Default: 60s.
 	StallTimeout time.Duration
-	// RetryDelay is the wait before resuming an interrupted download; it
-	// doubles after each failure. Default: 1s.
+	// RetryDelay bounds the wait before resuming an interrupted download;
+	// it doubles after each failure, and each wait is a random point in
+	// its upper half. Default: 1s.
 	RetryDelay time.Duration
 }
 
@@ -223,6 +227,8 @@ var errStalled = errors.New("download stalled")
 // up to maxRetries times and restarting from zero at most once.
 func (d *download) run(ctx context.Context, delay time.Duration) error {
 	restarted, retries := false, 0
+	// No cap of its own: maxRetries ends the doubling.
+	retry := backoff.New(delay, math.MaxInt64)
 	for {
 		err := d.attempt(ctx)
 		switch {
@@ -243,13 +249,13 @@ func (d *download) run(ctx context.Context, delay time.Duration) error {
 			}
 		case errors.Is(err, errInterrupted) && retries < maxRetries:
 			retries++
-			d.log.Warn("download interrupted; resuming", "error", err, "retry", retries, "wait", delay)
+			wait := retry.Next()
+			d.log.Warn("download interrupted; resuming", "error", err, "retry", retries, "wait", wait)
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("download %s: %w", redact(d.url), context.Cause(ctx))
-			case <-time.After(delay):
+			case <-time.After(wait):
 			}
-			delay *= 2
 		default:
 			// A file that failed verification is of no use for resuming.
 			if errors.Is(err, ErrChecksumMismatch) || errors.Is(err, ErrSizeMismatch) {

@@ -31,10 +31,14 @@ type Info struct {
 	ChatTemplate string
 	// Tokenizer is tokenizer.ggml.model: "llama" (SentencePiece), "gpt2"
 	// (byte-level BPE), "t5", "bert", ...
-	Tokenizer  string
-	Tensors    int
-	Parameters uint64
-	FileType   string // e.g. "Q8_0", "F32"
+	Tokenizer string
+	// PoolingType is <arch>.pooling_type as llama.cpp numbers it (1 mean,
+	// 2 CLS, 3 last, ...): set by embedding models, whose output is one
+	// vector per input rather than text; 0 for a generative model.
+	PoolingType int
+	Tensors     int
+	Parameters  uint64
+	FileType    string // e.g. "Q8_0", "F32"
 }
 
 // ggufMagic starts every little-endian GGUF file. llama.cpp reads only
@@ -120,6 +124,7 @@ func Validate(path string) (Info, error) {
 	info.HeadDimK, info.HeadDimV = headDims(kv, info.Architecture)
 	info.ChatTemplate = kv.ChatTemplate()
 	info.Tokenizer = kv.String("tokenizer.ggml.model")
+	info.PoolingType = int(uintValue(kv, info.Architecture+".pooling_type"))
 	info.Tensors = len(ts.Items())
 	info.Parameters = kv.ParameterCount()
 	// kv.FileType() would call 0 (all F32) unknown, so the key is read here.

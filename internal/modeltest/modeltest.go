@@ -73,3 +73,19 @@ func Tiny(t testing.TB, edit func(*ggufgen.Config)) string {
 	}
 	return path
 }
+
+// Preset writes ggufgen's preset name (random weights), such as
+// functiongemma-tiny, into the test's temporary directory and returns its
+// path.
+func Preset(t testing.TB, name string) string {
+	t.Helper()
+	cfg, err := ggufgen.Preset(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name+".gguf")
+	if err := ggufgen.Write(path, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

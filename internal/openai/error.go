@@ -1,10 +1,15 @@
 package openai
 
 import (
+	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 )
 
 // Error types as the OpenAI API names them in error.type.
@@ -13,11 +18,6 @@ const (
 	TypeRateLimit      = "rate_limit_error"
 	TypeServer         = "server_error"
 )
-
-// DefaultRetryAfter is the Retry-After, in seconds, that FromCode suggests for
-// an overloaded service; the queue drains within a token or two, so a short
-// wait is enough.
-const DefaultRetryAfter = 1
 
 // Error is an OpenAI-style API error. It marshals to the OpenAI envelope
 //
@@ -97,7 +97,9 @@ func (e *Error) UnmarshalJSON(data []byte) error {
 // InvalidRequest is a 400 for a request the client must change; param names
 // the offending field and may be empty.
 func InvalidRequest(param, message string) *Error {
-	return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: param, Message: message}
+	e := fromTable(chat.CodeInvalidArgument, message)
+	e.Param = param
+	return e
 }
 
 // Unsupported is a 400 for a parameter the client sent that this server does
@@ -121,12 +123,7 @@ func Unauthorized(message string) *Error {
 
 // ModelNotFound is a 404 for a model this server does not serve.
 func ModelNotFound(model string) *Error {
-	return &Error{
-		Status:  http.StatusNotFound,
-		Type:    TypeInvalidRequest,
-		Code:    "model_not_found",
-		Message: fmt.Sprintf("The model `%s` does not exist.", model),
-	}
+	return fromTable(chat.CodeNotFound, fmt.Sprintf("The model `%s` does not exist.", model))
 }
 
 // UnknownRoute is a 404 for a path the gateway does not serve, worded as
@@ -169,59 +166,93 @@ func RequestTimeout(message string) *Error {
 // Overloaded is a 429 for a service whose queue is full. retryAfter is in
 // seconds; the OpenAI SDKs honour Retry-After on a 429 and retry by themselves.
 func Overloaded(message string, retryAfter int) *Error {
-	if message == "" {
-		message = "The server is overloaded; please retry shortly."
-	}
-	return &Error{
-		Status:     http.StatusTooManyRequests,
-		Type:       TypeRateLimit,
-		Code:       "rate_limit_exceeded",
-		Message:    message,
-		RetryAfter: retryAfter,
-	}
-}
-
-// Unavailable is a 503 for a backend that cannot be reached or has no model
-// loaded.
-func Unavailable(message string) *Error {
-	if message == "" {
-		message = "The service is temporarily unavailable; please retry shortly."
-	}
-	return &Error{Status: http.StatusServiceUnavailable, Type: TypeServer, Code: "service_unavailable", Message: message}
+	e := fromTable(chat.CodeOverloaded, message)
+	e.RetryAfter = retryAfter
+	return e
 }
 
 // Timeout is a 504 for a generation that ran out of time.
-func Timeout(message string) *Error {
-	if message == "" {
-		message = "The request timed out."
-	}
-	return &Error{Status: http.StatusGatewayTimeout, Type: TypeServer, Code: "timeout", Message: message}
-}
+func Timeout(message string) *Error { return fromTable(chat.CodeDeadlineExceeded, message) }
 
 // Internal is a 500. It takes no message on purpose: the cause belongs in the
 // gateway's log, not in the client's response.
-func Internal() *Error {
-	return &Error{
-		Status:  http.StatusInternalServerError,
-		Type:    TypeServer,
-		Message: "The server had an error while processing your request.",
-	}
-}
+func Internal() *Error { return fromTable(chat.CodeInternal, "") }
 
-// Upstream is a failure as a service reported it: the fields of the rpc
-// package's Error, copied so that this package does not depend on rpc.
-type Upstream struct {
-	// Code is one of the rpc package's codes ("invalid_argument", …).
-	Code string
-	// Message describes the failure; see FromCode for when it is shown.
-	Message string
-	// Param names the request field at fault ("messages", "max_tokens").
-	Param string
-	// Reason refines Code for machines, e.g. "context_length_exceeded".
-	Reason string
-	// RetryAfter is how long the service suggests waiting; zero: no
-	// suggestion.
-	RetryAfter time.Duration
+// DefaultRetryAfter is the Retry-After, in seconds, of a 429 or 503 whose
+// domain error did not say how long to wait: the one default. A queue
+// drains within a token or two, so a short wait is enough.
+const DefaultRetryAfter = 1
+
+// The table is the one place where a domain error (chat.Error) becomes
+// what a client sees. Its rows, by code, give the HTTP status, error.type,
+// error.code and the message a client gets when the domain's is not
+// shown; a code missing here is internal. Its columns, by attribute of the
+// domain error, say which codes show the attribute and where the client
+// sees it. The codes that describe the client's request (invalid_argument,
+// not_found, overloaded) show the domain's message; the others may carry
+// internal detail such as addresses and keep the row's.
+var (
+	rows = map[chat.ErrorCode]struct {
+		status             int
+		typ, code, message string
+	}{
+		chat.CodeInvalidArgument: {http.StatusBadRequest, TypeInvalidRequest, "", "The request is invalid."},
+		// The only thing the services look up by name for a client is the
+		// model, hence model_not_found.
+		chat.CodeNotFound:         {http.StatusNotFound, TypeInvalidRequest, "model_not_found", "The model does not exist."},
+		chat.CodeOverloaded:       {http.StatusTooManyRequests, TypeRateLimit, "rate_limit_exceeded", "The server is overloaded; please retry shortly."},
+		chat.CodeUnavailable:      {http.StatusServiceUnavailable, TypeServer, "service_unavailable", "The service is temporarily unavailable; please retry shortly."},
+		chat.CodeDeadlineExceeded: {http.StatusGatewayTimeout, TypeServer, "timeout", "The request timed out."},
+		// A client that went away never reads this. A client still waiting
+		// saw its request cancelled by us, e.g. during a shutdown, and
+		// should retry elsewhere: hence 503 rather than a 4xx.
+		chat.CodeCanceled: {http.StatusServiceUnavailable, TypeServer, "request_canceled", "The request was cancelled by the server; please retry."},
+		chat.CodeInternal: {http.StatusInternalServerError, TypeServer, "", "The server had an error while processing your request."},
+	}
+
+	columns = []struct {
+		codes []chat.ErrorCode
+		show  func(e *Error, d *chat.Error)
+	}{
+		{ // Message: the domain's words, unless it has none.
+			[]chat.ErrorCode{chat.CodeInvalidArgument, chat.CodeNotFound, chat.CodeOverloaded},
+			func(e *Error, d *chat.Error) { e.Message = cmp.Or(d.Message, e.Message) },
+		},
+		{ // Param: error.param.
+			[]chat.ErrorCode{chat.CodeInvalidArgument, chat.CodeNotFound},
+			func(e *Error, d *chat.Error) { e.Param = d.Param },
+		},
+		{ // An unavailable error about a request field (the model it
+			// names, with no instance ready) says so, in the domain's words
+			// and param; other unavailable errors may carry addresses and
+			// keep the row's.
+			[]chat.ErrorCode{chat.CodeUnavailable},
+			func(e *Error, d *chat.Error) {
+				if d.Param != "" {
+					e.Message, e.Param = cmp.Or(d.Message, e.Message), d.Param
+				}
+			},
+		},
+		{ // Reason: error.code, when it has one.
+			[]chat.ErrorCode{chat.CodeInvalidArgument},
+			func(e *Error, d *chat.Error) { e.Code = cmp.Or(d.Reason, e.Code) },
+		},
+		{ // RetryAfter: the Retry-After header, else the one default.
+			[]chat.ErrorCode{chat.CodeOverloaded, chat.CodeUnavailable, chat.CodeCanceled},
+			func(e *Error, d *chat.Error) {
+				e.RetryAfter = cmp.Or(RetryAfterSeconds(d.RetryAfter), DefaultRetryAfter)
+			},
+		},
+	}
+)
+
+// fromTable is code's row as an Error, with message when it is not empty.
+func fromTable(code chat.ErrorCode, message string) *Error {
+	row, ok := rows[code]
+	if !ok {
+		row = rows[chat.CodeInternal]
+	}
+	return &Error{Status: row.status, Type: row.typ, Code: row.code, Message: cmp.Or(message, row.message)}
 }
 
 // RetryAfterSeconds is d as a Retry-After value: whole seconds, rounded up,
@@ -234,63 +265,21 @@ func RetryAfterSeconds(d time.Duration) int {
 	return max(int((d+time.Second-1)/time.Second), 1)
 }
 
-// FromCode turns a service's error into the client's error. It is the one
-// place where service errors become HTTP errors.
-//
-// Messages of the codes that describe the client's request
-// (invalid_argument, not_found, overloaded) are passed on, with Param as
-// error.param and, for invalid_argument, Reason as error.code; the other
-// codes may carry internal detail such as addresses and get a fixed text.
-// A 429 or 503 carries u.RetryAfter (see RetryAfterSeconds), else
-// DefaultRetryAfter. An unknown code is internal.
-func FromCode(u Upstream) *Error {
-	e := fromCode(u.Code, u.Message)
-	switch u.Code {
-	case "invalid_argument":
-		e.Param, e.Code = u.Param, u.Reason
-	case "not_found":
-		e.Param = u.Param
+// FromError turns a failure of the mesh into the client's error: the row
+// of its code (chat.Code) and the columns that code shows. It is the one
+// place where domain errors become HTTP errors; the text is the domain's,
+// never rewritten here.
+func FromError(err error) *Error {
+	code := chat.Code(err)
+	var d *chat.Error
+	if !errors.As(err, &d) {
+		d = &chat.Error{} // a context's error: nothing to show but its code
 	}
-	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
-		e.RetryAfter = RetryAfterSeconds(u.RetryAfter)
-		if e.RetryAfter == 0 {
-			e.RetryAfter = DefaultRetryAfter
+	e := fromTable(code, "")
+	for _, col := range columns {
+		if slices.Contains(col.codes, code) {
+			col.show(e, d)
 		}
 	}
 	return e
-}
-
-func fromCode(code, msg string) *Error {
-	switch code {
-	case "invalid_argument":
-		if msg == "" {
-			msg = "The request is invalid."
-		}
-		return InvalidRequest("", msg)
-	case "not_found":
-		// The only thing the services look up by name for a client is the
-		// model, hence model_not_found.
-		e := ModelNotFound("")
-		if msg != "" {
-			e.Message = msg
-		} else {
-			e.Message = "The model does not exist."
-		}
-		return e
-	case "overloaded":
-		return Overloaded(msg, DefaultRetryAfter)
-	case "unavailable":
-		return Unavailable("")
-	case "deadline_exceeded":
-		return Timeout("")
-	case "canceled":
-		// A client that went away never reads this. A client still waiting
-		// saw its request cancelled by us, e.g. during a shutdown, and
-		// should retry elsewhere: hence 503 rather than a 4xx.
-		e := Unavailable("The request was cancelled by the server; please retry.")
-		e.Code = "request_canceled"
-		return e
-	default:
-		return Internal()
-	}
 }

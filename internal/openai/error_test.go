@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 )
 
 func TestErrorJSON(t *testing.T) {
@@ -72,7 +75,6 @@ func TestConstructors(t *testing.T) {
 		{MethodNotAllowed("GET", "/v1/chat/completions"), 405, TypeInvalidRequest, "method_not_allowed", ""},
 		{BodyTooLarge(1 << 20), 413, TypeInvalidRequest, "request_too_large", ""},
 		{Overloaded("", 2), 429, TypeRateLimit, "rate_limit_exceeded", ""},
-		{Unavailable(""), 503, TypeServer, "service_unavailable", ""},
 		{Timeout(""), 504, TypeServer, "timeout", ""},
 		{Internal(), 500, TypeServer, "", ""},
 	}
@@ -93,7 +95,7 @@ func TestConstructors(t *testing.T) {
 	}
 }
 
-func TestFromCode(t *testing.T) {
+func TestFromError(t *testing.T) {
 	t.Parallel()
 	const secret = "dial tcp 10.1.2.3:7000: connection refused"
 	tests := []struct {
@@ -116,58 +118,66 @@ func TestFromCode(t *testing.T) {
 		{"", "", 500, TypeServer, "", "", 0},
 	}
 	for _, tt := range tests {
-		e := FromCode(Upstream{Code: tt.code, Message: tt.msg})
+		e := FromError(&chat.Error{Code: chat.ErrorCode(tt.code), Message: tt.msg})
 		if e.Status != tt.status || e.Type != tt.typ || e.Code != tt.ecode || e.RetryAfter != tt.retryAfter {
-			t.Errorf("FromCode(%q) = %+v, want status %d type %q code %q retry %d",
+			t.Errorf("FromError(%q) = %+v, want status %d type %q code %q retry %d",
 				tt.code, *e, tt.status, tt.typ, tt.ecode, tt.retryAfter)
 		}
 		switch {
 		case tt.wantMsg != "" && e.Message != tt.wantMsg:
-			t.Errorf("FromCode(%q) message %q, want %q", tt.code, e.Message, tt.wantMsg)
+			t.Errorf("FromError(%q) message %q, want %q", tt.code, e.Message, tt.wantMsg)
 		case tt.wantMsg == "" && (e.Message == "" || strings.Contains(e.Message, "10.1.2.3")):
-			t.Errorf("FromCode(%q) message %q: want a fixed text without internal detail", tt.code, e.Message)
+			t.Errorf("FromError(%q) message %q: want a fixed text without internal detail", tt.code, e.Message)
 		}
 	}
 	// Codes whose message is passed on still get one when it is empty.
 	for _, code := range []string{"invalid_argument", "not_found", "overloaded"} {
-		if e := FromCode(Upstream{Code: code}); e.Message == "" {
-			t.Errorf("FromCode(%q, \"\") has no message", code)
+		if e := FromError(&chat.Error{Code: chat.ErrorCode(code)}); e.Message == "" {
+			t.Errorf("FromError(%q, \"\") has no message", code)
 		}
 	}
+	// A context's error, and a wrapped one, have their code's row.
+	if e := FromError(fmt.Errorf("call: %w", context.Canceled)); e.Status != 503 || e.Code != "request_canceled" {
+		t.Errorf("a canceled context: %+v", *e)
+	}
+	if e := FromError(fmt.Errorf("call: %w", chat.Invalidf("stop", "bad stop"))); e.Status != 400 || e.Param != "stop" || e.Message != "bad stop" {
+		t.Errorf("a wrapped invalid_argument: %+v", *e)
+	}
 	// The gateway turns the status into a header; check it is a real one.
-	if http.StatusText(FromCode(Upstream{Code: "canceled"}).Status) == "" {
+	if http.StatusText(FromError(&chat.Error{Code: "canceled"}).Status) == "" {
 		t.Error("canceled maps to a non-standard status")
 	}
 }
 
-// TestFromCodeDetail checks that a service's param, reason and retry-after
+// TestFromErrorDetail checks that a service's param, reason and retry-after
 // reach the client where they mean something, and nowhere else.
-func TestFromCodeDetail(t *testing.T) {
+func TestFromErrorDetail(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name        string
-		in          Upstream
+		in          *chat.Error
 		param, code string
 		retryAfter  int
 	}{
-		{"context overflow", Upstream{Code: "invalid_argument", Message: "too long", Param: "messages", Reason: "context_length_exceeded"},
+		{"context overflow", &chat.Error{Code: "invalid_argument", Message: "too long", Param: "messages", Reason: "context_length_exceeded"},
 			"messages", "context_length_exceeded", 0},
-		{"invalid without detail", Upstream{Code: "invalid_argument", Message: "bad"}, "", "", 0},
-		{"unknown model", Upstream{Code: "not_found", Message: "no such model", Param: "model", Reason: "whatever"}, "model", "model_not_found", 0},
-		{"retry after 1.5s rounds up", Upstream{Code: "overloaded", RetryAfter: 1500 * time.Millisecond}, "", "rate_limit_exceeded", 2},
-		{"retry after 1ms is 1s", Upstream{Code: "overloaded", RetryAfter: time.Millisecond}, "", "rate_limit_exceeded", 1},
-		{"retry after 7s", Upstream{Code: "unavailable", RetryAfter: 7 * time.Second}, "", "service_unavailable", 7},
-		{"no retry after: the default", Upstream{Code: "overloaded"}, "", "rate_limit_exceeded", DefaultRetryAfter},
-		{"overload keeps its code and no param", Upstream{Code: "overloaded", Param: "messages", Reason: "queue_full"}, "", "rate_limit_exceeded", DefaultRetryAfter},
-		{"internal keeps nothing", Upstream{Code: "internal", Param: "messages", Reason: "oops", RetryAfter: time.Second}, "", "", 0},
-		{"retry after only on 429 and 503", Upstream{Code: "invalid_argument", RetryAfter: time.Second}, "", "", 0},
+		{"invalid without detail", &chat.Error{Code: "invalid_argument", Message: "bad"}, "", "", 0},
+		{"unknown model", &chat.Error{Code: "not_found", Message: "no such model", Param: "model", Reason: "whatever"}, "model", "model_not_found", 0},
+		{"retry after 1.5s rounds up", &chat.Error{Code: "overloaded", RetryAfter: 1500 * time.Millisecond}, "", "rate_limit_exceeded", 2},
+		{"retry after 1ms is 1s", &chat.Error{Code: "overloaded", RetryAfter: time.Millisecond}, "", "rate_limit_exceeded", 1},
+		{"retry after 7s", &chat.Error{Code: "unavailable", RetryAfter: 7 * time.Second}, "", "service_unavailable", 7},
+		{"a model with no instance ready", &chat.Error{Code: "unavailable", Message: "The model `m` has no instance ready.", Param: "model"}, "model", "service_unavailable", DefaultRetryAfter},
+		{"no retry after: the default", &chat.Error{Code: "overloaded"}, "", "rate_limit_exceeded", DefaultRetryAfter},
+		{"overload keeps its code and no param", &chat.Error{Code: "overloaded", Param: "messages", Reason: "queue_full"}, "", "rate_limit_exceeded", DefaultRetryAfter},
+		{"internal keeps nothing", &chat.Error{Code: "internal", Param: "messages", Reason: "oops", RetryAfter: time.Second}, "", "", 0},
+		{"retry after only on 429 and 503", &chat.Error{Code: "invalid_argument", RetryAfter: time.Second}, "", "", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			e := FromCode(tt.in)
+			e := FromError(tt.in)
 			if e.Param != tt.param || e.Code != tt.code || e.RetryAfter != tt.retryAfter {
-				t.Errorf("FromCode(%+v) = %+v, want param %q code %q retry %d", tt.in, *e, tt.param, tt.code, tt.retryAfter)
+				t.Errorf("FromError(%+v) = %+v, want param %q code %q retry %d", tt.in, *e, tt.param, tt.code, tt.retryAfter)
 			}
 		})
 	}

@@ -60,8 +60,8 @@ func checkRequest(t *testing.T, r *ChatCompletionRequest) {
 	if chars > fuzzLimits.MaxChars {
 		t.Fatalf("%d characters", chars)
 	}
-	if r.MaxTokens != nil && *r.MaxTokens < 1 {
-		t.Fatalf("max tokens %d", *r.MaxTokens)
+	if r.MaxTokens < 0 || (r.MaxTokens == 0) != (r.MaxTokensParam == "") {
+		t.Fatalf("max tokens %d named %q", r.MaxTokens, r.MaxTokensParam)
 	}
 	inRange := func(name string, v *float32, lo, hi float32) {
 		if v != nil && (*v < lo || *v > hi) {

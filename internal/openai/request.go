@@ -32,76 +32,23 @@ type Limits struct {
 }
 
 // ChatCompletionRequest is a decoded and validated /v1/chat/completions
-// request. Optional fields are pointers: nil means the client left them out
-// and the server's default applies.
+// request: the domain request the services consume, and beside it what
+// only the HTTP exchange needs.
+//
+// In the domain request, Messages are non-empty, "developer" has become
+// chat.RoleSystem and array content has been joined into plain text.
+// MaxTokens is max_completion_tokens if given, else max_tokens, and then
+// at least 1; 0 when the client gave neither (the server's default), with
+// MaxTokensParam the name the client used, or empty. The other optional
+// fields are nil when the client left them out.
 type ChatCompletionRequest struct {
-	// Model is the model the client asked for; it may be empty.
-	Model string
-	// Messages are non-empty; "developer" has become chat.RoleSystem and
-	// array content has been joined into plain text.
-	Messages []chat.Message
-	// MaxTokens is max_completion_tokens if given, else max_tokens; ≥ 1.
-	MaxTokens *int
-	// MaxTokensParam is the name the client gave MaxTokens, max_tokens or
-	// max_completion_tokens; InClientTerms names it so in errors.
-	MaxTokensParam string
-	// The ranges are chat.Request.Validate's.
-	Temperature      *float32
-	TopP             *float32
-	Seed             *int64
-	Stop             []string
-	PresencePenalty  *float32
-	FrequencyPenalty *float32
+	chat.Request
 	// Stream asks for server-sent events instead of one JSON response.
 	Stream bool
 	// IncludeUsage asks for a final usage chunk in a stream.
 	IncludeUsage bool
 	// User is the client's end-user id, for logs.
 	User string
-	// ResponseFormat constrains the output to JSON; nil leaves it free.
-	ResponseFormat *chat.ResponseFormat
-	// Logprobs asks for each token's log probability, TopLogprobs
-	// (0–20) for that many alternatives at each position.
-	Logprobs    bool
-	TopLogprobs int
-}
-
-// ToChat returns the domain request the services consume.
-func (r *ChatCompletionRequest) ToChat() chat.Request {
-	req := chat.Request{
-		Model:            r.Model,
-		Messages:         slices.Clone(r.Messages),
-		Temperature:      r.Temperature,
-		TopP:             r.TopP,
-		Seed:             r.Seed,
-		PresencePenalty:  r.PresencePenalty,
-		FrequencyPenalty: r.FrequencyPenalty,
-		Stop:             slices.Clone(r.Stop),
-		ResponseFormat:   r.ResponseFormat,
-		Logprobs:         r.Logprobs,
-		TopLogprobs:      r.TopLogprobs,
-	}
-	if r.MaxTokens != nil {
-		req.MaxTokens = *r.MaxTokens
-	}
-	return req
-}
-
-// InClientTerms returns e with the request's fields named as the client
-// named them. The services speak of max_tokens; a client that sent
-// max_completion_tokens reads that name in error.param and in the message.
-func (r *ChatCompletionRequest) InClientTerms(e *Error) *Error {
-	if e == nil || r.MaxTokensParam != "max_completion_tokens" || e.Type != TypeInvalidRequest {
-		return e
-	}
-	out := *e
-	if out.Param == "max_tokens" {
-		out.Param = r.MaxTokensParam
-	}
-	// "max_completion_tokens" does not hold "max_tokens", so this renames
-	// nothing twice.
-	out.Message = strings.ReplaceAll(out.Message, "max_tokens", r.MaxTokensParam)
-	return &out
 }
 
 // wireRequest is the JSON body as sent. Fields whose JSON type varies
@@ -125,10 +72,14 @@ type wireRequest struct {
 	N    *int   `json:"n"`
 	User string `json:"user"`
 
-	// Accepted and ignored: they identify the client or tune caching,
-	// billing or tool use, and change nothing in the generated text.
+	// Function calling (decodeTools, decodeToolChoice).
+	Tools             json.RawMessage `json:"tools"`
+	ToolChoice        json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls *bool           `json:"parallel_tool_calls"`
+
+	// Accepted and ignored: they identify the client or tune caching or
+	// billing, and change nothing in the generated text.
 	Metadata             map[string]string `json:"metadata"`
-	ParallelToolCalls    *bool             `json:"parallel_tool_calls"`
 	Prediction           json.RawMessage   `json:"prediction"`
 	PromptCacheKey       *string           `json:"prompt_cache_key"`
 	PromptCacheRetention *string           `json:"prompt_cache_retention"`
@@ -141,8 +92,6 @@ type wireRequest struct {
 
 	// Decoded only to be refused; see checkUnsupported. Store and
 	// ServiceTier pass with the values that ask for what we do anyway.
-	Tools            json.RawMessage `json:"tools"`
-	ToolChoice       json.RawMessage `json:"tool_choice"`
 	Functions        json.RawMessage `json:"functions"`
 	FunctionCall     json.RawMessage `json:"function_call"`
 	LogitBias        json.RawMessage `json:"logit_bias"`
@@ -172,22 +121,47 @@ type wireResponseFormat struct {
 // OpenAI chat-completions request. Any other name is refused, as OpenAI
 // refuses it, rather than silently ignored: a misspelt "max_token" would
 // otherwise change nothing without the client knowing.
-var knownFields = func() map[string]bool {
+var knownFields = jsonFields[wireRequest]()
+
+// jsonFields are the JSON names of the fields of struct T.
+func jsonFields[T any]() map[string]bool {
 	known := map[string]bool{}
-	t := reflect.TypeFor[wireRequest]()
+	t := reflect.TypeFor[T]()
 	for i := range t.NumField() {
 		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
 		known[name] = true
 	}
 	return known
-}()
+}
 
 // wireMessage is one element of messages.
 type wireMessage struct {
 	Role         string          `json:"role"`
 	Content      json.RawMessage `json:"content"`
 	ToolCalls    json.RawMessage `json:"tool_calls"`
+	ToolCallID   *string         `json:"tool_call_id"`
 	FunctionCall json.RawMessage `json:"function_call"`
+}
+
+// wireToolCall is one element of an assistant message's tool_calls.
+type wireToolCall struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function *struct {
+		Name      string  `json:"name"`
+		Arguments *string `json:"arguments"`
+	} `json:"function"`
+}
+
+// wireTool is one element of tools.
+type wireTool struct {
+	Type     string `json:"type"`
+	Function *struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Parameters  json.RawMessage `json:"parameters"`
+		Strict      *bool           `json:"strict"`
+	} `json:"function"`
 }
 
 // wirePart is one element of an array content.
@@ -225,11 +199,11 @@ func DecodeChatRequest(body []byte, lim Limits) (*ChatCompletionRequest, *Error)
 		return nil, e
 	}
 
-	r := &ChatCompletionRequest{Model: w.Model, User: w.User}
-	if e := decodeMessages(r, w.Messages, lim); e != nil {
+	r := &ChatCompletionRequest{Request: chat.Request{Model: w.Model}, User: w.User}
+	if e := decodeMessages(&r.Request, w.Messages, lim); e != nil {
 		return nil, e
 	}
-	if e := decodeSampling(r, &w); e != nil {
+	if e := decodeSampling(&r.Request, &w); e != nil {
 		return nil, e
 	}
 	stop, e := decodeStop(w.Stop)
@@ -238,10 +212,13 @@ func DecodeChatRequest(body []byte, lim Limits) (*ChatCompletionRequest, *Error)
 	}
 	r.Stop = stop
 
+	if e := decodeTools(&r.Request, &w); e != nil {
+		return nil, e
+	}
 	if w.N != nil && *w.N != 1 {
 		return nil, InvalidRequest("n", fmt.Sprintf("Invalid 'n': only 1 choice is supported, got %d.", *w.N))
 	}
-	if e := decodeResponseFormat(r, w.ResponseFormat); e != nil {
+	if e := decodeResponseFormat(&r.Request, w.ResponseFormat); e != nil {
 		return nil, e
 	}
 	r.Logprobs = w.Logprobs != nil && *w.Logprobs
@@ -255,14 +232,10 @@ func DecodeChatRequest(body []byte, lim Limits) (*ChatCompletionRequest, *Error)
 		}
 		r.IncludeUsage = w.StreamOptions.IncludeUsage != nil && *w.StreamOptions.IncludeUsage
 	}
-	// The rules every tier shares: roles, ranges, stop strings.
-	creq := r.ToChat()
-	if err := creq.Validate(); err != nil {
-		var fe *chat.FieldError
-		if errors.As(err, &fe) {
-			return nil, r.InClientTerms(InvalidRequest(fe.Param, fe.Message))
-		}
-		return nil, InvalidRequest("", err.Error())
+	// The rules every tier shares: ranges, stop strings. Those on the
+	// messages were checked as they were decoded.
+	if err := r.ValidateOptions(); err != nil {
+		return nil, FromError(err)
 	}
 	return r, nil
 }
@@ -270,7 +243,10 @@ func DecodeChatRequest(body []byte, lim Limits) (*ChatCompletionRequest, *Error)
 // checkFieldNames refuses a body with a top-level field that is not in
 // knownFields, with OpenAI's wording. The names are matched exactly:
 // encoding/json alone would take "Messages" for "messages".
-func checkFieldNames(body []byte) *Error {
+func checkFieldNames(body []byte) *Error { return checkFields(body, knownFields) }
+
+// checkFields refuses a body with a top-level field not in known.
+func checkFields(body []byte, known map[string]bool) *Error {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return decodeError("", err)
@@ -278,7 +254,7 @@ func checkFieldNames(body []byte) *Error {
 	// Report the first unknown name in sorted order, so that the same body
 	// always gets the same error.
 	for _, name := range slices.Sorted(maps.Keys(fields)) {
-		if !knownFields[name] {
+		if !known[name] {
 			return InvalidRequest(name, "Unrecognized request argument supplied: "+name)
 		}
 	}
@@ -286,19 +262,16 @@ func checkFieldNames(body []byte) *Error {
 }
 
 // checkUnsupported refuses the parameters a client sends only when it wants
-// a feature we lack. Empty or neutral values ("tools": [], "store":
+// a feature we lack. Empty or neutral values ("functions": [], "store":
 // false, "modalities": ["text"]) ask for nothing and pass. It also
 // refuses, as OpenAI does, the parameters that only mean something next
 // to another one: tool_choice without tools, top_logprobs without
 // logprobs.
 func checkUnsupported(w *wireRequest) *Error {
 	switch {
-	case !isEmpty(w.Tools):
-		return Unsupported("tools")
 	case !isEmpty(w.Functions):
 		return Unsupported("functions")
-	case !isNull(w.ToolChoice):
-		// Tools are refused above, so a tool_choice is always alone.
+	case !isNull(w.ToolChoice) && isEmpty(w.Tools):
 		return InvalidRequest("tool_choice", "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
 	case !isNull(w.FunctionCall) && string(bytes.TrimSpace(w.FunctionCall)) != `"none"`:
 		return Unsupported("function_call")
@@ -328,10 +301,10 @@ func checkUnsupported(w *wireRequest) *Error {
 	return nil
 }
 
-func decodeMessages(r *ChatCompletionRequest, raw []json.RawMessage, lim Limits) *Error {
-	if len(raw) == 0 {
-		return InvalidRequest("messages", "'messages' must be a non-empty array.")
-	}
+// decodeMessages decodes the messages into r and checks them with the
+// rules every tier shares (chat.Request.ValidateMessages), then against
+// lim.
+func decodeMessages(r *chat.Request, raw []json.RawMessage, lim Limits) *Error {
 	// Checked before decoding so that a huge request costs little.
 	if lim.MaxMessages > 0 && len(raw) > lim.MaxMessages {
 		return InvalidRequest("messages", fmt.Sprintf(
@@ -346,6 +319,11 @@ func decodeMessages(r *ChatCompletionRequest, raw []json.RawMessage, lim Limits)
 		}
 		chars += utf8.RuneCountInString(msg.Content)
 		r.Messages = append(r.Messages, msg)
+	}
+	// An empty array reaches this with nothing decoded and no limit
+	// broken, so that its fault is still the first one reported.
+	if err := r.ValidateMessages(); err != nil {
+		return FromError(err)
 	}
 	if lim.MaxChars > 0 && chars > lim.MaxChars {
 		return InvalidRequest("messages", fmt.Sprintf(
@@ -363,34 +341,82 @@ func decodeMessage(path string, raw json.RawMessage) (chat.Message, *Error) {
 	if err := json.Unmarshal(raw, &w); err != nil {
 		return chat.Message{}, decodeError(path, err)
 	}
-	var role string
+	// chat.IsRole says which roles there are; the wire adds another name
+	// for one of them, and roles we do not support.
+	role := w.Role
 	switch w.Role {
-	case chat.RoleSystem, "developer":
-		role = chat.RoleSystem
-	case chat.RoleUser:
-		role = chat.RoleUser
-	case chat.RoleAssistant:
-		role = chat.RoleAssistant
-		if !isEmpty(w.ToolCalls) {
-			return chat.Message{}, Unsupported(path + ".tool_calls")
-		}
-		if !isNull(w.FunctionCall) {
-			return chat.Message{}, Unsupported(path + ".function_call")
-		}
-	case "tool", "function":
+	case "developer":
+		role = chat.RoleSystem // OpenAI's newer name for it
+	case "function":
 		return chat.Message{}, Unsupported(path + ".role")
 	case "":
 		return chat.Message{}, InvalidRequest(path+".role", fmt.Sprintf("Missing required parameter: '%s.role'.", path))
-	default:
+	}
+	if !chat.IsRole(role) {
+		// Worded for the client, who may also send "developer".
 		return chat.Message{}, InvalidRequest(path+".role", fmt.Sprintf(
-			"Invalid value for '%s.role': %q; supported values are system, developer, user and assistant.", path, w.Role))
+			"Invalid value for '%s.role': %q; supported values are system, developer, user, assistant and tool.", path, w.Role))
+	}
+	msg := chat.Message{Role: role}
+	switch role {
+	case chat.RoleAssistant:
+		if !isNull(w.FunctionCall) {
+			return chat.Message{}, Unsupported(path + ".function_call")
+		}
+		calls, e := decodeToolCalls(path+".tool_calls", w.ToolCalls)
+		if e != nil {
+			return chat.Message{}, e
+		}
+		msg.ToolCalls = calls
+	case chat.RoleTool:
+		if w.ToolCallID == nil {
+			return chat.Message{}, InvalidRequest(path+".tool_call_id", fmt.Sprintf("Missing required parameter: '%s.tool_call_id'.", path))
+		}
+		msg.ToolCallID = *w.ToolCallID
+	}
+	if role != chat.RoleAssistant && !isNull(w.ToolCalls) {
+		return chat.Message{}, InvalidRequest(path+".tool_calls", fmt.Sprintf(
+			"Invalid parameter: '%s.tool_calls' is only allowed in messages with role 'assistant'.", path))
 	}
 
 	content, e := decodeContent(path+".content", w.Content, role == chat.RoleAssistant)
 	if e != nil {
 		return chat.Message{}, e
 	}
-	return chat.Message{Role: role, Content: content}, nil
+	msg.Content = content
+	return msg, nil
+}
+
+// decodeToolCalls reads an assistant message's tool_calls at path; their
+// rules (ids, arguments) are chat.Request.ValidateMessages'.
+func decodeToolCalls(path string, raw json.RawMessage) ([]chat.ToolCall, *Error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, decodeError(path, err)
+	}
+	var calls []chat.ToolCall
+	for i, item := range items {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		var w wireToolCall
+		if isNull(item) {
+			return nil, InvalidRequest(p, fmt.Sprintf("Invalid '%s': expected an object, but got null.", p))
+		}
+		if err := json.Unmarshal(item, &w); err != nil {
+			return nil, decodeError(p, err)
+		}
+		if w.Function == nil {
+			return nil, InvalidRequest(p+".function", fmt.Sprintf("Missing required parameter: '%s.function'.", p))
+		}
+		if w.Function.Arguments == nil {
+			return nil, InvalidRequest(p+".function.arguments", fmt.Sprintf("Missing required parameter: '%s.function.arguments'.", p))
+		}
+		calls = append(calls, chat.ToolCall{ID: w.ID, Type: w.Type,
+			Function: chat.ToolCallFunction{Name: w.Function.Name, Arguments: *w.Function.Arguments}})
+	}
+	return calls, nil
 }
 
 // decodeContent reads a message's content: a string, or an array of text
@@ -458,9 +484,98 @@ func decodePart(path string, raw json.RawMessage) (string, *Error) {
 	return *p.Text, nil
 }
 
-// decodeSampling copies the numeric sampling parameters into r; their
-// ranges are chat.Request.Validate's.
-func decodeSampling(r *ChatCompletionRequest, w *wireRequest) *Error {
+// decodeTools reads tools, tool_choice and parallel_tool_calls into r and
+// checks them with the rules every tier shares
+// (chat.Request.ValidateTools). Whether the model can call tools is the
+// inference engine's to say.
+func decodeTools(r *chat.Request, w *wireRequest) *Error {
+	r.ParallelToolCalls = w.ParallelToolCalls
+	if !isNull(w.Tools) {
+		var items []json.RawMessage
+		if err := json.Unmarshal(w.Tools, &items); err != nil {
+			return decodeError("tools", err)
+		}
+		for i, item := range items {
+			path := fmt.Sprintf("tools[%d]", i)
+			var t wireTool
+			if isNull(item) {
+				return InvalidRequest(path, fmt.Sprintf("Invalid '%s': expected an object, but got null.", path))
+			}
+			if err := json.Unmarshal(item, &t); err != nil {
+				return decodeError(path, err)
+			}
+			if t.Type == "" {
+				return InvalidRequest(path+".type", fmt.Sprintf("Missing required parameter: '%s.type'.", path))
+			}
+			if t.Function == nil {
+				return InvalidRequest(path+".function", fmt.Sprintf("Missing required parameter: '%s.function'.", path))
+			}
+			params := t.Function.Parameters
+			if isNull(params) {
+				params = nil
+			}
+			r.Tools = append(r.Tools, chat.Tool{Type: t.Type, Function: chat.ToolFunction{
+				Name: t.Function.Name, Description: t.Function.Description, Parameters: params, Strict: t.Function.Strict,
+			}})
+		}
+	}
+	choice, e := decodeToolChoice(w.ToolChoice)
+	if e != nil {
+		return e
+	}
+	r.ToolChoice = choice
+	if err := r.ValidateTools(); err != nil {
+		return FromError(err)
+	}
+	return nil
+}
+
+// decodeToolChoice reads tool_choice: "none", "auto", "required", or
+// {"type":"function","function":{"name":"…"}}.
+func decodeToolChoice(raw json.RawMessage) (*chat.ToolChoice, *Error) {
+	raw = bytes.TrimSpace(raw)
+	if isNull(raw) {
+		return nil, nil
+	}
+	switch raw[0] {
+	case '"':
+		var mode string
+		if err := json.Unmarshal(raw, &mode); err != nil {
+			return nil, decodeError("tool_choice", err)
+		}
+		if mode == chat.ToolChoiceFunction {
+			// Only the object form names a function.
+			mode = "'function'"
+		}
+		return &chat.ToolChoice{Mode: mode}, nil
+	case '{':
+		var w struct {
+			Type     string `json:"type"`
+			Function *struct {
+				Name string `json:"name"`
+			} `json:"function"`
+		}
+		if err := json.Unmarshal(raw, &w); err != nil {
+			return nil, decodeError("tool_choice", err)
+		}
+		if w.Type != chat.ToolTypeFunction {
+			return nil, InvalidRequest("tool_choice.type", fmt.Sprintf(
+				"Invalid value for 'tool_choice.type': %q; supported values are 'function'.", w.Type))
+		}
+		if w.Function == nil || w.Function.Name == "" {
+			return nil, InvalidRequest("tool_choice.function.name", "Missing required parameter: 'tool_choice.function.name'.")
+		}
+		return &chat.ToolChoice{Mode: chat.ToolChoiceFunction, Name: w.Function.Name}, nil
+	default:
+		return nil, InvalidRequest("tool_choice", fmt.Sprintf(
+			"Invalid type for 'tool_choice': expected a string or an object, but got %s.", jsonKind(raw)))
+	}
+}
+
+// decodeSampling checks that a max_tokens given is at least 1 (0 would
+// be the server's default in r) and copies the numeric sampling parameters
+// into r; their ranges are chat.Request.Validate's.
+func decodeSampling(r *chat.Request, w *wireRequest) *Error {
 	for _, t := range []struct {
 		param string
 		v     *int
@@ -469,13 +584,12 @@ func decodeSampling(r *ChatCompletionRequest, w *wireRequest) *Error {
 			return InvalidRequest(t.param, fmt.Sprintf("Invalid '%s': must be at least 1, got %d.", t.param, *t.v))
 		}
 	}
-	r.MaxTokens, r.MaxTokensParam = w.MaxTokens, "max_tokens"
-	if w.MaxCompletionTokens != nil {
+	switch {
+	case w.MaxCompletionTokens != nil:
 		// The newer name wins, as in the OpenAI API.
-		r.MaxTokens, r.MaxTokensParam = w.MaxCompletionTokens, "max_completion_tokens"
-	}
-	if r.MaxTokens == nil {
-		r.MaxTokensParam = ""
+		r.MaxTokens, r.MaxTokensParam = *w.MaxCompletionTokens, "max_completion_tokens"
+	case w.MaxTokens != nil:
+		r.MaxTokens, r.MaxTokensParam = *w.MaxTokens, "max_tokens"
 	}
 	for _, f := range []struct {
 		v   *float64
@@ -501,7 +615,7 @@ func decodeSampling(r *ChatCompletionRequest, w *wireRequest) *Error {
 // chat.Request.Validate; json_schema must come with its object, whose
 // schema the inference engine turns into a grammar (and refuses, naming
 // response_format, when it cannot).
-func decodeResponseFormat(r *ChatCompletionRequest, w *wireResponseFormat) *Error {
+func decodeResponseFormat(r *chat.Request, w *wireResponseFormat) *Error {
 	if w == nil {
 		return nil
 	}

@@ -23,9 +23,9 @@ func TestDecodeChatRequestValid(t *testing.T) {
 		body string
 		want ChatCompletionRequest
 	}{
-		{"minimal", `{` + user + `}`, ChatCompletionRequest{Messages: hi()}},
+		{"minimal", `{` + user + `}`, ChatCompletionRequest{Request: chat.Request{Messages: hi()}}},
 		{"model and user", `{"model":"m","user":"u1",` + user + `}`,
-			ChatCompletionRequest{Model: "m", User: "u1", Messages: hi()}},
+			ChatCompletionRequest{Request: chat.Request{Model: "m", Messages: hi()}, User: "u1"}},
 		{"all roles", `{"messages":[
 			{"role":"system","content":"s"},
 			{"role":"developer","content":"d"},
@@ -33,19 +33,19 @@ func TestDecodeChatRequestValid(t *testing.T) {
 			{"role":"assistant","content":"a"},
 			{"role":"assistant","content":null},
 			{"role":"assistant"}]}`,
-			ChatCompletionRequest{Messages: []chat.Message{
+			ChatCompletionRequest{Request: chat.Request{Messages: []chat.Message{
 				{Role: chat.RoleSystem, Content: "s"},
 				{Role: chat.RoleSystem, Content: "d"},
 				{Role: chat.RoleUser, Content: "u"},
 				{Role: chat.RoleAssistant, Content: "a"},
 				{Role: chat.RoleAssistant},
 				{Role: chat.RoleAssistant},
-			}}},
+			}}}},
 		{"empty string content", `{"messages":[{"role":"user","content":""}]}`,
-			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleUser}}}},
+			ChatCompletionRequest{Request: chat.Request{Messages: []chat.Message{{Role: chat.RoleUser}}}}},
 		{"text parts joined by newline", `{"messages":[{"role":"user","content":[
 			{"type":"text","text":"a"},{"type":"text","text":"b","cache_control":{}}]}]}`,
-			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleUser, Content: "a\nb"}}}},
+			ChatCompletionRequest{Request: chat.Request{Messages: []chat.Message{{Role: chat.RoleUser, Content: "a\nb"}}}}},
 		// Fields that change nothing in the text are accepted and ignored;
 		// so are unknown fields inside a message (only top-level names are
 		// checked).
@@ -54,52 +54,67 @@ func TestDecodeChatRequestValid(t *testing.T) {
 			`"prompt_cache_options":{},"safety_identifier":"s","modalities":["text"],` +
 			`"stream":true,"stream_options":{"include_usage":true,"include_obfuscation":false},` +
 			`"messages":[{"role":"user","content":"hi","name":"bob","extra":1}]}`,
-			ChatCompletionRequest{Messages: hi(), Stream: true, IncludeUsage: true}},
-		{"service_tier default", `{"service_tier":"default",` + user + `}`, ChatCompletionRequest{Messages: hi()}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi(), ParallelToolCalls: ptr(true)}, Stream: true, IncludeUsage: true}},
+		{"service_tier default", `{"service_tier":"default",` + user + `}`, ChatCompletionRequest{Request: chat.Request{Messages: hi()}}},
 		{"max_tokens", `{"max_tokens":5,` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), MaxTokens: ptr(5), MaxTokensParam: "max_tokens"}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi(), MaxTokens: 5, MaxTokensParam: "max_tokens"}}},
 		{"max_completion_tokens wins", `{"max_tokens":5,"max_completion_tokens":7,` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), MaxTokens: ptr(7), MaxTokensParam: "max_completion_tokens"}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi(), MaxTokens: 7, MaxTokensParam: "max_completion_tokens"}}},
 		{"sampling", `{"temperature":0,"top_p":1,"seed":-9007199254740993,` +
 			`"presence_penalty":-2,"frequency_penalty":2,` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), Temperature: ptr[float32](0), TopP: ptr[float32](1),
-				Seed: ptr[int64](-9007199254740993), PresencePenalty: ptr[float32](-2), FrequencyPenalty: ptr[float32](2)}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi(), Temperature: ptr[float32](0), TopP: ptr[float32](1),
+				Seed: ptr[int64](-9007199254740993), PresencePenalty: ptr[float32](-2), FrequencyPenalty: ptr[float32](2)}}},
 		{"temperature max", `{"temperature":2,` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), Temperature: ptr[float32](2)}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi(), Temperature: ptr[float32](2)}}},
 		{"nulls are absent", `{"model":null,"temperature":null,"top_p":null,"max_tokens":null,"stop":null,` +
 			`"n":null,"stream":null,"stream_options":null,"tools":null,"logit_bias":null,` + user + `}`,
-			ChatCompletionRequest{Messages: hi()}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi()}}},
 		{"stop string", `{"stop":"\n\n",` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), Stop: []string{"\n\n"}}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi(), Stop: []string{"\n\n"}}}},
 		{"stop array", `{"stop":["a","b","c","d"],` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), Stop: []string{"a", "b", "c", "d"}}},
-		{"stop empty array", `{"stop":[],` + user + `}`, ChatCompletionRequest{Messages: hi()}},
-		{"n 1", `{"n":1,` + user + `}`, ChatCompletionRequest{Messages: hi()}},
-		{"stream", `{"stream":true,` + user + `}`, ChatCompletionRequest{Messages: hi(), Stream: true}},
-		{"stream false", `{"stream":false,` + user + `}`, ChatCompletionRequest{Messages: hi()}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi(), Stop: []string{"a", "b", "c", "d"}}}},
+		{"stop empty array", `{"stop":[],` + user + `}`, ChatCompletionRequest{Request: chat.Request{Messages: hi()}}},
+		{"n 1", `{"n":1,` + user + `}`, ChatCompletionRequest{Request: chat.Request{Messages: hi()}}},
+		{"stream", `{"stream":true,` + user + `}`, ChatCompletionRequest{Request: chat.Request{Messages: hi()}, Stream: true}},
+		{"stream false", `{"stream":false,` + user + `}`, ChatCompletionRequest{Request: chat.Request{Messages: hi()}}},
 		{"include_usage", `{"stream":true,"stream_options":{"include_usage":true},` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), Stream: true, IncludeUsage: true}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi()}, Stream: true, IncludeUsage: true}},
 		{"include_usage false", `{"stream":true,"stream_options":{"include_usage":false},` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), Stream: true}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi()}, Stream: true}},
 		{"neutral unsupported values", `{"tools":[],"functions":[],"function_call":"none",` +
 			`"response_format":{"type":"text"},"logprobs":false,"logit_bias":{},"modalities":[],` +
 			`"audio":null,"reasoning_effort":null,"verbosity":null,"moderation":null,"web_search_options":null,` +
 			`"messages":[{"role":"assistant","content":"x","tool_calls":[]},{"role":"user","content":"hi"}]}`,
-			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleAssistant, Content: "x"}, {Role: chat.RoleUser, Content: "hi"}},
-				ResponseFormat: &chat.ResponseFormat{Type: chat.FormatText}}},
+			ChatCompletionRequest{Request: chat.Request{Messages: []chat.Message{{Role: chat.RoleAssistant, Content: "x"}, {Role: chat.RoleUser, Content: "hi"}},
+				ResponseFormat: &chat.ResponseFormat{Type: chat.FormatText}}}},
 		{"response_format json_object", `{"response_format":{"type":"json_object"},` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), ResponseFormat: &chat.ResponseFormat{Type: chat.FormatJSONObject}}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi(), ResponseFormat: &chat.ResponseFormat{Type: chat.FormatJSONObject}}}},
 		{"response_format json_schema", `{"response_format":{"type":"json_schema","json_schema":{"name":"p","strict":true,"schema":{"type":"object"}}},` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), ResponseFormat: &chat.ResponseFormat{Type: chat.FormatJSONSchema, Name: "p", Strict: true, Schema: []byte(`{"type":"object"}`)}}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi(), ResponseFormat: &chat.ResponseFormat{Type: chat.FormatJSONSchema, Name: "p", Strict: true, Schema: []byte(`{"type":"object"}`)}}}},
 		{"json_schema without a schema is any object", `{"response_format":{"type":"json_schema","json_schema":{"name":"p"}},` + user + `}`,
-			ChatCompletionRequest{Messages: hi(), ResponseFormat: &chat.ResponseFormat{Type: chat.FormatJSONObject, Name: "p"}}},
-		{"logprobs", `{"logprobs":true,` + user + `}`, ChatCompletionRequest{Messages: hi(), Logprobs: true}},
-		{"top_logprobs", `{"logprobs":true,"top_logprobs":20,` + user + `}`, ChatCompletionRequest{Messages: hi(), Logprobs: true, TopLogprobs: 20}},
-		{"whitespace around body", " \n{" + user + "}\n", ChatCompletionRequest{Messages: hi()}},
+			ChatCompletionRequest{Request: chat.Request{Messages: hi(), ResponseFormat: &chat.ResponseFormat{Type: chat.FormatJSONObject, Name: "p"}}}},
+		{"logprobs", `{"logprobs":true,` + user + `}`, ChatCompletionRequest{Request: chat.Request{Messages: hi(), Logprobs: true}}},
+		{"top_logprobs", `{"logprobs":true,"top_logprobs":20,` + user + `}`, ChatCompletionRequest{Request: chat.Request{Messages: hi(), Logprobs: true, TopLogprobs: 20}}},
+		{"whitespace around body", " \n{" + user + "}\n", ChatCompletionRequest{Request: chat.Request{Messages: hi()}}},
+		{"every field the services read", `{"model":"m","max_completion_tokens":9,"temperature":0.5,"top_p":0.9,` +
+			`"seed":3,"stop":["x"],"presence_penalty":1,"frequency_penalty":-1,"stream":true,` +
+			`"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":"hi"}]}`,
+			ChatCompletionRequest{Request: chat.Request{
+				Model:            "m",
+				Messages:         []chat.Message{{Role: chat.RoleSystem, Content: "be brief"}, {Role: chat.RoleUser, Content: "hi"}},
+				MaxTokens:        9,
+				MaxTokensParam:   "max_completion_tokens",
+				Temperature:      ptr[float32](0.5),
+				TopP:             ptr[float32](0.9),
+				Seed:             ptr[int64](3),
+				Stop:             []string{"x"},
+				PresencePenalty:  ptr[float32](1),
+				FrequencyPenalty: ptr[float32](-1),
+			}, Stream: true}},
 		// Escaped characters are text: NUL included, and a lone surrogate
 		// becomes U+FFFD as encoding/json decodes it.
 		{"escaped NUL and surrogate", `{"messages":[{"role":"user","content":"a\u0000b\ud800"}]}`,
-			ChatCompletionRequest{Messages: []chat.Message{{Role: chat.RoleUser, Content: "a\x00b\ufffd"}}}},
+			ChatCompletionRequest{Request: chat.Request{Messages: []chat.Message{{Role: chat.RoleUser, Content: "a\x00b\ufffd"}}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,12 +162,12 @@ func TestDecodeChatRequestInvalid(t *testing.T) {
 		{name: "role missing", body: `{"messages":[{"content":"hi"}]}`, param: "messages[0].role"},
 		{name: "role unknown", body: `{"messages":[{"role":"robot","content":"hi"}]}`, param: "messages[0].role"},
 		{name: "role not string", body: `{"messages":[{"role":1,"content":"hi"}]}`, param: "messages[0].role", msg: "expected a string"},
-		{name: "tool role", body: `{"messages":[{"role":"user","content":"a"},{"role":"tool","content":"r","tool_call_id":"x"}]}`,
-			param: "messages[1].role", code: "unsupported_parameter"},
+		{name: "tool role answering nothing", body: `{"messages":[{"role":"user","content":"a"},{"role":"tool","content":"r","tool_call_id":"x"}]}`,
+			param: "messages[1].tool_call_id", msg: "answers no tool call"},
 		{name: "function role", body: `{"messages":[{"role":"function","name":"f","content":"r"}]}`,
 			param: "messages[0].role", code: "unsupported_parameter"},
-		{name: "assistant tool_calls", body: `{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]}]}`,
-			param: "messages[0].tool_calls", code: "unsupported_parameter"},
+		{name: "assistant tool_calls without function", body: `{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"1"}]}]}`,
+			param: "messages[0].tool_calls[0].function", msg: "Missing required parameter"},
 		{name: "assistant function_call", body: `{"messages":[{"role":"assistant","function_call":{"name":"f"}}]}`,
 			param: "messages[0].function_call", code: "unsupported_parameter"},
 		{name: "user content null", body: `{"messages":[{"role":"user","content":null}]}`, param: "messages[0].content"},
@@ -219,16 +234,13 @@ func TestDecodeChatRequestInvalid(t *testing.T) {
 		{name: "stream_options alone", body: `{"stream_options":{"include_usage":true},` + user + `}`, param: "stream_options"},
 		{name: "stream_options with stream false", body: `{"stream":false,"stream_options":{},` + user + `}`, param: "stream_options"},
 
-		// Features we lack are refused, never dropped.
-		{name: "tools", body: `{"tools":[{"type":"function","function":{"name":"f"}}],` + user + `}`, param: "tools", code: "unsupported_parameter"},
+		// Features we lack are refused, never dropped (tools: tools_test.go).
 		// Parameters that only mean something next to another, as OpenAI
 		// refuses them.
 		{name: "tool_choice auto without tools", body: `{"tool_choice":"auto",` + user + `}`, param: "tool_choice", msg: "only allowed when 'tools' are specified"},
 		{name: "tool_choice none without tools", body: `{"tool_choice":"none",` + user + `}`, param: "tool_choice", msg: "only allowed when 'tools' are specified"},
 		{name: "tool_choice with empty tools", body: `{"tools":[],"tool_choice":"none",` + user + `}`, param: "tool_choice", msg: "only allowed when 'tools' are specified"},
 		{name: "tool_choice object", body: `{"tool_choice":{"type":"function"},` + user + `}`, param: "tool_choice", msg: "only allowed when 'tools' are specified"},
-		{name: "tool_choice with tools", body: `{"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"auto",` + user + `}`,
-			param: "tools", code: "unsupported_parameter"},
 		{name: "top_logprobs without logprobs", body: `{"top_logprobs":3,` + user + `}`, param: "top_logprobs", msg: "only allowed when 'logprobs' is true"},
 		{name: "top_logprobs 0 without logprobs", body: `{"top_logprobs":0,` + user + `}`, param: "top_logprobs", msg: "only allowed when 'logprobs' is true"},
 		{name: "top_logprobs with logprobs false", body: `{"logprobs":false,"top_logprobs":2,` + user + `}`, param: "top_logprobs", msg: "only allowed when 'logprobs' is true"},
@@ -282,96 +294,6 @@ func TestDecodeChatRequestInvalid(t *testing.T) {
 			}
 			if !strings.Contains(e.Message, tt.msg) {
 				t.Errorf("message %q does not contain %q", e.Message, tt.msg)
-			}
-		})
-	}
-}
-
-func TestToChat(t *testing.T) {
-	t.Parallel()
-	r, e := DecodeChatRequest([]byte(`{"model":"m","max_completion_tokens":9,"temperature":0.5,"top_p":0.9,`+
-		`"seed":3,"stop":["x"],"presence_penalty":1,"frequency_penalty":-1,"stream":true,`+
-		`"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":"hi"}]}`), Limits{})
-	if e != nil {
-		t.Fatal(e)
-	}
-	want := chat.Request{
-		Model: "m",
-		Messages: []chat.Message{
-			{Role: chat.RoleSystem, Content: "be brief"},
-			{Role: chat.RoleUser, Content: "hi"},
-		},
-		MaxTokens:        9,
-		Temperature:      ptr[float32](0.5),
-		TopP:             ptr[float32](0.9),
-		Seed:             ptr[int64](3),
-		Stop:             []string{"x"},
-		PresencePenalty:  ptr[float32](1),
-		FrequencyPenalty: ptr[float32](-1),
-	}
-	got := r.ToChat()
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("got  %+v\nwant %+v", got, want)
-	}
-
-	// The domain request must not share slices with the wire request.
-	got.Messages[0].Content = "changed"
-	got.Stop[0] = "changed"
-	if r.Messages[0].Content != "be brief" || r.Stop[0] != "x" {
-		t.Error("ToChat shares slices with the request")
-	}
-
-	// Absent max tokens means the server's default.
-	r.MaxTokens = nil
-	if got := r.ToChat().MaxTokens; got != 0 {
-		t.Errorf("MaxTokens = %d, want 0", got)
-	}
-}
-
-// TestInClientTerms proves an error about max_tokens names the field the
-// client sent: max_completion_tokens in param and message when that is
-// what it sent, max_tokens unchanged otherwise, and other errors untouched.
-func TestInClientTerms(t *testing.T) {
-	t.Parallel()
-	limit := func() *Error {
-		return InvalidRequest("max_tokens", "Invalid 'max_tokens': 5000 is above this deployment's limit of 2048.")
-	}
-	overflow := func() *Error {
-		e := InvalidRequest("messages", "the prompt is 9 tokens and max_tokens 5000; together they exceed the 1024 tokens a request may use")
-		e.Code = "context_length_exceeded"
-		return e
-	}
-	tests := []struct {
-		name       string
-		body       string
-		err        *Error
-		param, msg string
-	}{
-		{"max_completion_tokens", `{"max_completion_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`, limit(),
-			"max_completion_tokens", "Invalid 'max_completion_tokens': 5000 is above"},
-		{"both sent, the newer wins", `{"max_tokens":1,"max_completion_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`, limit(),
-			"max_completion_tokens", "Invalid 'max_completion_tokens'"},
-		{"max_tokens", `{"max_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`, limit(),
-			"max_tokens", "Invalid 'max_tokens'"},
-		{"context overflow keeps its param", `{"max_completion_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`, overflow(),
-			"messages", "and max_completion_tokens 5000"},
-		{"not an invalid request", `{"max_completion_tokens":5000,"messages":[{"role":"user","content":"hi"}]}`,
-			Overloaded("max_tokens is not the point", 1), "", "max_tokens is not the point"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			r, e := DecodeChatRequest([]byte(tt.body), Limits{})
-			if e != nil {
-				t.Fatal(e)
-			}
-			before := *tt.err
-			got := r.InClientTerms(tt.err)
-			if got.Param != tt.param || !strings.Contains(got.Message, tt.msg) || got.Status != tt.err.Status || got.Code != tt.err.Code {
-				t.Errorf("got %+v, want param %q and a message with %q", got, tt.param, tt.msg)
-			}
-			if *tt.err != before {
-				t.Errorf("the error given was changed: %+v", tt.err)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"cmp"
 	"crypto/rand"
 	"time"
 
@@ -136,8 +137,23 @@ func byteInts(b []byte) []int {
 
 // ResponseMessage is the assistant's message in a Choice.
 type ResponseMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role string `json:"role"`
+	// Content is null when the model only called tools.
+	Content *string `json:"content"`
+	// ToolCalls are the calls the model made, left out when none: each
+	// {"id":"call_…","type":"function","function":{"name":…,"arguments":"{…}"}}.
+	ToolCalls []chat.ToolCall `json:"tool_calls,omitempty"`
+}
+
+// newResponseMessage is the assistant's message for a result: its text,
+// or null when it made calls and wrote nothing.
+func newResponseMessage(res chat.Result) ResponseMessage {
+	m := ResponseMessage{Role: chat.RoleAssistant, ToolCalls: res.ToolCalls}
+	if res.Text != "" || len(res.ToolCalls) == 0 {
+		text := res.Text
+		m.Content = &text
+	}
+	return m
 }
 
 // NewChatCompletion builds the response for a finished generation. The model
@@ -149,7 +165,7 @@ func NewChatCompletion(meta CompletionMeta, res chat.Result) ChatCompletion {
 		Created: meta.Created,
 		Model:   modelOf(meta, res),
 		Choices: []Choice{{
-			Message:      ResponseMessage{Role: chat.RoleAssistant, Content: res.Text},
+			Message:      newResponseMessage(res),
 			FinishReason: finishReason(res),
 			Logprobs:     NewLogprobs(res.Logprobs),
 		}},
@@ -187,6 +203,27 @@ type ChunkChoice struct {
 type ChunkDelta struct {
 	Role    string  `json:"role,omitempty"`
 	Content *string `json:"content,omitempty"`
+	// ToolCalls carries a piece of one call, as OpenAI streams them: the
+	// first piece of a call has its index, id, type and name, with empty
+	// arguments; the pieces after it add to the arguments.
+	ToolCalls []ChunkToolCall `json:"tool_calls,omitempty"`
+}
+
+// ChunkToolCall is a piece of a streamed tool call.
+type ChunkToolCall struct {
+	// Index is the call's place among the reply's calls, from 0; the
+	// pieces of one call share it.
+	Index    int               `json:"index"`
+	ID       string            `json:"id,omitempty"`
+	Type     string            `json:"type,omitempty"`
+	Function ChunkToolFunction `json:"function"`
+}
+
+// ChunkToolFunction is the function of a ChunkToolCall: its name in the
+// first piece, a fragment of the arguments in each.
+type ChunkToolFunction struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
 }
 
 // chunk starts a chunk for meta with the given choices.
@@ -213,6 +250,22 @@ func RoleChunk(meta CompletionMeta) ChatCompletionChunk {
 // logprobs of the tokens generated since the last chunk.
 func DeltaChunk(meta CompletionMeta, d chat.Delta) ChatCompletionChunk {
 	return chunk(meta, ChunkChoice{Delta: ChunkDelta{Content: &d.Content}, Logprobs: NewLogprobs(d.Logprobs)})
+}
+
+// ToolCallChunks are the chunks of call, the index-th of the reply: its
+// id, type and name, then its arguments.
+//
+// The engine passes a call on once it is complete (its arguments are
+// then valid JSON), so the arguments come in one fragment; a client that
+// joins fragments, as OpenAI's clients do, reads the same.
+func ToolCallChunks(meta CompletionMeta, index int, call chat.ToolCall) []ChatCompletionChunk {
+	head := ChunkToolCall{Index: index, ID: call.ID, Type: cmp.Or(call.Type, chat.ToolTypeFunction),
+		Function: ChunkToolFunction{Name: call.Function.Name}}
+	args := ChunkToolCall{Index: index, Function: ChunkToolFunction{Arguments: call.Function.Arguments}}
+	return []ChatCompletionChunk{
+		chunk(meta, ChunkChoice{Delta: ChunkDelta{ToolCalls: []ChunkToolCall{head}}}),
+		chunk(meta, ChunkChoice{Delta: ChunkDelta{ToolCalls: []ChunkToolCall{args}}}),
+	}
 }
 
 // FinishChunk is the last chunk of the choice: an empty delta and the finish

@@ -201,7 +201,7 @@ func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	last := req.Messages[len(req.Messages)-1].Content
 	if last == "busy" {
-		writeError(w, FromCode(Upstream{Code: "overloaded", Message: "The queue is full."}))
+		writeError(w, FromError(&chat.Error{Code: chat.CodeOverloaded, Message: "The queue is full."}))
 		return
 	}
 	words := strings.SplitAfter("echo: "+last, " ")
@@ -224,7 +224,7 @@ func (g *testGateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.Done()
 	for _, word := range words {
 		if strings.TrimSpace(word) == "fail" {
-			s.Error(FromCode(Upstream{Code: "deadline_exceeded", Message: "engine: context deadline exceeded"}))
+			s.Error(FromError(&chat.Error{Code: chat.CodeDeadlineExceeded, Message: "engine: context deadline exceeded"}))
 			return
 		}
 		s.Delta(word)
@@ -278,7 +278,7 @@ func TestSDKClientNew(t *testing.T) {
 		t.Errorf("completion %s", c.RawJSON())
 	}
 
-	want := &ChatCompletionRequest{
+	want := &ChatCompletionRequest{Request: chat.Request{
 		Model: "tiny",
 		Messages: []chat.Message{
 			{Role: chat.RoleSystem, Content: "Be brief."},
@@ -286,7 +286,7 @@ func TestSDKClientNew(t *testing.T) {
 			{Role: chat.RoleAssistant, Content: "hello"},
 			{Role: chat.RoleUser, Content: "how\nare you"},
 		},
-		MaxTokens:        ptr(16),
+		MaxTokens:        16,
 		MaxTokensParam:   "max_completion_tokens",
 		Temperature:      ptr[float32](0.5),
 		TopP:             ptr[float32](0.25),
@@ -294,8 +294,7 @@ func TestSDKClientNew(t *testing.T) {
 		PresencePenalty:  ptr[float32](-1),
 		FrequencyPenalty: ptr[float32](1),
 		Stop:             []string{"\n\n", "END"},
-		User:             "u-1",
-	}
+	}, User: "u-1"}
 	if got := g.lastRequest(); !reflect.DeepEqual(got, want) {
 		t.Errorf("the SDK's request decoded to\n%+v\nwant\n%+v", got, want)
 	}
@@ -379,9 +378,9 @@ func TestSDKClientErrors(t *testing.T) {
 		typ, param, code string
 		retryAfter       string
 	}{
-		{"tools", sdk.ChatCompletionNewParams{Model: "tiny", Messages: hi, Tools: []sdk.ChatCompletionToolUnionParam{
-			sdk.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{Name: "f"}),
-		}}, 400, TypeInvalidRequest, "tools", "unsupported_parameter", ""},
+		{"tool name", sdk.ChatCompletionNewParams{Model: "tiny", Messages: hi, Tools: []sdk.ChatCompletionToolUnionParam{
+			sdk.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{Name: "get weather"}),
+		}}, 400, TypeInvalidRequest, "tools[0].function.name", "", ""},
 		{"image", sdk.ChatCompletionNewParams{Model: "tiny", Messages: []sdk.ChatCompletionMessageParamUnion{
 			sdk.UserMessage([]sdk.ChatCompletionContentPartUnionParam{
 				sdk.ImageContentPart(sdk.ChatCompletionContentPartImageImageURLParam{URL: "https://example.com/a.png"}),

@@ -37,6 +37,7 @@ type StreamWriter struct {
 	includeUsage bool
 
 	started  bool
+	calls    int // tool calls sent, the next one's index
 	finished bool
 	ended    bool
 	err      error
@@ -64,21 +65,30 @@ func (s *StreamWriter) Start() error {
 	return s.chunk(RoleChunk(s.meta))
 }
 
-// Delta writes a piece of generated text. Empty text writes nothing.
-func (s *StreamWriter) Delta(text string) error {
-	return s.Send(chat.Delta{Content: text})
-}
-
-// Send writes a piece of generated text with the logprobs of its tokens.
-// A delta with neither writes nothing.
+// Send writes a piece of generated text with the logprobs of its tokens,
+// then the tool calls it completes (ToolCallChunks), numbered on from
+// those sent before. An empty delta writes nothing.
 func (s *StreamWriter) Send(d chat.Delta) error {
 	if err := s.Start(); err != nil {
 		return err
 	}
-	if (d.Content == "" && len(d.Logprobs) == 0) || s.finished || s.ended {
+	if s.finished || s.ended {
 		return nil
 	}
-	return s.chunk(DeltaChunk(s.meta, d))
+	if d.Content != "" || len(d.Logprobs) > 0 {
+		if err := s.chunk(DeltaChunk(s.meta, d)); err != nil {
+			return err
+		}
+	}
+	for _, call := range d.ToolCalls {
+		for _, c := range ToolCallChunks(s.meta, s.calls, call) {
+			if err := s.chunk(c); err != nil {
+				return err
+			}
+		}
+		s.calls++
+	}
+	return nil
 }
 
 // Finish writes the finish reason and, if asked for, the usage chunk. Done
@@ -163,4 +173,26 @@ func (s *StreamWriter) write(event []byte) error {
 	}
 	s.flush()
 	return nil
+}
+
+// DecodeChunk reads the data of one stream event as a client does: a
+// chunk, or the error event a failed stream ends with, returned as an
+// *Error (find it with errors.As). Any other error means the data is not
+// JSON of either shape. Go clients of the gateway read streams with it.
+func DecodeChunk(data []byte) (ChatCompletionChunk, error) {
+	var ev struct {
+		ChatCompletionChunk
+		Error json.RawMessage `json:"error"`
+	}
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return ChatCompletionChunk{}, err
+	}
+	if isNull(ev.Error) {
+		return ev.ChatCompletionChunk, nil
+	}
+	e := &Error{}
+	if err := json.Unmarshal(data, e); err != nil {
+		return ChatCompletionChunk{}, err
+	}
+	return ChatCompletionChunk{}, e
 }

@@ -302,3 +302,43 @@ func TestStreamWriterWriteError(t *testing.T) {
 		t.Errorf("%d writes and %d flushes, want 2 and 1", w.writes, flushes)
 	}
 }
+
+// TestDecodeChunk reads back what a StreamWriter writes, as a client of
+// the gateway does, and refuses data of neither shape.
+func TestDecodeChunk(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	s := NewStreamWriter(&buf, nil, testMeta, true)
+	if err := s.Delta("hi"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Error(FromError(&chat.Error{Code: chat.CodeOverloaded, Message: "The queue is full."})); err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	for _, ev := range strings.SplitAfter(buf.String(), "\n\n") {
+		if data, ok := strings.CutPrefix(strings.TrimSpace(ev), "data: "); ok {
+			events = append(events, data)
+		}
+	}
+	if len(events) != 3 {
+		t.Fatalf("events %q, want role, text and error", events)
+	}
+	c, err := DecodeChunk([]byte(events[1]))
+	if err != nil || c.ID != testMeta.ID || c.Object != ObjectChatCompletionChunk || len(c.Choices) != 1 ||
+		c.Choices[0].Delta.Content == nil || *c.Choices[0].Delta.Content != "hi" || c.Usage != nil {
+		t.Errorf("text event %s: %+v, %v", events[1], c, err)
+	}
+	var e *Error
+	if _, err := DecodeChunk([]byte(events[2])); !errors.As(err, &e) || e.Message != "The queue is full." || e.Type != TypeRateLimit {
+		t.Errorf("error event %s: %v", events[2], err)
+	}
+	if c, err := DecodeChunk([]byte(`{"id":"c","object":"chat.completion.chunk","choices":[],"error":null}`)); err != nil || c.ID != "c" {
+		t.Errorf("a null error is no error: %+v, %v", c, err)
+	}
+	for _, data := range []string{`{"id":`, `[]`, `{"error":"boom"}`, `{"choices":{}}`} {
+		if _, err := DecodeChunk([]byte(data)); err == nil || errors.As(err, &e) {
+			t.Errorf("%s: %v, want a decoding error", data, err)
+		}
+	}
+}

@@ -17,6 +17,9 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 )
 
 // ClientConfig configures a client connection. Zero fields take the
@@ -31,7 +34,7 @@ type ClientConfig struct {
 	// Logger receives the connection's logs. Default: no logs.
 	Logger hclog.Logger
 	// MaxFrameBytes bounds one WebSocket message in either direction. A call
-	// whose request frame is larger fails with CodeInvalidArgument without
+	// whose request frame is larger fails with chat.CodeInvalidArgument without
 	// touching the connection; a larger message from the server closes the
 	// connection. Use the server's value. Default DefaultMaxFrameBytes.
 	MaxFrameBytes int64
@@ -40,18 +43,21 @@ type ClientConfig struct {
 	DialTimeout time.Duration
 	// PingInterval is how often the client pings the server; PongTimeout is
 	// how long past that it waits for any frame before it declares the
-	// connection dead and fails every pending call with CodeUnavailable.
+	// connection dead and fails every pending call with chat.CodeUnavailable.
 	// Defaults DefaultPingInterval and DefaultPongTimeout.
 	PingInterval, PongTimeout time.Duration
 	// ChunkBuffer is how many received chunks of one call may wait for its
 	// onChunk. A call whose consumer falls further behind fails with
-	// CodeOverloaded and is canceled on the server, so one slow consumer
+	// chat.CodeOverloaded and is canceled on the server, so one slow consumer
 	// neither stalls the other calls on the connection nor grows memory
 	// without bound. Default DefaultChunkBuffer.
 	ChunkBuffer int
 	// DefaultTimeout is the deadline given to a call whose context has none:
 	// every call carries a deadline. Default DefaultCallTimeout.
 	DefaultTimeout time.Duration
+	// TracerProvider makes the client spans of traced calls. Default:
+	// OpenTelemetry's global tracer provider.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *ClientConfig) setDefaults() {
@@ -79,8 +85,12 @@ func (c *ClientConfig) setDefaults() {
 }
 
 // ClientTLSConfig returns a TLS configuration that trusts the PEM
-// certificates in caFile (and only those), for ClientConfig.TLS.
-func ClientTLSConfig(caFile string) (*tls.Config, error) {
+// certificates in caFile (and only those) and expects serverName in the
+// peer's certificate ("" for the address dialled), for ClientConfig.TLS.
+// Peers found in Consul are dialled by address, while their certificates
+// name their tier (discovery.ServiceCaller, ServiceInference): the name,
+// not the address, is what a certificate of another tier cannot carry.
+func ClientTLSConfig(caFile, serverName string) (*tls.Config, error) {
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("read CA file: %w", err)
@@ -89,13 +99,15 @@ func ClientTLSConfig(caFile string) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
 	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+	return &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12}, nil
 }
 
 // Conn is a client's connection to one server. It is safe for concurrent
 // use: calls are multiplexed on it by id.
 type Conn struct {
+	addr   string
 	cfg    ClientConfig
+	tracer trace.Tracer
 	log    hclog.Logger
 	w      *wire
 	nextID atomic.Uint64
@@ -109,7 +121,7 @@ type Conn struct {
 // Dial connects to the server at addr (host:port; the path is PathRPC) and
 // performs the handshake. addr may also be a full ws:// or wss:// URL. A
 // server that refuses the token answers 401, and Dial fails with
-// CodeUnavailable saying so; every Dial failure has that code.
+// chat.CodeUnavailable saying so; every Dial failure has that code.
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Conn, error) {
 	cfg.setDefaults()
 	url := addr
@@ -136,18 +148,20 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Conn, error) {
 	}
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
-			return nil, Errorf(CodeUnavailable, "dial %s: server refused the token (401)", addr)
+			return nil, chat.Errorf(chat.CodeUnavailable, "dial %s: server refused the token (401)", addr)
 		}
 		if resp != nil {
-			return nil, Errorf(CodeUnavailable, "dial %s: handshake answered %s: %w", addr, resp.Status, err)
+			return nil, chat.Errorf(chat.CodeUnavailable, "dial %s: handshake answered %s: %w", addr, resp.Status, err)
 		}
-		return nil, Errorf(CodeUnavailable, "dial %s: %w", addr, err)
+		return nil, chat.Errorf(chat.CodeUnavailable, "dial %s: %w", addr, err)
 	}
 	c := &Conn{
-		cfg:   cfg,
-		log:   cfg.Logger.Named("rpc").With("peer", addr),
-		calls: make(map[uint64]*clientCall),
-		idle:  make(chan struct{}),
+		addr:   addr,
+		cfg:    cfg,
+		tracer: tracerOf(cfg.TracerProvider),
+		log:    cfg.Logger.Named("rpc").With("peer", addr),
+		calls:  make(map[uint64]*clientCall),
+		idle:   make(chan struct{}),
 	}
 	c.w = newWire(ws, wireConfig{
 		maxFrameBytes: cfg.MaxFrameBytes,
@@ -193,19 +207,35 @@ func (cl *clientCall) finish(result json.RawMessage, err error) {
 	cl.wake()
 }
 
+// Broadcast calls method on the instance at the other end, as
+// Pool.Broadcast does on every instance of a pool: one result, with an
+// empty Addr.
+func (c *Conn) Broadcast(ctx context.Context, method string, req any) []BroadcastResult {
+	res, err := c.Call(ctx, method, req, nil)
+	return []BroadcastResult{{Result: res, Err: err}}
+}
+
 // Call calls method with req (encoded as JSON) and returns the result as
 // JSON. If the server streams, onChunk receives each chunk in order, on the
 // calling goroutine, before Call returns; nil onChunk discards chunks. An
 // error from onChunk cancels the call, and Call returns that error as is.
 //
-// The deadline of ctx (or ClientConfig.DefaultTimeout) and its request id
-// (WithRequestID) travel with the call; canceling ctx cancels the handler on
-// the server. Every other
-// failure is an *Error: the server's code and message, CodeUnavailable when
-// the connection is lost or closed, CodeCanceled or CodeDeadlineExceeded
-// when ctx ends (these unwrap to ctx's error), CodeOverloaded when onChunk
+// The deadline of ctx (or ClientConfig.DefaultTimeout), its request id
+// (WithRequestID) and, when ctx belongs to a trace, the trace context of
+// the call's client span travel with the call; canceling ctx cancels the
+// handler on the server. Every other
+// failure is an *chat.Error: the server's code and message, chat.CodeUnavailable when
+// the connection is lost or closed, chat.CodeCanceled or chat.CodeDeadlineExceeded
+// when ctx ends (these unwrap to ctx's error), chat.CodeOverloaded when onChunk
 // falls more than ChunkBuffer chunks behind.
 func (c *Conn) Call(ctx context.Context, method string, req any, onChunk func(json.RawMessage) error) (json.RawMessage, error) {
+	ctx, span := startClientSpan(ctx, c.tracer, method, c.addr)
+	res, err := c.call(ctx, method, req, onChunk)
+	endSpan(span, err)
+	return res, err
+}
+
+func (c *Conn) call(ctx context.Context, method string, req any, onChunk func(json.RawMessage) error) (json.RawMessage, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, contextError(method, err)
 	}
@@ -229,9 +259,10 @@ func (c *Conn) Call(ctx context.Context, method string, req any, onChunk func(js
 	if rid := RequestID(ctx); rid != "" {
 		f.str("request_id", rid)
 	}
+	injectTrace(ctx, f)
 	if err := f.value("payload", req); err != nil {
 		f.release()
-		return nil, Errorf(CodeInvalidArgument, "encode request for %s: %w", method, err)
+		return nil, chat.Errorf(chat.CodeInvalidArgument, "encode request for %s: %w", method, err)
 	}
 	f.end()
 	if len(f.b) > int(c.cfg.MaxFrameBytes) {
@@ -300,7 +331,7 @@ func (c *Conn) register(id uint64, cl *clientCall) error {
 	default:
 	}
 	if c.draining {
-		return Errorf(CodeUnavailable, "connection is draining")
+		return chat.Errorf(chat.CodeUnavailable, "connection is draining")
 	}
 	c.calls[id] = cl
 	return nil
@@ -352,7 +383,7 @@ func (c *Conn) dispatch(f *frame) {
 		cl.mu.Unlock()
 		if full {
 			c.abandon(f.ID)
-			cl.finish(nil, Errorf(CodeOverloaded, "consumer fell %d chunks behind; call canceled", c.cfg.ChunkBuffer))
+			cl.finish(nil, chat.Errorf(chat.CodeOverloaded, "consumer fell %d chunks behind; call canceled", c.cfg.ChunkBuffer))
 			return
 		}
 		cl.wake()
@@ -373,12 +404,7 @@ func (c *Conn) dispatch(f *frame) {
 		if f.Type == frameResult {
 			cl.finish(f.Payload, nil)
 		} else {
-			code := f.Code
-			if code == "" {
-				code = CodeInternal
-			}
-			cl.finish(nil, &Error{Code: code, Message: f.Message, Param: f.Param, Reason: f.Reason,
-				RetryAfter: time.Duration(max(f.RetryAfterMS, 0)) * time.Millisecond})
+			cl.finish(nil, f.Err)
 		}
 	default:
 		c.log.Debug("ignoring unexpected frame from server", "type", f.Type, "id", f.ID)
@@ -386,7 +412,7 @@ func (c *Conn) dispatch(f *frame) {
 }
 
 // onClose fails every pending call with the reason the connection closed.
-func (c *Conn) onClose(err *Error) {
+func (c *Conn) onClose(err *chat.Error) {
 	c.mu.Lock()
 	calls := c.calls
 	c.calls = make(map[uint64]*clientCall)
@@ -421,13 +447,13 @@ func (c *Conn) Err() error {
 }
 
 // Close closes the connection at once; pending calls fail with
-// CodeUnavailable.
+// chat.CodeUnavailable.
 func (c *Conn) Close() error {
-	c.w.close(&Error{Code: CodeUnavailable, Message: "connection closed by client"}, websocket.CloseNormalClosure)
+	c.w.close(&chat.Error{Code: chat.CodeUnavailable, Message: "connection closed by client"}, websocket.CloseNormalClosure)
 	return nil
 }
 
-// Shutdown refuses new calls (CodeUnavailable), waits until the pending ones
+// Shutdown refuses new calls (chat.CodeUnavailable), waits until the pending ones
 // finish or ctx ends, and closes the connection. It returns ctx's error if
 // calls were still pending.
 func (c *Conn) Shutdown(ctx context.Context) error {

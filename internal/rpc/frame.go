@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"sync"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 )
 
 // Frame types, the "type" field of every frame.
@@ -21,18 +23,19 @@ const (
 // docs/rpc.md. Frames are encoded by hand (frameBuf) and decoded with
 // encoding/json.
 type frame struct {
-	Type      string          `json:"type"`
-	ID        uint64          `json:"id,omitempty"`
-	Method    string          `json:"method,omitempty"`
-	TimeoutMS int64           `json:"timeout_ms,omitempty"`
-	RequestID string          `json:"request_id,omitempty"`
-	Payload   json.RawMessage `json:"payload,omitempty"`
-	Code      Code            `json:"code,omitempty"`
-	Message   string          `json:"message,omitempty"`
-	// Param, Reason and RetryAfterMS carry the optional fields of an Error.
-	Param        string `json:"param,omitempty"`
-	Reason       string `json:"reason,omitempty"`
-	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
+	Type      string `json:"type"`
+	ID        uint64 `json:"id,omitempty"`
+	Method    string `json:"method,omitempty"`
+	TimeoutMS int64  `json:"timeout_ms,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	// The W3C trace context of a traced call (trace.go); optional, and
+	// ignored by peers that predate it.
+	TraceParent string          `json:"traceparent,omitempty"`
+	TraceState  string          `json:"tracestate,omitempty"`
+	Payload     json.RawMessage `json:"payload,omitempty"`
+	// Err is the failure an error frame carries: its fields (code,
+	// message, …) are the frame's, decoded by the wire.
+	Err *chat.Error `json:"-"`
 }
 
 // compactJSON is a payload that is already compact, valid JSON (the output of
@@ -50,7 +53,7 @@ type frameBuf struct {
 	enc *json.Encoder // encodes payloads by appending to b
 	// closing, when set, makes this a marker rather than a frame: the writer
 	// closes the connection with this error when it reaches it.
-	closing *Error
+	closing *chat.Error
 }
 
 // Write lets enc append to b.
@@ -147,24 +150,20 @@ func plainASCII(s string) bool {
 	return true
 }
 
-// errorFrame encodes the error frame that ends call id with err.
-func errorFrame(id uint64, err *Error) *frameBuf {
+// errorFrame encodes the error frame that ends call id with err: the
+// error's JSON fields (chat.Error.MarshalJSON) beside the frame's own.
+func errorFrame(id uint64, err *chat.Error) *frameBuf {
 	f := newFrame(frameError, id)
-	f.str("code", string(err.Code))
-	f.str("message", err.Message)
-	if err.Param != "" {
-		f.str("param", err.Param)
-	}
-	if err.Reason != "" {
-		f.str("reason", err.Reason)
-	}
-	if ms := err.RetryAfter.Milliseconds(); ms > 0 {
-		f.int("retry_after_ms", ms)
-	}
+	mark := len(f.b)
+	// An error always encodes, and always as an object with a code and a
+	// message: its fields follow the frame's in place of its braces.
+	_ = f.enc.Encode(err)
+	f.b[mark] = ','
+	f.b = f.b[:len(f.b)-2] // "}\n"
 	return f.end()
 }
 
 // frameTooLarge is the error for a frame over the sender's limit.
 func frameTooLarge(what string, n int, limit int64) error {
-	return Errorf(CodeInvalidArgument, "%s frame of %d bytes exceeds the limit of %d bytes", what, n, limit)
+	return chat.Errorf(chat.CodeInvalidArgument, "%s frame of %d bytes exceeds the limit of %d bytes", what, n, limit)
 }

@@ -80,10 +80,11 @@ func carried(f *frame) (c frame, ok bool) {
 	switch f.Type {
 	case frameCall:
 		c.Method, c.TimeoutMS, c.RequestID, c.Payload = f.Method, f.TimeoutMS, f.RequestID, f.Payload
+		c.TraceParent, c.TraceState = f.TraceParent, f.TraceState
 	case frameChunk, frameResult:
 		c.Payload = f.Payload
 	case frameError:
-		c.Code, c.Message = f.Code, f.Message
+		c.Err = f.Err
 	case frameCancel:
 	default:
 		return frame{}, false
@@ -95,7 +96,7 @@ func carried(f *frame) (c frame, ok bool) {
 func encodeFrame(f frame) []byte {
 	var b *frameBuf
 	if f.Type == frameError {
-		b = errorFrame(f.ID, &Error{Code: f.Code, Message: f.Message})
+		b = errorFrame(f.ID, f.Err)
 	} else {
 		b = newFrame(f.Type, f.ID)
 		if f.Method != "" {
@@ -106,6 +107,12 @@ func encodeFrame(f frame) []byte {
 		}
 		if f.RequestID != "" {
 			b.str("request_id", f.RequestID)
+		}
+		if f.TraceParent != "" {
+			b.str("traceparent", f.TraceParent)
+		}
+		if f.TraceState != "" {
+			b.str("tracestate", f.TraceState)
 		}
 		if f.Payload != nil {
 			// A decoded payload is valid JSON, so it always encodes.

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 )
 
 // testServer is a real HTTP server on loopback with an rpc.Server at
@@ -83,7 +85,7 @@ const (
 	mEcho   = "test::echo"   // returns its payload
 	mStream = "test::stream" // streams {"n":0..Count-1}, returns {"count":Count}
 	mBlock  = "test::block"  // waits until its context ends, returns ctx.Err()
-	mFail   = "test::fail"   // returns the *Error described by its payload
+	mFail   = "test::fail"   // returns the *chat.Error described by its payload
 )
 
 type streamReq struct {
@@ -101,7 +103,7 @@ func registerTestHandlers(s *Server) {
 	s.Handle(mStream, func(_ context.Context, p json.RawMessage, send func(any) error) (any, error) {
 		var req streamReq
 		if err := json.Unmarshal(p, &req); err != nil {
-			return nil, Errorf(CodeInvalidArgument, "bad request: %v", err)
+			return nil, chat.Errorf(chat.CodeInvalidArgument, "bad request: %v", err)
 		}
 		for i := range req.Count {
 			if err := send(streamChunk{N: i}); err != nil {
@@ -117,7 +119,7 @@ func registerTestHandlers(s *Server) {
 	s.Handle(mFail, func(_ context.Context, p json.RawMessage, _ func(any) error) (any, error) {
 		var e struct{ Code, Message string }
 		_ = json.Unmarshal(p, &e)
-		return nil, &Error{Code: Code(e.Code), Message: e.Message}
+		return nil, &chat.Error{Code: chat.ErrorCode(e.Code), Message: e.Message}
 	})
 }
 
@@ -166,9 +168,9 @@ func within[T any](t testing.TB, what string, ch <-chan T) T {
 	}
 }
 
-func wantCode(t testing.TB, err error, want Code) {
+func wantCode(t testing.TB, err error, want chat.ErrorCode) {
 	t.Helper()
-	if got := CodeOf(err); got != want {
+	if got := chat.Code(err); got != want {
 		t.Fatalf("error %v: code %q, want %q", err, got, want)
 	}
 }

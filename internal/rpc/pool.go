@@ -3,13 +3,14 @@ package rpc
 import (
 	"context"
 	"encoding/json"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/slm-mesh/slm-mesh/internal/backoff"
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/discovery"
 )
 
@@ -22,7 +23,7 @@ type PoolConfig struct {
 	Logger hclog.Logger
 	// ConnectWait is how long a call waits for a first connection when no
 	// instance is connected (at start-up, or while all are reconnecting)
-	// before it fails with CodeUnavailable. Default 1s.
+	// before it fails with chat.CodeUnavailable. Default 1s.
 	ConnectWait time.Duration
 	// MinBackoff and MaxBackoff bound the delay between reconnection
 	// attempts to one instance; it doubles after each failure. Defaults
@@ -32,25 +33,31 @@ type PoolConfig struct {
 	// discovered set may run before its connection is closed. Default 5m.
 	DrainTimeout time.Duration
 	// Retries is how many times Call tries another instance when one fails
-	// with CodeUnavailable or CodeOverloaded before any chunk. Default 0:
+	// with chat.CodeUnavailable or chat.CodeOverloaded before any chunk. Default 0:
 	// retry in one tier only (the caller's pool, with 1), or the attempts
 	// multiply with each tier that retries.
 	Retries int
-	// AffinityLoad bounds affinity routing (WithAffinity): an instance
-	// whose calls in flight reach AffinityLoad × the mean + 1 is passed
-	// over for the key's next choice. Default 1.25.
-	AffinityLoad float64
-	// Capacity, if set, asks each newly connected instance how many calls
-	// it serves at once (an inference instance's slots), again with
-	// backoff while it fails (an instance still loading its model). While
-	// every connected instance has told, affinity routing keeps a key on
-	// its instance while that has room and spills only to one that has,
-	// and uses the load bound only when none has room; see WithAffinity.
-	Capacity func(ctx context.Context, c *Conn) (int, error)
+	// Picker chooses the instance of each call among the connected ones.
+	// Default: LeastBusy.
+	Picker Picker
+	// Describe, if set, asks each newly connected instance how many calls
+	// it serves at once and what model it serves, again with backoff while
+	// it fails (an instance still loading): the Candidate.Capacity and
+	// Candidate.Model a Picker sees.
+	Describe func(ctx context.Context, c *Conn) (Description, error)
 }
 
-// capacityTimeout bounds one PoolConfig.Capacity question.
-const capacityTimeout = 5 * time.Second
+// Description is what an instance says of itself (PoolConfig.Describe).
+type Description struct {
+	// Capacity is how many calls it serves at once; 0: unknown.
+	Capacity int
+	// Model is the model it serves; empty: the one its discovery.Instance
+	// names, if any.
+	Model string
+}
+
+// describeTimeout bounds one PoolConfig.Describe question.
+const describeTimeout = 5 * time.Second
 
 func (c *PoolConfig) setDefaults() {
 	if c.Logger == nil {
@@ -69,18 +76,17 @@ func (c *PoolConfig) setDefaults() {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 5 * time.Minute
 	}
-	if c.AffinityLoad <= 0 {
-		c.AffinityLoad = 1.25
+	if c.Picker == nil {
+		c.Picker = LeastBusy{}
 	}
 }
 
 // Pool calls one service over a connection to each of its instances. It
 // follows a discovery.Resolver, sends each call to the connected instance
-// with the fewest calls in flight (or, with an affinity key, to the key's
-// instance: see WithAffinity), reconnects lost connections with backoff,
-// drains instances that leave the set, and retries a call elsewhere (up to
-// PoolConfig.Retries times) if it failed before any chunk reached the
-// caller.
+// its Picker chooses (by default the one with the fewest calls in flight),
+// reconnects lost connections with backoff, drains instances that leave
+// the set, and retries a call elsewhere (up to PoolConfig.Retries times) if
+// it failed before any chunk reached the caller.
 type Pool struct {
 	service string
 	cfg     PoolConfig
@@ -93,9 +99,7 @@ type Pool struct {
 	instances map[string]*poolInstance // by instance id
 	order     []*poolInstance          // sorted by id, for fair tie-breaking
 	next      int                      // where the next pick starts looking
-	changed   chan struct{}            // closed and replaced when a connection is made
-
-	affine, spilled uint64 // calls routed by affinity key; of those, not to the key's first choice
+	changed   chan struct{}            // closed and replaced when a connection is made or an instance described
 }
 
 // poolInstance is one discovered instance and its connection, if any.
@@ -104,7 +108,8 @@ type poolInstance struct {
 	cancel   context.CancelFunc // stops its connect loop
 	conn     *Conn              // nil while not connected
 	inFlight int                // calls the pool has routed here and not finished
-	capacity int                // calls it serves at once (PoolConfig.Capacity); 0: unknown
+	capacity int                // calls it serves at once (PoolConfig.Describe); 0: unknown
+	model    string             // what it serves: what it said (Describe), else its discovery.Instance's
 	removed  bool
 }
 
@@ -116,8 +121,11 @@ type InstanceStatus struct {
 	Connected bool
 	InFlight  int
 	// Capacity is what the instance said it serves at once
-	// (PoolConfig.Capacity); 0 until it has.
+	// (PoolConfig.Describe); 0 until it has.
 	Capacity int
+	// Model is the model it serves, as it said (PoolConfig.Describe) or,
+	// until it has, as discovery said; empty when neither has.
+	Model string
 }
 
 // NewPool starts a pool for service, following resolver until Close.
@@ -180,7 +188,7 @@ func (p *Pool) update(set []discovery.Instance) {
 
 func (p *Pool) addLocked(in discovery.Instance) {
 	ctx, cancel := context.WithCancel(p.ctx)
-	pi := &poolInstance{inst: in, cancel: cancel}
+	pi := &poolInstance{inst: in, cancel: cancel, model: in.Model}
 	p.instances[in.ID] = pi
 	p.log.Info("instance added", "id", in.ID, "addr", in.Addr)
 	p.wg.Go(func() { p.connectLoop(ctx, pi) })
@@ -208,21 +216,21 @@ func (p *Pool) removeLocked(pi *poolInstance) {
 
 // connectLoop keeps pi connected until ctx ends.
 func (p *Pool) connectLoop(ctx context.Context, pi *poolInstance) {
-	backoff := p.cfg.MinBackoff
+	retry := backoff.New(p.cfg.MinBackoff, p.cfg.MaxBackoff)
 	for ctx.Err() == nil {
 		conn, err := Dial(ctx, pi.inst.Addr, p.cfg.Client)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			p.log.Warn("connect failed", "id", pi.inst.ID, "addr", pi.inst.Addr, "retry_in", backoff, "error", err)
-			if !sleep(ctx, jitter(backoff)) {
+			wait := retry.Next()
+			p.log.Warn("connect failed", "id", pi.inst.ID, "addr", pi.inst.Addr, "retry_in", wait, "error", err)
+			if !sleep(ctx, wait) {
 				return
 			}
-			backoff = min(2*backoff, p.cfg.MaxBackoff)
 			continue
 		}
-		backoff = p.cfg.MinBackoff
+		retry.Reset()
 
 		p.mu.Lock()
 		if pi.removed || ctx.Err() != nil {
@@ -233,12 +241,11 @@ func (p *Pool) connectLoop(ctx context.Context, pi *poolInstance) {
 		}
 		pi.conn = conn
 		pi.capacity = 0
-		close(p.changed)
-		p.changed = make(chan struct{})
+		p.wakeLocked()
 		p.mu.Unlock()
 		p.log.Info("connected", "id", pi.inst.ID, "addr", pi.inst.Addr)
-		if p.cfg.Capacity != nil {
-			go p.learnCapacity(ctx, pi, conn)
+		if p.cfg.Describe != nil {
+			go p.learn(ctx, pi, conn)
 		}
 
 		select {
@@ -260,35 +267,47 @@ func (p *Pool) connectLoop(ctx context.Context, pi *poolInstance) {
 	}
 }
 
-// learnCapacity asks conn's instance how many calls it serves at once
-// (PoolConfig.Capacity) until it answers or the connection ends, and
-// records the answer for affinity routing.
-func (p *Pool) learnCapacity(ctx context.Context, pi *poolInstance, conn *Conn) {
-	backoff := p.cfg.MinBackoff
-	for {
-		actx, cancel := context.WithTimeout(ctx, capacityTimeout)
-		n, err := p.cfg.Capacity(actx, conn)
-		cancel()
-		if err == nil && n > 0 {
-			p.mu.Lock()
-			if pi.conn == conn {
-				pi.capacity = n
-			}
-			p.mu.Unlock()
-			p.log.Debug("capacity known", "id", pi.inst.ID, "addr", pi.inst.Addr, "capacity", n)
-			return
-		}
-		p.log.Debug("capacity not known yet", "id", pi.inst.ID, "addr", pi.inst.Addr, "capacity", n, "error", err)
-		if !sleep(ctx, jitter(backoff)) || conn.Err() != nil {
-			return
-		}
-		backoff = min(2*backoff, p.cfg.MaxBackoff)
-	}
+// wakeLocked wakes the calls waiting in pick for an instance to take
+// them: one connected, or described itself. p.mu must be held.
+func (p *Pool) wakeLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
 }
 
-// jitter is a random delay in [d/2, d]: it keeps many clients that retry
-// with the same backoff from retrying in step.
-func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
+// learnMaxBackoff bounds the pause between two questions to an instance
+// that cannot describe itself yet (its model still loading): a call the
+// Picker could not place waits for the answer (ConnectWait), so the
+// answer must come soon after the instance is ready.
+const learnMaxBackoff = 250 * time.Millisecond
+
+// learn asks conn's instance to describe itself (PoolConfig.Describe)
+// until it answers with its capacity or the connection ends, records the
+// answer for the Picker and wakes the calls waiting for an instance.
+func (p *Pool) learn(ctx context.Context, pi *poolInstance, conn *Conn) {
+	retry := backoff.New(p.cfg.MinBackoff, max(p.cfg.MinBackoff, min(p.cfg.MaxBackoff, learnMaxBackoff)))
+	for {
+		actx, cancel := context.WithTimeout(ctx, describeTimeout)
+		d, err := p.cfg.Describe(actx, conn)
+		cancel()
+		if err == nil && d.Capacity > 0 {
+			p.mu.Lock()
+			if pi.conn == conn {
+				pi.capacity = d.Capacity
+				if d.Model != "" {
+					pi.model = d.Model
+				}
+				p.wakeLocked()
+			}
+			p.mu.Unlock()
+			p.log.Debug("instance described", "id", pi.inst.ID, "addr", pi.inst.Addr, "capacity", d.Capacity, "model", d.Model)
+			return
+		}
+		p.log.Debug("instance not described yet", "id", pi.inst.ID, "addr", pi.inst.Addr, "capacity", d.Capacity, "error", err)
+		if !sleep(ctx, retry.Next()) || conn.Err() != nil {
+			return
+		}
+	}
+}
 
 // sleep waits d or until ctx ends; it reports whether ctx is still live.
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -303,18 +322,18 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // Call calls method on one instance of the service; see Conn.Call for the
-// arguments and errors. The call goes to the connected instance with the
-// fewest calls in flight. If it fails with CodeUnavailable or
-// CodeOverloaded before any chunk reached onChunk, it is retried on another
+// arguments and errors. The call goes to the connected instance the Picker
+// chooses, with ctx (which may carry what the Picker routes by). If it fails with chat.CodeUnavailable or
+// chat.CodeOverloaded before any chunk reached onChunk, it is retried on another
 // connected instance, up to PoolConfig.Retries times, each time on one not
 // tried yet; after a chunk it never is, because the caller has already
 // passed text on. With no instance connected, Call waits up to ConnectWait
-// for one, then fails with CodeUnavailable. A call that ran out of
+// for one, then fails with chat.CodeUnavailable. A call that ran out of
 // instances or retries returns the first instance's error.
 func (p *Pool) Call(ctx context.Context, method string, req any, onChunk func(json.RawMessage) error) (json.RawMessage, error) {
 	payload, err := json.Marshal(req)
 	if err != nil {
-		return nil, Errorf(CodeInvalidArgument, "encode request for %s: %w", method, err)
+		return nil, chat.Errorf(chat.CodeInvalidArgument, "encode request for %s: %w", method, err)
 	}
 	var (
 		firstErr error
@@ -337,11 +356,11 @@ func (p *Pool) Call(ctx context.Context, method string, req any, onChunk func(js
 			return onChunk(chunk)
 		})
 		p.done(pi)
-		code := CodeOf(err)
-		if err == nil || delivered || ctx.Err() != nil || (code != CodeUnavailable && code != CodeOverloaded) {
+		code := chat.Code(err)
+		if err == nil || delivered || ctx.Err() != nil || (code != chat.CodeUnavailable && code != chat.CodeOverloaded) {
 			return res, err
 		}
-		p.log.Debug("call failed before any chunk; retrying on another instance", "method", method, "id", pi.inst.ID, "error", err, "request_id", RequestID(ctx))
+		RequestLogger(ctx, p.log).Debug("call failed before any chunk; retrying on another instance", "method", method, "id", pi.inst.ID, "error", err)
 		if firstErr == nil {
 			firstErr = err
 		}
@@ -350,37 +369,31 @@ func (p *Pool) Call(ctx context.Context, method string, req any, onChunk func(js
 	return nil, firstErr
 }
 
-// pick reserves the connected instance with the fewest calls in flight,
-// or the one ctx's affinity key goes to (see WithAffinity), other than
-// those in exclude. With none connected it waits up to
-// ConnectWait, unless this is a retry (exclude not empty), which only takes
-// what is there.
+// pick reserves the connected instance the Picker chooses among those not
+// in exclude. With none connected, or none the Picker takes, it waits up
+// to ConnectWait, unless this is a retry (exclude not empty), which only
+// takes what is there.
 func (p *Pool) pick(ctx context.Context, exclude []*poolInstance, method string) (*poolInstance, *Conn, error) {
 	var timeout <-chan time.Time
 	for {
 		p.mu.Lock()
-		var best *poolInstance
-		var candidates []*poolInstance
+		var found []*poolInstance
+		var candidates []Candidate
 		n := len(p.order)
 		for i := range n {
 			pi := p.order[(p.next+i)%n]
 			if pi.conn == nil || slices.Contains(exclude, pi) {
 				continue
 			}
-			candidates = append(candidates, pi)
-			if best == nil || pi.inFlight < best.inFlight {
-				best = pi
-			}
+			found = append(found, pi)
+			candidates = append(candidates, Candidate{ID: pi.inst.ID, Addr: pi.inst.Addr, InFlight: pi.inFlight, Capacity: pi.capacity, Model: pi.model})
 		}
-		if key := Affinity(ctx); key != "" && best != nil {
-			var first bool
-			best, first = p.pickAffine(key, candidates)
-			p.affine++
-			if !first {
-				p.spilled++
-			}
+		i := -1
+		if len(found) > 0 {
+			i = p.cfg.Picker.Pick(ctx, candidates)
 		}
-		if best != nil {
+		if i >= 0 {
+			best := found[i]
 			p.next = (p.next + 1) % max(n, 1)
 			best.inFlight++
 			conn := best.conn
@@ -391,7 +404,7 @@ func (p *Pool) pick(ctx context.Context, exclude []*poolInstance, method string)
 		p.mu.Unlock()
 
 		if len(exclude) > 0 || p.ctx.Err() != nil {
-			return nil, nil, Errorf(CodeUnavailable, "%s: no other connected instance of %s", method, p.service)
+			return nil, nil, chat.Errorf(chat.CodeUnavailable, "%s: no other connected instance of %s", method, p.service)
 		}
 		if timeout == nil {
 			t := time.NewTimer(p.cfg.ConnectWait)
@@ -401,7 +414,7 @@ func (p *Pool) pick(ctx context.Context, exclude []*poolInstance, method string)
 		select {
 		case <-changed:
 		case <-timeout:
-			return nil, nil, Errorf(CodeUnavailable, "%s: no connected instance of %s", method, p.service)
+			return nil, nil, chat.Errorf(chat.CodeUnavailable, "%s: no connected instance of %s", method, p.service)
 		case <-ctx.Done():
 			return nil, nil, contextError(method, ctx.Err())
 		}
@@ -422,12 +435,13 @@ type BroadcastResult struct {
 }
 
 // Broadcast calls method on every connected instance at once, without
-// retries, and returns each answer in the order of Instances. It is for
-// small status calls, not for work.
+// retries, and returns each answer in the order of Instances, followed by
+// a result with ErrNotConnected for each instance it is still connecting
+// to. It is for small status calls, not for work.
 func (p *Pool) Broadcast(ctx context.Context, method string, req any) []BroadcastResult {
 	payload, err := json.Marshal(req)
 	if err != nil {
-		return []BroadcastResult{{Err: Errorf(CodeInvalidArgument, "encode request for %s: %w", method, err)}}
+		return []BroadcastResult{{Err: chat.Errorf(chat.CodeInvalidArgument, "encode request for %s: %w", method, err)}}
 	}
 	type target struct {
 		pi   *poolInstance
@@ -435,14 +449,17 @@ func (p *Pool) Broadcast(ctx context.Context, method string, req any) []Broadcas
 	}
 	p.mu.Lock()
 	var targets []target
+	var unconnected []BroadcastResult
 	for _, pi := range p.order {
 		if pi.conn != nil {
 			pi.inFlight++
 			targets = append(targets, target{pi, pi.conn})
+		} else {
+			unconnected = append(unconnected, BroadcastResult{Addr: pi.inst.Addr, Err: ErrNotConnected})
 		}
 	}
 	p.mu.Unlock()
-	out := make([]BroadcastResult, len(targets))
+	out := make([]BroadcastResult, len(targets), len(targets)+len(unconnected))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Go(func() {
@@ -452,7 +469,7 @@ func (p *Pool) Broadcast(ctx context.Context, method string, req any) []Broadcas
 		})
 	}
 	wg.Wait()
-	return out
+	return append(out, unconnected...)
 }
 
 // Healthy is the number of connected instances.
@@ -475,22 +492,13 @@ func (p *Pool) Instances() []InstanceStatus {
 	defer p.mu.Unlock()
 	out := make([]InstanceStatus, 0, len(p.order))
 	for _, pi := range p.order {
-		out = append(out, InstanceStatus{ID: pi.inst.ID, Addr: pi.inst.Addr, Connected: pi.conn != nil, InFlight: pi.inFlight, Capacity: pi.capacity})
+		out = append(out, InstanceStatus{ID: pi.inst.ID, Addr: pi.inst.Addr, Connected: pi.conn != nil, InFlight: pi.inFlight, Capacity: pi.capacity, Model: pi.model})
 	}
 	return out
 }
 
-// AffinityStats returns how many calls (and retries) were routed by an
-// affinity key and, of those, how many the load bound sent past the key's
-// first choice among the instances they could go to.
-func (p *Pool) AffinityStats() (routed, spilled uint64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.affine, p.spilled
-}
-
 // Close stops following the resolver and closes every connection; calls
-// in flight fail with CodeUnavailable. To let calls finish, shut down the
+// in flight fail with chat.CodeUnavailable. To let calls finish, shut down the
 // service's own server (which waits for its handlers, and so for their
 // calls through this pool) before closing the pool.
 func (p *Pool) Close() error {

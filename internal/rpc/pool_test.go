@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/discovery"
 )
 
@@ -75,7 +76,7 @@ func TestPoolPicksLeastInFlight(t *testing.T) {
 	}
 	cancel()
 	for range calls {
-		wantCode(t, within(t, "call", errs), CodeCanceled)
+		wantCode(t, within(t, "call", errs), chat.CodeCanceled)
 	}
 }
 
@@ -87,7 +88,7 @@ func TestPoolRetriesBeforeFirstChunk(t *testing.T) {
 	good := startServer(t, ServerConfig{}, "")
 	var badCalls, goodCalls atomic.Int64
 	bad.rpc.Handle("test::work", countingHandler(&badCalls, func(context.Context, json.RawMessage, func(any) error) (any, error) {
-		return nil, Errorf(CodeUnavailable, "model not loaded yet")
+		return nil, chat.Errorf(chat.CodeUnavailable, "model not loaded yet")
 	}))
 	good.rpc.Handle("test::work", countingHandler(&goodCalls, func(_ context.Context, _ json.RawMessage, send func(any) error) (any, error) {
 		return "ok", send("tok")
@@ -122,7 +123,7 @@ func TestPoolRetries(t *testing.T) {
 	for i := range instances {
 		ts := startServer(t, ServerConfig{}, "")
 		ts.rpc.Handle("test::work", countingHandler(&served, func(context.Context, json.RawMessage, func(any) error) (any, error) {
-			return nil, &Error{Code: CodeOverloaded, Message: fmt.Sprintf("instance %d is full", i)}
+			return nil, &chat.Error{Code: chat.CodeOverloaded, Message: fmt.Sprintf("instance %d is full", i)}
 		}))
 		addrs = append(addrs, ts.addr)
 	}
@@ -132,7 +133,7 @@ func TestPoolRetries(t *testing.T) {
 			eventually(t, "every instance connected", func() bool { return p.Healthy() == instances })
 			before := served.Load()
 			_, err := p.Call(testCtx(t), "test::work", nil, nil)
-			wantCode(t, err, CodeOverloaded)
+			wantCode(t, err, chat.CodeOverloaded)
 			if got := served.Load() - before; got != int64(tt.attempts) {
 				t.Errorf("%d attempts, want %d", got, tt.attempts)
 			}
@@ -149,7 +150,7 @@ func TestPoolDoesNotRetryAfterChunk(t *testing.T) {
 		if err := send("partial"); err != nil {
 			return nil, err
 		}
-		return nil, Errorf(CodeUnavailable, "lost the model mid-stream")
+		return nil, chat.Errorf(chat.CodeUnavailable, "lost the model mid-stream")
 	})
 	a := startServer(t, ServerConfig{}, "")
 	b := startServer(t, ServerConfig{}, "")
@@ -162,7 +163,7 @@ func TestPoolDoesNotRetryAfterChunk(t *testing.T) {
 	for i := range calls {
 		chunks := 0
 		_, err := p.Call(testCtx(t), "test::work", i, func(json.RawMessage) error { chunks++; return nil })
-		wantCode(t, err, CodeUnavailable)
+		wantCode(t, err, chat.CodeUnavailable)
 		if chunks != 1 {
 			t.Errorf("call %d saw %d chunks, want 1", i, chunks)
 		}
@@ -183,7 +184,7 @@ func TestPoolWithoutInstances(t *testing.T) {
 	for _, addrs := range [][]string{nil, {deadAddr}} {
 		p, _ := newTestPool(t, addrs...)
 		_, err := p.Call(testCtx(t), mEcho, 1, nil)
-		wantCode(t, err, CodeUnavailable)
+		wantCode(t, err, chat.CodeUnavailable)
 		if p.Healthy() != 0 {
 			t.Errorf("Healthy = %d", p.Healthy())
 		}
@@ -204,7 +205,7 @@ func TestPoolReconnects(t *testing.T) {
 	first.kill()
 	eventually(t, "pool to notice the loss", func() bool { return p.Healthy() == 0 })
 	_, err := p.Call(testCtx(t), mEcho, 1, nil)
-	wantCode(t, err, CodeUnavailable)
+	wantCode(t, err, chat.CodeUnavailable)
 
 	startServer(t, ServerConfig{}, addr)
 	eventually(t, "pool to reconnect", func() bool {

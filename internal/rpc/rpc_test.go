@@ -22,6 +22,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 )
 
 // TestConcurrentCallsReturnToTheirCallers proves that many calls in flight
@@ -115,7 +117,7 @@ func TestCancelReachesHandler(t *testing.T) {
 	cancel()
 
 	err := within(t, "call to return", callErr)
-	wantCode(t, err, CodeCanceled)
+	wantCode(t, err, chat.CodeCanceled)
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("%v does not unwrap to context.Canceled", err)
 	}
@@ -149,7 +151,7 @@ func TestDeadlineTravelsWithCall(t *testing.T) {
 	defer cancel()
 	callerDeadline, _ := ctx.Deadline()
 	_, err := c.Call(ctx, "test::deadline", nil, nil)
-	wantCode(t, err, CodeDeadlineExceeded)
+	wantCode(t, err, chat.CodeDeadlineExceeded)
 
 	s := within(t, "handler", handlerSaw)
 	if !s.ok {
@@ -202,7 +204,7 @@ func TestHandlerErrors(t *testing.T) {
 	logs := &syncBuffer{}
 	ts := startServer(t, ServerConfig{Logger: hclog.New(&hclog.LoggerOptions{Output: logs})}, "")
 	ts.rpc.Handle("test::wrapped", func(context.Context, json.RawMessage, func(any) error) (any, error) {
-		return nil, fmt.Errorf("engine: %w", Errorf(CodeOverloaded, "all sequences busy"))
+		return nil, fmt.Errorf("engine: %w", chat.Errorf(chat.CodeOverloaded, "all sequences busy"))
 	})
 	ts.rpc.Handle("test::plain", func(context.Context, json.RawMessage, func(any) error) (any, error) {
 		return nil, errors.New("open /secret/model.gguf: permission denied")
@@ -210,7 +212,7 @@ func TestHandlerErrors(t *testing.T) {
 	ts.rpc.Handle("test::panic", func(context.Context, json.RawMessage, func(any) error) (any, error) {
 		panic("boom")
 	})
-	detailed := &Error{Code: CodeOverloaded, Message: "queue full", Param: "messages", Reason: "queue_full", RetryAfter: 1500 * time.Millisecond}
+	detailed := &chat.Error{Code: chat.CodeOverloaded, Message: "queue full", Param: "messages", Reason: "queue_full", RetryAfter: 1500 * time.Millisecond}
 	ts.rpc.Handle("test::detailed", func(context.Context, json.RawMessage, func(any) error) (any, error) {
 		return nil, fmt.Errorf("engine: %w", detailed)
 	})
@@ -218,7 +220,7 @@ func TestHandlerErrors(t *testing.T) {
 
 	// An error's optional fields cross the hop as they were set.
 	_, err := c.Call(testCtx(t), "test::detailed", nil, nil)
-	var got *Error
+	var got *chat.Error
 	if !errors.As(err, &got) || got.Code != detailed.Code || got.Param != detailed.Param ||
 		got.Reason != detailed.Reason || got.RetryAfter != detailed.RetryAfter {
 		t.Errorf("detailed error arrived as %#v, want %#v", got, detailed)
@@ -227,20 +229,20 @@ func TestHandlerErrors(t *testing.T) {
 	tests := []struct {
 		name, method string
 		req          any
-		code         Code
+		code         chat.ErrorCode
 		msg          string
 	}{
-		{"rpc error", mFail, map[string]string{"Code": "not_found", "Message": "no model x"}, CodeNotFound, "no model x"},
-		{"wrapped rpc error", "test::wrapped", nil, CodeOverloaded, "all sequences busy"},
-		{"plain error is internal", "test::plain", nil, CodeInternal, "internal error"},
-		{"panic is internal", "test::panic", nil, CodeInternal, "internal error"},
-		{"unknown method", "test::nope", nil, CodeNotFound, `no method "test::nope"`},
+		{"rpc error", mFail, map[string]string{"Code": "not_found", "Message": "no model x"}, chat.CodeNotFound, "no model x"},
+		{"wrapped rpc error", "test::wrapped", nil, chat.CodeOverloaded, "all sequences busy"},
+		{"plain error is internal", "test::plain", nil, chat.CodeInternal, "internal error"},
+		{"panic is internal", "test::panic", nil, chat.CodeInternal, "internal error"},
+		{"unknown method", "test::nope", nil, chat.CodeNotFound, `no method "test::nope"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := c.Call(testCtx(t), tt.method, tt.req, nil)
 			wantCode(t, err, tt.code)
-			var e *Error
+			var e *chat.Error
 			if !errors.As(err, &e) || !strings.Contains(e.Message, tt.msg) {
 				t.Errorf("message of %v does not contain %q", err, tt.msg)
 			}
@@ -265,7 +267,7 @@ func TestServerMaxInFlight(t *testing.T) {
 	go c.Call(ctx, mBlock, nil, nil)
 	eventually(t, "first call to start", func() bool { return ts.rpc.InFlight() == 1 })
 	_, err := c.Call(testCtx(t), mEcho, 1, nil)
-	wantCode(t, err, CodeOverloaded)
+	wantCode(t, err, chat.CodeOverloaded)
 }
 
 // TestOversizeFrames proves the frame limit is enforced on both sides with
@@ -279,7 +281,7 @@ func TestOversizeFrames(t *testing.T) {
 		ts := startServer(t, ServerConfig{}, "")
 		c := dial(t, ts.addr, ClientConfig{MaxFrameBytes: 1024})
 		_, err := c.Call(testCtx(t), mEcho, big, nil)
-		wantCode(t, err, CodeInvalidArgument)
+		wantCode(t, err, chat.CodeInvalidArgument)
 		if !strings.Contains(err.Error(), "exceeds the limit of 1024 bytes") {
 			t.Errorf("unclear error: %v", err)
 		}
@@ -292,7 +294,7 @@ func TestOversizeFrames(t *testing.T) {
 		ts := startServer(t, ServerConfig{MaxFrameBytes: 1024}, "")
 		c := dial(t, ts.addr, ClientConfig{})
 		_, err := c.Call(testCtx(t), mEcho, big, nil)
-		wantCode(t, err, CodeUnavailable)
+		wantCode(t, err, chat.CodeUnavailable)
 		if !strings.Contains(err.Error(), "size limit") {
 			t.Errorf("unclear error: %v", err)
 		}
@@ -310,7 +312,7 @@ func TestOversizeFrames(t *testing.T) {
 		})
 		for _, m := range []string{"test::big", "test::bigchunk"} {
 			_, err := c.Call(testCtx(t), m, nil, nil)
-			wantCode(t, err, CodeInvalidArgument)
+			wantCode(t, err, chat.CodeInvalidArgument)
 			if !strings.Contains(err.Error(), "exceeds the limit") {
 				t.Errorf("%s: unclear error: %v", m, err)
 			}
@@ -322,7 +324,7 @@ func TestOversizeFrames(t *testing.T) {
 		c := dial(t, ts.addr, ClientConfig{MaxFrameBytes: 1024})
 		_, err := c.Call(testCtx(t), mStream, streamReq{Count: 1000}, nil)
 		// A stream this long is batched into messages above 1 KiB.
-		wantCode(t, err, CodeUnavailable)
+		wantCode(t, err, chat.CodeUnavailable)
 		if !strings.Contains(err.Error(), "frame limit") {
 			t.Errorf("unclear error: %v", err)
 		}
@@ -364,7 +366,7 @@ func TestTokenAuth(t *testing.T) {
 				c.Close()
 				t.Fatal("dial succeeded with a bad token")
 			}
-			wantCode(t, err, CodeUnavailable)
+			wantCode(t, err, chat.CodeUnavailable)
 			if !strings.Contains(err.Error(), "401") {
 				t.Errorf("dial error does not say 401: %v", err)
 			}
@@ -409,7 +411,9 @@ func TestTLS(t *testing.T) {
 	if err := os.WriteFile(caFile, pemBytes, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tlsCfg, err := ClientTLSConfig(caFile)
+	// httptest's certificate names example.com: the name, not the address
+	// dialled, is checked.
+	tlsCfg, err := ClientTLSConfig(caFile, "example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,9 +422,17 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("got %s, %v", res, err)
 	}
 
+	// A certificate of the right CA for another name (another tier's) fails.
+	other, err := ClientTLSConfig(caFile, "slm-inference")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Dial(testCtx(t), hs.Listener.Addr().String(), ClientConfig{TLS: other})
+	wantCode(t, err, chat.CodeUnavailable)
+
 	// Without the CA the handshake fails.
 	_, err = Dial(testCtx(t), hs.Listener.Addr().String(), ClientConfig{TLS: &tls.Config{MinVersion: tls.VersionTLS12}})
-	wantCode(t, err, CodeUnavailable)
+	wantCode(t, err, chat.CodeUnavailable)
 }
 
 // TestPeerKilledFailsPendingCalls proves that when the server dies every
@@ -441,11 +453,11 @@ func TestPeerKilledFailsPendingCalls(t *testing.T) {
 	eventually(t, "calls to reach the server", func() bool { return ts.rpc.InFlight() == pending })
 	ts.kill()
 	for range pending {
-		wantCode(t, within(t, "pending call to fail", errs), CodeUnavailable)
+		wantCode(t, within(t, "pending call to fail", errs), chat.CodeUnavailable)
 	}
 	within(t, "Done", c.Done())
 	_, err := c.Call(testCtx(t), mEcho, 1, nil)
-	wantCode(t, err, CodeUnavailable)
+	wantCode(t, err, chat.CodeUnavailable)
 }
 
 // blackHole is a TCP proxy that can go silent without closing anything, like
@@ -530,7 +542,7 @@ func TestKeepaliveDetectsSilentPeer(t *testing.T) {
 	}
 	bh.silent.Store(true)
 	err := within(t, "keepalive to fail the call", errs)
-	wantCode(t, err, CodeUnavailable)
+	wantCode(t, err, chat.CodeUnavailable)
 	if !strings.Contains(err.Error(), "keepalive") {
 		t.Errorf("unclear error: %v", err)
 	}
@@ -571,7 +583,7 @@ func TestSlowConsumerDoesNotStallOtherCalls(t *testing.T) {
 		}
 	}
 	close(release)
-	wantCode(t, within(t, "slow call to fail", slowErr), CodeOverloaded)
+	wantCode(t, within(t, "slow call to fail", slowErr), chat.CodeOverloaded)
 }
 
 // TestGracefulShutdown proves Shutdown refuses new calls but lets an
@@ -606,7 +618,7 @@ func TestGracefulShutdown(t *testing.T) {
 	go func() { shutdown <- ts.rpc.Shutdown(testCtx(t)) }()
 	eventually(t, "new calls to be refused", func() bool {
 		_, err := c.Call(testCtx(t), mEcho, 1, nil)
-		return CodeOf(err) == CodeUnavailable
+		return chat.Code(err) == chat.CodeUnavailable
 	})
 	close(release)
 
@@ -638,7 +650,7 @@ func TestShutdownBound(t *testing.T) {
 	if err := ts.rpc.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Shutdown = %v, want deadline exceeded", err)
 	}
-	wantCode(t, within(t, "call", callErr), CodeUnavailable)
+	wantCode(t, within(t, "call", callErr), chat.CodeUnavailable)
 	eventually(t, "handler to be canceled", func() bool { return ts.rpc.InFlight() == 0 })
 }
 

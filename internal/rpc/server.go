@@ -17,6 +17,9 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 )
 
 // Handler serves one method. payload is the caller's request as JSON ("null"
@@ -28,7 +31,7 @@ import (
 //
 // ctx is canceled when the caller cancels, when the call's deadline passes,
 // or when the connection is lost; it carries the caller's request id
-// (RequestID) and deadline.
+// (RequestID), deadline and, for a traced call, the call's server span.
 type Handler func(ctx context.Context, payload json.RawMessage, send func(chunk any) error) (result any, err error)
 
 // ServerConfig configures a Server. Zero fields take the defaults named in
@@ -53,9 +56,12 @@ type ServerConfig struct {
 	// DefaultPongTimeout.
 	PingInterval, PongTimeout time.Duration
 	// MaxInFlight bounds the calls the server runs at once, over all
-	// connections; beyond it calls fail at once with CodeOverloaded. Zero
+	// connections; beyond it calls fail at once with chat.CodeOverloaded. Zero
 	// means no bound.
 	MaxInFlight int
+	// TracerProvider makes the server spans of traced calls. Default:
+	// OpenTelemetry's global tracer provider.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *ServerConfig) setDefaults() {
@@ -81,6 +87,7 @@ func (c *ServerConfig) setDefaults() {
 type Server struct {
 	cfg       ServerConfig
 	log       hclog.Logger
+	tracer    trace.Tracer
 	upgrader  websocket.Upgrader
 	tokenHash [sha256.Size]byte
 
@@ -100,8 +107,9 @@ var _ http.Handler = (*Server)(nil)
 func NewServer(cfg ServerConfig) *Server {
 	cfg.setDefaults()
 	s := &Server{
-		cfg: cfg,
-		log: cfg.Logger.Named("rpc"),
+		cfg:    cfg,
+		log:    cfg.Logger.Named("rpc"),
+		tracer: tracerOf(cfg.TracerProvider),
 		upgrader: websocket.Upgrader{
 			HandshakeTimeout: cfg.HandshakeTimeout,
 			ReadBufferSize:   socketBuffer,
@@ -118,8 +126,8 @@ func NewServer(cfg ServerConfig) *Server {
 
 // Handle registers h for method, replacing any earlier handler.
 //
-// What the caller sees when h fails: an *Error anywhere in the returned
-// error's chain is sent with its code and message; a context error is sent
+// What the caller sees when h fails: a *chat.Error anywhere in the returned
+// error's chain is sent whole (all but its local cause); a context error is sent
 // as canceled or deadline_exceeded; any other error is logged here with the
 // method and request id and sent as code internal with the message
 // "internal error" — internal detail stays in this service's log. A
@@ -181,7 +189,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	sc.w.start()
 	if draining {
-		sc.w.close(&Error{Code: CodeUnavailable, Message: "server is shutting down"}, websocket.CloseGoingAway)
+		sc.w.close(&chat.Error{Code: chat.CodeUnavailable, Message: "server is shutting down"}, websocket.CloseGoingAway)
 		return
 	}
 	s.log.Debug("RPC peer connected", "peer", r.RemoteAddr)
@@ -215,7 +223,7 @@ func (s *Server) isDraining() bool {
 }
 
 // Shutdown stops accepting connections and calls (new calls fail with
-// CodeUnavailable, so a pool retries them elsewhere), waits for the running
+// chat.CodeUnavailable, so a pool retries them elsewhere), waits for the running
 // calls to finish and their results to be sent, then closes every
 // connection, returning once each peer has answered the close (or
 // closeWait has passed) so that the process may exit. If ctx ends first,
@@ -247,7 +255,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		conns = append(conns, sc)
 	}
 	s.mu.Unlock()
-	bye := &Error{Code: CodeUnavailable, Message: "server shut down"}
+	bye := &chat.Error{Code: chat.CodeUnavailable, Message: "server shut down"}
 	for _, sc := range conns {
 		if err == nil {
 			sc.w.closeAfterQueued(bye)
@@ -287,6 +295,7 @@ type serverConn struct {
 // serverCall is one running handler.
 type serverCall struct {
 	cancel context.CancelFunc
+	span   trace.Span // the call's server span; nil when not traced
 	// peerCanceled means the client sent cancel: it no longer waits for a
 	// final frame, so none is sent.
 	peerCanceled atomic.Bool
@@ -294,7 +303,7 @@ type serverCall struct {
 	returned atomic.Bool
 }
 
-func (sc *serverConn) onClose(err *Error) {
+func (sc *serverConn) onClose(err *chat.Error) {
 	sc.cancel()
 	sc.s.mu.Lock()
 	delete(sc.s.conns, sc)
@@ -321,9 +330,8 @@ func (sc *serverConn) dispatch(f *frame) {
 
 // reject ends call id with err without running a handler. It runs on its
 // own goroutine because the read goroutine must not wait on the writer.
-func (sc *serverConn) reject(id uint64, err error) {
-	e := err.(*Error)
-	go sc.w.send(nil, errorFrame(id, e))
+func (sc *serverConn) reject(id uint64, err *chat.Error) {
+	go sc.w.send(nil, errorFrame(id, err))
 }
 
 func (sc *serverConn) startCall(f *frame) {
@@ -336,23 +344,23 @@ func (sc *serverConn) startCall(f *frame) {
 	_, dup := sc.calls[f.ID]
 	sc.mu.Unlock()
 	if dup {
-		sc.reject(f.ID, Errorf(CodeInvalidArgument, "call id %d is already in use", f.ID))
+		sc.reject(f.ID, chat.Errorf(chat.CodeInvalidArgument, "call id %d is already in use", f.ID))
 		return
 	}
 	h := s.handler(f.Method)
 	if h == nil {
-		sc.reject(f.ID, Errorf(CodeNotFound, "no method %q", f.Method))
+		sc.reject(f.ID, chat.Errorf(chat.CodeNotFound, "no method %q", f.Method))
 		return
 	}
 	s.mu.Lock()
 	switch {
 	case s.draining:
 		s.mu.Unlock()
-		sc.reject(f.ID, Errorf(CodeUnavailable, "server is shutting down"))
+		sc.reject(f.ID, chat.Errorf(chat.CodeUnavailable, "server is shutting down"))
 		return
 	case s.cfg.MaxInFlight > 0 && s.inFlight >= s.cfg.MaxInFlight:
 		s.mu.Unlock()
-		sc.reject(f.ID, Errorf(CodeOverloaded, "server is at its limit of %d calls", s.cfg.MaxInFlight))
+		sc.reject(f.ID, chat.Errorf(chat.CodeOverloaded, "server is at its limit of %d calls", s.cfg.MaxInFlight))
 		return
 	}
 	s.inFlight++
@@ -369,6 +377,7 @@ func (sc *serverConn) startCall(f *frame) {
 	if f.RequestID != "" {
 		ctx = WithRequestID(ctx, f.RequestID)
 	}
+	ctx, call.span = startServerSpan(ctx, s.tracer, f)
 	sc.mu.Lock()
 	sc.calls[f.ID] = call
 	sc.mu.Unlock()
@@ -393,7 +402,7 @@ func (sc *serverConn) run(ctx context.Context, call *serverCall, id uint64, meth
 	}
 	send := func(chunk any) error {
 		if call.returned.Load() {
-			return Errorf(CodeInternal, "%s: send called after the handler returned", method)
+			return chat.Errorf(chat.CodeInternal, "%s: send called after the handler returned", method)
 		}
 		if err := ctx.Err(); err != nil {
 			return contextError(method, err)
@@ -401,7 +410,7 @@ func (sc *serverConn) run(ctx context.Context, call *serverCall, id uint64, meth
 		f := newFrame(frameChunk, id)
 		if err := f.value("payload", chunk); err != nil {
 			f.release()
-			return Errorf(CodeInvalidArgument, "encode chunk: %w", err)
+			return chat.Errorf(chat.CodeInvalidArgument, "encode chunk: %w", err)
 		}
 		f.end()
 		if len(f.b) > int(s.cfg.MaxFrameBytes) {
@@ -421,6 +430,7 @@ func (sc *serverConn) run(ctx context.Context, call *serverCall, id uint64, meth
 	result, err := sc.invoke(ctx, method, h, payload, send)
 	call.returned.Store(true)
 	if call.peerCanceled.Load() {
+		endSpan(call.span, contextError(method, context.Canceled))
 		return
 	}
 	var f *frameBuf
@@ -436,8 +446,10 @@ func (sc *serverConn) run(ctx context.Context, call *serverCall, id uint64, meth
 		}
 	}
 	if err != nil {
-		f = errorFrame(id, sc.wireError(ctx, method, err))
+		e := sc.wireError(ctx, method, err)
+		f, err = errorFrame(id, e), e
 	}
+	endSpan(call.span, err)
 	_ = sc.w.send(nil, f) // fails only if the connection is gone
 }
 
@@ -445,26 +457,26 @@ func (sc *serverConn) run(ctx context.Context, call *serverCall, id uint64, meth
 func (sc *serverConn) invoke(ctx context.Context, method string, h Handler, payload json.RawMessage, send func(any) error) (result any, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			sc.s.log.Error("RPC handler panicked", "method", method, "request_id", RequestID(ctx), "panic", p, "stack", string(debug.Stack()))
-			err = Errorf(CodeInternal, "internal error (request id %q)", RequestID(ctx))
+			RequestLogger(ctx, sc.s.log).Error("RPC handler panicked", "method", method, "panic", p, "stack", string(debug.Stack()))
+			err = chat.Errorf(chat.CodeInternal, "internal error (request id %q)", RequestID(ctx))
 		}
 	}()
 	return h(ctx, payload, send)
 }
 
 // wireError is what the peer is told about a failed call; see Handle.
-func (sc *serverConn) wireError(ctx context.Context, method string, err error) *Error {
-	var e *Error
+func (sc *serverConn) wireError(ctx context.Context, method string, err error) *chat.Error {
+	var e *chat.Error
 	switch {
 	case errors.As(err, &e):
-		return &Error{Code: e.Code, Message: e.Message, Param: e.Param, Reason: e.Reason, RetryAfter: e.RetryAfter}
+		return e
 	case errors.Is(err, context.Canceled):
-		return &Error{Code: CodeCanceled, Message: method + ": canceled"}
+		return &chat.Error{Code: chat.CodeCanceled, Message: method + ": canceled"}
 	case errors.Is(err, context.DeadlineExceeded):
-		return &Error{Code: CodeDeadlineExceeded, Message: method + ": deadline exceeded"}
+		return &chat.Error{Code: chat.CodeDeadlineExceeded, Message: method + ": deadline exceeded"}
 	}
-	sc.s.log.Error("RPC handler failed", "method", method, "request_id", RequestID(ctx), "error", err)
-	return &Error{Code: CodeInternal, Message: fmt.Sprintf("internal error (request id %q)", RequestID(ctx))}
+	RequestLogger(ctx, sc.s.log).Error("RPC handler failed", "method", method, "error", err)
+	return &chat.Error{Code: chat.CodeInternal, Message: fmt.Sprintf("internal error (request id %q)", RequestID(ctx))}
 }
 
 // callTimeout converts a frame's timeout_ms into a duration. A value of zero

@@ -11,6 +11,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
 )
 
 const (
@@ -42,7 +44,7 @@ type wireConfig struct {
 	// runs on the read goroutine and must not block.
 	dispatch func(*frame)
 	// onClose runs once, after the connection is closed, with the reason.
-	onClose func(err *Error)
+	onClose func(err *chat.Error)
 }
 
 // wire is one WebSocket connection as both ends use it: a read goroutine that
@@ -57,7 +59,7 @@ type wire struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
-	err       *Error        // why the wire closed; set before closed is closed
+	err       *chat.Error   // why the wire closed; set before closed is closed
 	readDone  chan struct{} // closed when the read goroutine has returned
 }
 
@@ -76,7 +78,7 @@ func (w *wire) start() {
 // closeAfterQueued closes the connection with err once every frame queued
 // before this call is written, so results of calls that have just finished
 // still reach the peer.
-func (w *wire) closeAfterQueued(err *Error) {
+func (w *wire) closeAfterQueued(err *chat.Error) {
 	w.sendSoon(&frameBuf{closing: err})
 }
 
@@ -112,14 +114,14 @@ func (w *wire) sendSoon(f *frameBuf) {
 
 // close ends the connection for reason err: it tells the peer with a close
 // frame when it can, closes the socket, and runs onClose.
-func (w *wire) close(err *Error, closeCode int) {
+func (w *wire) close(err *chat.Error, closeCode int) {
 	w.sayClose(err, closeCode)
 	_ = w.ws.Close()
 }
 
 // sayClose marks the wire closed, runs onClose and sends the close frame,
 // once; the socket stays open.
-func (w *wire) sayClose(err *Error, closeCode int) {
+func (w *wire) sayClose(err *chat.Error, closeCode int) {
 	w.closeOnce.Do(func() {
 		w.err = err
 		close(w.closed)
@@ -167,7 +169,7 @@ func (w *wire) readLoop() {
 		}
 		if err := w.decode(buf.Bytes()); err != nil {
 			w.cfg.log.Warn("closing connection: malformed frame", "peer", w.ws.RemoteAddr().String(), "error", err)
-			w.close(&Error{Code: CodeUnavailable, Message: "connection closed: " + err.Error(), cause: err}, websocket.CloseInvalidFramePayloadData)
+			w.close(chat.Errorf(chat.CodeUnavailable, "connection closed: %w", err), websocket.CloseInvalidFramePayloadData)
 			return
 		}
 		if buf.Cap() > keepReadBuffer {
@@ -193,6 +195,12 @@ func (w *wire) decode(msg []byte) error {
 		if err := json.Unmarshal(line, &f); err != nil {
 			return fmt.Errorf("decode frame: %w", err)
 		}
+		if f.Type == frameError {
+			f.Err = new(chat.Error)
+			if err := json.Unmarshal(line, f.Err); err != nil {
+				return fmt.Errorf("decode error frame: %w", err)
+			}
+		}
 		switch f.Type {
 		case framePing:
 			w.sendSoon(newFrame(framePong, 0).end())
@@ -207,7 +215,7 @@ func (w *wire) decode(msg []byte) error {
 
 // readError explains why reading stopped, as the error every pending call on
 // this connection fails with.
-func (w *wire) readError(err error) *Error {
+func (w *wire) readError(err error) *chat.Error {
 	var msg string
 	var ce *websocket.CloseError
 	var ne net.Error
@@ -223,7 +231,7 @@ func (w *wire) readError(err error) *Error {
 	default:
 		msg = "connection lost: " + err.Error()
 	}
-	return &Error{Code: CodeUnavailable, Message: msg, cause: err}
+	return chat.Wrap(err, chat.CodeUnavailable, msg)
 }
 
 func (w *wire) writeLoop() {
@@ -247,7 +255,7 @@ func (w *wire) writeLoop() {
 		}
 		var err error
 		if next, err = w.writeBatch(next); err != nil {
-			w.close(&Error{Code: CodeUnavailable, Message: "connection lost: " + err.Error(), cause: err}, websocket.CloseNormalClosure)
+			w.close(chat.Errorf(chat.CodeUnavailable, "connection lost: %w", err), websocket.CloseNormalClosure)
 			return
 		}
 	}

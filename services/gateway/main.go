@@ -13,6 +13,7 @@ import (
 	"github.com/slm-mesh/slm-mesh/internal/gateway"
 	"github.com/slm-mesh/slm-mesh/internal/openai"
 	"github.com/slm-mesh/slm-mesh/internal/rpc"
+	"github.com/slm-mesh/slm-mesh/internal/telemetry"
 )
 
 // The gateway rewrites net/http's own error responses into the API's format
@@ -28,23 +29,25 @@ func main() {
 
 func run(args []string) error {
 	f := cli.New("gateway")
+	def := gateway.DefaultConfig()
 	addr := f.String("addr", "SLM_GATEWAY_ADDR", "127.0.0.1:3111", "listen address of the public API")
 	disc := f.String("discovery", "SLM_DISCOVERY", "static", "how to find caller instances: static or consul")
 	callerAddrs := f.String("caller", "SLM_CALLER_ADDRS", "127.0.0.1:7002", "caller instances for static discovery (comma-separated host:port)")
 	consulAddr := f.String("consul-addr", "SLM_CONSUL_ADDR", "", "Consul HTTP address (default: CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
 	register := f.Bool("consul-register", "SLM_CONSUL_REGISTER", false, "register in Consul with a /health check (outside Nomad)")
 	advertise := f.String("advertise", "SLM_ADVERTISE", "", "address to register in Consul (default: -addr)")
-	token := f.Secret("rpc-token", "SLM_RPC_TOKEN", "shared RPC token presented to callers (empty: none)")
+	token := f.Secret("rpc-token", "SLM_RPC_TOKEN", "RPC token presented to callers (empty: none)")
+	callerCA := f.String("caller-ca", "SLM_CALLER_CA", "", "PEM CA of the callers' RPC certificates: RPC to callers over TLS, checking the name "+discovery.ServiceCaller+" (empty: plain ws://)")
 	apiKeys := f.Secret("api-keys", "SLM_API_KEYS", "comma-separated API keys required on /v1/* (empty: no auth)")
 	apiKeysFile := f.String("api-keys-file", "SLM_API_KEYS_FILE", "", "file with one API key per line (added to -api-keys)")
 	cors := f.String("cors-origins", "SLM_CORS_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off; * for any)")
-	maxBody := f.Int("max-body-bytes", "SLM_MAX_BODY_BYTES", 1<<20, "largest request body")
-	maxMessages := f.Int("max-messages", "SLM_MAX_MESSAGES", 256, "most messages in a request")
-	maxChars := f.Int("max-chars", "SLM_MAX_CHARS", 200000, "most characters in all messages of a request")
+	maxBody := f.Int("max-body-bytes", "SLM_MAX_BODY_BYTES", int(def.Limits.MaxBodyBytes), "largest request body")
+	maxMessages := f.Int("max-messages", "SLM_MAX_MESSAGES", def.Limits.MaxMessages, "most messages in a request")
+	maxChars := f.Int("max-chars", "SLM_MAX_CHARS", def.Limits.MaxChars, "most characters in all messages of a request")
 	rateLimit := f.Int("rate-limit", "SLM_RATE_LIMIT", 0, "chat requests per second allowed per API key (or client address); 0: no limit")
-	rateBurst := f.Int("rate-burst", "SLM_RATE_BURST", 10, "burst allowed above -rate-limit")
-	bodyTimeout := f.Duration("body-timeout", "SLM_BODY_TIMEOUT", 10*time.Second, "longest wait for the next bytes of a request body; a client that stops sending gets 408")
-	timeout := f.Duration("request-timeout", "SLM_REQUEST_TIMEOUT", 5*time.Minute, "longest a request may take, generation included")
+	rateBurst := f.Int("rate-burst", "SLM_RATE_BURST", def.RateBurst, "burst allowed above -rate-limit")
+	bodyTimeout := f.Duration("body-timeout", "SLM_BODY_TIMEOUT", def.BodyTimeout, "longest wait for the next bytes of a request body; a client that stops sending gets 408")
+	timeout := f.Duration("request-timeout", "SLM_REQUEST_TIMEOUT", def.RequestTimeout, "longest a request may take, generation included")
 	drain := f.Duration("drain-timeout", "SLM_DRAIN_TIMEOUT", 60*time.Second, "on SIGTERM, how long running requests may take to finish")
 	// A client may take a minute to send a request (a body of up to
 	// -max-body-bytes), and 30 s for each write of a response to go out.
@@ -54,6 +57,11 @@ func run(args []string) error {
 		return err
 	}
 	log := logging.Logger("gateway")
+	traces, err := telemetry.Start(telemetry.DefaultConfig(), log)
+	if err != nil {
+		return err
+	}
+	defer traces.Stop() // after the drain: the last requests' spans leave too
 	ctx, stop := cli.SignalContext()
 	defer stop()
 
@@ -74,20 +82,29 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	client := rpc.ClientConfig{Token: *token}
+	if *callerCA != "" {
+		if client.TLS, err = rpc.ClientTLSConfig(*callerCA, discovery.ServiceCaller); err != nil {
+			return err
+		}
+	}
 	pool := rpc.NewPool(resolver, discovery.ServiceCaller, rpc.PoolConfig{
-		Client: rpc.ClientConfig{Token: *token},
+		Client: client,
 		Logger: log.Named("pool"),
 	})
 	defer pool.Close()
 
-	srv := gateway.New(gateway.Config{
+	srv, err := gateway.New(gateway.Config{
 		Caller: pool, APIKeys: keys, CORSOrigins: cli.SplitList(*cors),
 		Limits:         openai.Limits{MaxBodyBytes: int64(*maxBody), MaxMessages: *maxMessages, MaxChars: *maxChars},
 		RequestTimeout: *timeout, WriteTimeout: timeouts.Write,
 		BodyTimeout: *bodyTimeout, ReadTimeout: timeouts.Read,
 		RateLimit: float64(*rateLimit), RateBurst: *rateBurst, Logger: log,
 	})
-	hs, err := cli.StartHTTP(*addr, srv, *timeouts, log)
+	if err != nil {
+		return err
+	}
+	hs, err := cli.StartHTTP(*addr, srv, *timeouts, nil, log)
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,8 @@ resource "aws_lb_target_group" "gateway" {
   deregistration_delay = 60
 
   # /health is 200 when a request can travel gateway -> caller -> inference,
-  # so only gateways that can answer get traffic.
+  # so only gateways that can answer get traffic. The gateways' group
+  # replaces a gateway this check finds unhealthy (README, "Scale").
   health_check {
     path                = local.api.target.health_path
     protocol            = local.api.target.protocol
@@ -65,13 +66,8 @@ resource "aws_lb_target_group" "gateway" {
   }
 }
 
-resource "aws_lb_target_group_attachment" "gateway" {
-  for_each = { for k, n in local.nodes : k => n if n.role == "gateway" }
-
-  target_group_arn = aws_lb_target_group.gateway.arn
-  target_id        = aws_instance.node[each.key].id
-  port             = local.api.target.port
-}
+# The gateways' Auto Scaling group registers its instances here, on this
+# port (aws_autoscaling_group.client["gateway"], compute.tf).
 
 resource "aws_lb_listener" "https" {
   load_balancer_arn = aws_lb.api.arn

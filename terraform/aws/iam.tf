@@ -1,9 +1,18 @@
 # Two instance roles. Both: cloud auto-join (describe instances), the
-# Session Manager agent (AmazonSSMManagedInstanceCore), their SSM
-# parameters through the cluster's KMS key. Clients may read the release
-# binaries; servers may read the server secrets too and write snapshots.
-# Nothing else: no role may write SSM, read another path or list the
-# bucket.
+# Session Manager agent (its channels only), their SSM parameters through
+# the cluster's KMS key. Clients may read the releases and models and complete
+# their own Auto Scaling groups' lifecycle actions (a node that has drained
+# lets its termination go on); servers may read the server secrets too,
+# write snapshots and write the clients' drain token. Nothing else: no role
+# may write another SSM parameter, read another path or list the bucket.
+#
+# No AWS-managed policy is attached: AmazonSSMManagedInstanceCore, the
+# usual one for Session Manager, also grants ssm:GetParameter(s) on every
+# parameter, which would let any client node (root on it, or a task that
+# reached its role) read the server secrets: the management tokens, the
+# server TLS keys and the API keys. Clients are also denied the server
+# subtree explicitly, reads and decryption both, so that a policy attached
+# later cannot give it back.
 
 locals {
   ssm_arn_prefix = "arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter${module.plan.ssm_prefix}"
@@ -42,6 +51,55 @@ data "aws_iam_policy_document" "node" {
   }
 
   statement {
+    sid = "SessionManager"
+    actions = [
+      "ssm:UpdateInstanceInformation",
+      "ssmmessages:CreateControlChannel",
+      "ssmmessages:CreateDataChannel",
+      "ssmmessages:OpenControlChannel",
+      "ssmmessages:OpenDataChannel",
+    ]
+    # These actions take no resource-level permissions: the agent's
+    # registration and its session channels, nothing that reads data.
+    resources = ["*"]
+  }
+
+  dynamic "statement" {
+    for_each = each.key == "server" ? [] : [1]
+
+    content {
+      sid    = "NoServerSecrets"
+      effect = "Deny"
+      actions = [
+        "ssm:GetParameter",
+        "ssm:GetParameters",
+        "ssm:GetParametersByPath",
+        "ssm:GetParameterHistory",
+      ]
+      resources = ["${local.ssm_arn_prefix}/server", "${local.ssm_arn_prefix}/server/*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = each.key == "server" ? [] : [1]
+
+    content {
+      sid       = "NoServerSecretDecryption"
+      effect    = "Deny"
+      actions   = ["kms:Decrypt"]
+      resources = [aws_kms_key.cluster.arn]
+
+      # SSM encrypts each SecureString with its parameter's ARN as the
+      # encryption context.
+      condition {
+        test     = "StringLike"
+        variable = "kms:EncryptionContext:PARAMETER_ARN"
+        values   = ["${local.ssm_arn_prefix}/server/*"]
+      }
+    }
+  }
+
+  statement {
     sid     = "ReadSecrets"
     actions = ["ssm:GetParameter"]
     # Each path is a subtree of this cluster's parameters (client/..., and
@@ -69,6 +127,21 @@ data "aws_iam_policy_document" "node" {
   }
 
   dynamic "statement" {
+    for_each = each.key == "server" ? [] : [1]
+
+    content {
+      sid     = "ReadModels"
+      actions = ["s3:GetObject"]
+      # The models tools/release -model puts under models/<sha256>/, which
+      # the inference job fetches as an artifact with the node's role (the
+      # Nomad agent; tasks cannot reach the role). The inference nodes share
+      # the client role with the others, so gateway and caller nodes may
+      # read them too: open-weight files, no secret.
+      resources = ["${aws_s3_bucket.artifacts.arn}/models/*"]
+    }
+  }
+
+  dynamic "statement" {
     for_each = each.key == "server" ? [1] : []
 
     content {
@@ -77,6 +150,56 @@ data "aws_iam_policy_document" "node" {
       # New snapshot objects under snapshots/ only; versioning keeps any
       # object overwritten.
       resources = ["${aws_s3_bucket.artifacts.arn}/snapshots/*"]
+    }
+  }
+
+  # A drained client node lets its own group terminate it. The action
+  # takes the group as its resource; these are the cluster's client groups
+  # (deterministic names, module.plan), and no other group.
+  dynamic "statement" {
+    for_each = each.key == "server" ? [] : [1]
+
+    content {
+      sid     = "CompleteOwnLifecycleActions"
+      actions = ["autoscaling:CompleteLifecycleAction"]
+      resources = [
+        for role, name in module.plan.autoscaling_group_names :
+        "arn:${data.aws_partition.current.partition}:autoscaling:${var.region}:${data.aws_caller_identity.current.account_id}:autoScalingGroup:*:autoScalingGroupName/${name}"
+      ]
+    }
+  }
+
+  # The servers publish the clients' drain token (acl-bootstrap.sh): this
+  # one parameter, encrypted with the cluster's key through SSM.
+  dynamic "statement" {
+    for_each = each.key == "server" ? [1] : []
+
+    content {
+      sid       = "PublishDrainToken"
+      actions   = ["ssm:PutParameter"]
+      resources = [aws_ssm_parameter.drain_token.arn]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = each.key == "server" ? [1] : []
+
+    content {
+      sid       = "EncryptDrainToken"
+      actions   = ["kms:Encrypt"]
+      resources = [aws_kms_key.cluster.arn]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["ssm.${var.region}.amazonaws.com"]
+      }
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:EncryptionContext:PARAMETER_ARN"
+        values   = [aws_ssm_parameter.drain_token.arn]
+      }
     }
   }
 
@@ -110,16 +233,6 @@ resource "aws_iam_role_policy" "node" {
   name   = "slm-mesh-node"
   role   = aws_iam_role.node[each.key].id
   policy = data.aws_iam_policy_document.node[each.key].json
-}
-
-# The Session Manager agent (preinstalled on Ubuntu's AMIs): the operator's
-# only way in (port forwarding to Nomad and Consul, shells), with no
-# inbound port.
-resource "aws_iam_role_policy_attachment" "ssm_core" {
-  for_each = local.role_ssm_paths
-
-  role       = aws_iam_role.node[each.key].name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 }
 
 resource "aws_iam_instance_profile" "node" {

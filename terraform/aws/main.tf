@@ -18,6 +18,11 @@ module "plan" {
   artifacts_bucket     = local.artifacts_bucket
   snapshot_schedule    = var.snapshot_schedule
 
+  # Each server finds its Raft volume by this id (compute.tf).
+  server_data_volume_ids = { for k, v in aws_ebs_volume.server_data : k => v.id }
+  # The servers publish the clients' drain token with the secrets' key.
+  ssm_kms_key_id = aws_kms_key.cluster.arn
+
   secrets = {
     consul_gossip_key = random_bytes.consul_gossip.base64
     nomad_gossip_key  = random_bytes.nomad_gossip.base64
@@ -26,7 +31,8 @@ module "plan" {
     consul_default    = random_uuid.consul_default.result
     consul_nomad      = random_uuid.consul_nomad.result
     nomad_management  = random_uuid.nomad_management.result
-    rpc_token         = random_password.rpc.result
+    caller_token      = random_password.rpc["caller"].result
+    inference_token   = random_password.rpc["inference"].result
     api_keys          = random_password.api_key[*].result
     tls = {
       ca_cert            = tls_self_signed_cert.agent_ca.cert_pem
@@ -38,6 +44,11 @@ module "plan" {
       consul_server_key  = tls_private_key.agent["consul_server"].private_key_pem
       consul_client_cert = tls_locally_signed_cert.agent["consul_client"].cert_pem
       consul_client_key  = tls_private_key.agent["consul_client"].private_key_pem
+      rpc_ca_cert        = tls_self_signed_cert.rpc_ca.cert_pem
+      rpc_caller_cert    = tls_locally_signed_cert.rpc["slm-caller"].cert_pem
+      rpc_caller_key     = tls_private_key.rpc["slm-caller"].private_key_pem
+      rpc_inference_cert = tls_locally_signed_cert.rpc["slm-inference"].cert_pem
+      rpc_inference_key  = tls_private_key.rpc["slm-inference"].private_key_pem
     }
   }
 }
@@ -66,9 +77,11 @@ resource "random_uuid" "consul_nomad" {}
 
 resource "random_uuid" "nomad_management" {}
 
+# One RPC token per hop: gateway to caller, caller to inference.
 resource "random_password" "rpc" {
-  length  = 48
-  special = false
+  for_each = toset(["caller", "inference"])
+  length   = 48
+  special  = false
 }
 
 # The keys clients present as `Authorization: Bearer <key>`.
@@ -176,12 +189,29 @@ data "aws_ami" "ubuntu" {
 }
 
 # Newer types such as c7i-flex are not offered in every zone of a region.
+# The zones are checked here, where they are first known, so that plan
+# explains a shortage before anything is placed in a zone that is missing.
 data "aws_ec2_instance_type_offerings" "chosen" {
   location_type = "availability-zone"
 
   filter {
     name   = "instance-type"
     values = local.instance_types
+  }
+
+  lifecycle {
+    postcondition {
+      condition     = var.availability_zones == null || length(coalesce(var.availability_zones, [])) == local.zone_count
+      error_message = "availability_zones names ${length(coalesce(var.availability_zones, []))} zones for ${local.zone_count} subnets: give one zone per entry of public_subnet_cidrs and private_subnet_cidrs."
+    }
+
+    postcondition {
+      condition = var.availability_zones != null || length([
+        for az in distinct(self.locations) : az
+        if length(distinct([for i, loc in self.locations : self.instance_types[i] if loc == az])) == length(local.instance_types)
+      ]) >= local.zone_count
+      error_message = "Fewer than ${local.zone_count} availability zones of ${var.region} offer every chosen instance type (${join(", ", local.instance_types)}), and ${local.zone_count} are needed, one per subnet (three by default, one for each server). Choose instance types that ${var.region} offers in ${local.zone_count} zones (server_instance_type, gateway_instance_type, caller_instance_type, inference_instance_type), another region, or availability_zones naming zones that offer them."
+    }
   }
 }
 

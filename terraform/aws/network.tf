@@ -1,6 +1,18 @@
-# One VPC over at least two availability zones: in each, a public subnet
-# (the load balancer; the NAT gateway in the first) and a private subnet
-# (every node). Nodes have no public address.
+# One VPC over three availability zones by default: in each, a public subnet
+# (the load balancer; a NAT gateway in the first, or in each with
+# nat_gateway_per_az) and a private subnet (every node; one server in each
+# zone). Nodes have no public address.
+
+locals {
+  # Servers go to the zones in turn (compute.tf): the most any zone holds.
+  servers_per_zone_max = ceil(var.server_count / local.zone_count)
+  quorum               = floor(var.server_count / 2) + 1
+
+  # The NAT gateways' zones, and for each zone's private route table the
+  # NAT gateway (index into aws_nat_gateway.this) it routes through.
+  nat_gateway_zones = var.nat_gateway_per_az ? range(local.zone_count) : [0]
+  private_nat       = [for z in range(local.zone_count) : var.nat_gateway_per_az ? z : 0]
+}
 
 resource "aws_vpc" "this" {
   cidr_block           = module.plan.network.vpc_cidr
@@ -10,9 +22,13 @@ resource "aws_vpc" "this" {
   tags = { Name = local.name }
 
   lifecycle {
+    # The zones themselves are checked where they are read
+    # (data.aws_ec2_instance_type_offerings.chosen, main.tf).
+    # One zone must never hold a quorum of the servers: losing it would stop
+    # both Raft clusters. With three zones, three servers are one per zone.
     precondition {
-      condition     = length(local.availability_zones) == local.zone_count
-      error_message = "Fewer than ${local.zone_count} availability zones in ${var.region} offer all of ${join(", ", local.instance_types)}; set availability_zones or other instance types."
+      condition     = var.server_count == 1 || local.servers_per_zone_max < local.quorum
+      error_message = "${var.server_count} servers over ${local.zone_count} zones put ${local.servers_per_zone_max} in one zone, a quorum (${local.quorum}): losing that zone would stop the control plane. Use at least three zones (three public_subnet_cidrs and private_subnet_cidrs, three availability_zones that offer the instance types), or server_count = 1 for a development cluster."
     }
   }
 }
@@ -55,24 +71,41 @@ resource "aws_internet_gateway" "this" {
 }
 
 resource "aws_eip" "nat" {
+  count = length(local.nat_gateway_zones)
+
   domain = "vpc"
 
-  tags = { Name = "${local.name}-nat" }
+  tags = { Name = "${local.name}-nat-${local.availability_zones[local.nat_gateway_zones[count.index]]}" }
 
   depends_on = [aws_internet_gateway.this]
 }
 
 # Nodes reach package repositories, SSM and the model host through NAT;
-# nothing outside can open a connection to them. One NAT gateway keeps the
-# cost down; while its zone is out, nodes lose outbound internet (not S3,
-# which has its own endpoint, nor each other).
+# nothing outside can open a connection to them. One NAT gateway (default)
+# keeps the cost down; while its zone is out, nodes lose outbound internet
+# (not S3, which has its own endpoint, nor each other).
+# nat_gateway_per_az puts one in each zone, each zone's nodes behind their
+# own.
 resource "aws_nat_gateway" "this" {
-  allocation_id = aws_eip.nat.id
-  subnet_id     = aws_subnet.public[0].id
+  count = length(local.nat_gateway_zones)
 
-  tags = { Name = local.name }
+  allocation_id = aws_eip.nat[count.index].id
+  subnet_id     = aws_subnet.public[local.nat_gateway_zones[count.index]].id
+
+  tags = { Name = "${local.name}-${local.availability_zones[local.nat_gateway_zones[count.index]]}" }
 
   depends_on = [aws_internet_gateway.this]
+}
+
+# Addresses of a cluster made before NAT gateways could be per zone.
+moved {
+  from = aws_eip.nat
+  to   = aws_eip.nat[0]
+}
+
+moved {
+  from = aws_nat_gateway.this
+  to   = aws_nat_gateway.this[0]
 }
 
 resource "aws_route_table" "public" {
@@ -94,23 +127,38 @@ resource "aws_route_table_association" "public" {
   route_table_id = aws_route_table.public.id
 }
 
+# One route table per zone's private subnet, whichever NAT gateway it uses.
 resource "aws_route_table" "private" {
+  count = local.zone_count
+
   vpc_id = aws_vpc.this.id
 
-  tags = { Name = "${local.name}-private" }
+  tags = { Name = "${local.name}-private-${local.availability_zones[count.index]}" }
 }
 
 resource "aws_route" "private_nat" {
-  route_table_id         = aws_route_table.private.id
+  count = local.zone_count
+
+  route_table_id         = aws_route_table.private[count.index].id
   destination_cidr_block = "0.0.0.0/0"
-  nat_gateway_id         = aws_nat_gateway.this.id
+  nat_gateway_id         = aws_nat_gateway.this[local.private_nat[count.index]].id
 }
 
 resource "aws_route_table_association" "private" {
   count = local.zone_count
 
   subnet_id      = aws_subnet.private[count.index].id
-  route_table_id = aws_route_table.private.id
+  route_table_id = aws_route_table.private[count.index].id
+}
+
+moved {
+  from = aws_route_table.private
+  to   = aws_route_table.private[0]
+}
+
+moved {
+  from = aws_route.private_nat
+  to   = aws_route.private_nat[0]
 }
 
 # Binaries and snapshots travel to and from S3 over the gateway endpoint,
@@ -119,7 +167,7 @@ resource "aws_vpc_endpoint" "s3" {
   vpc_id            = aws_vpc.this.id
   service_name      = "com.amazonaws.${var.region}.s3"
   vpc_endpoint_type = "Gateway"
-  route_table_ids   = [aws_route_table.private.id]
+  route_table_ids   = aws_route_table.private[*].id
 
   tags = { Name = "${local.name}-s3" }
 }

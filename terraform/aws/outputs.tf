@@ -30,7 +30,7 @@ output "api_key_command" {
 }
 
 output "token_commands" {
-  description = "Shell commands that export the management tokens from SSM."
+  description = "Shell commands that export the management tokens from SSM: break-glass only; day to day, the operator token (operator_token_command)."
   value = {
     nomad  = "export NOMAD_TOKEN=$(${local.ssm_get} ${aws_ssm_parameter.secret["server/nomad/management-token"].name})"
     consul = "export CONSUL_HTTP_TOKEN=$(${local.ssm_get} ${aws_ssm_parameter.secret["server/consul/management-token"].name})"
@@ -48,16 +48,39 @@ output "port_forward_commands" {
 }
 
 output "nomad_env" {
-  description = "Shell commands that point the nomad CLI and tools/submit at the port forward, with the agents' CA and the management token."
+  description = "Shell commands that point the nomad CLI and tools/submit at the port forward: the agents' CA and the operator's client certificate (Nomad's API asks for one) written to files, the variables exported."
   value = join(" && ", [
     "tofu -chdir=terraform/aws output -raw agent_ca_pem > slm-agent-ca.pem",
-    "export NOMAD_ADDR=https://127.0.0.1:4646 NOMAD_CACERT=$PWD/slm-agent-ca.pem CONSUL_HTTP_ADDR=http://127.0.0.1:8500",
+    "tofu -chdir=terraform/aws output -raw operator_cert_pem > slm-operator.pem",
+    "(umask 077 && tofu -chdir=terraform/aws output -raw operator_key_pem > slm-operator-key.pem)",
+    "export NOMAD_ADDR=https://127.0.0.1:4646 NOMAD_CACERT=$PWD/slm-agent-ca.pem NOMAD_CLIENT_CERT=$PWD/slm-operator.pem NOMAD_CLIENT_KEY=$PWD/slm-operator-key.pem CONSUL_HTTP_ADDR=http://127.0.0.1:8500",
   ])
+}
+
+output "operator_cert_pem" {
+  description = "The operator's client certificate of the agents' CA (client auth only), which Nomad's API asks of every caller."
+  value       = tls_locally_signed_cert.operator.cert_pem
+}
+
+output "operator_key_pem" {
+  description = "The key of operator_cert_pem."
+  value       = tls_private_key.operator.private_key_pem
+  sensitive   = true
+}
+
+output "operator_token_command" {
+  description = "Run once, with nomad_env's variables: creates a Nomad token from the slm-operator policy (submit and watch the jobs, read nodes; nothing of ACLs or agents) with the management token from SSM, keeps its secret in slm-operator-token (mode 0600) and exports it as NOMAD_TOKEN. Later shells: export NOMAD_TOKEN=$(cat slm-operator-token)."
+  value       = "(umask 077 && NOMAD_TOKEN=$(${local.ssm_get} ${aws_ssm_parameter.secret["server/nomad/management-token"].name}) nomad acl token create -name=operator -type=client -policy=slm-operator -json | jq -j .SecretID > slm-operator-token) && export NOMAD_TOKEN=$(cat slm-operator-token)"
 }
 
 output "artifacts_bucket" {
   description = "The private bucket of release binaries (releases/<version>/linux_amd64/) and snapshots (snapshots/)."
   value       = aws_s3_bucket.artifacts.id
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic every alarm notifies (alarms.tf); subscribe a pager or chat integration to it."
+  value       = aws_sns_topic.alarms.arn
 }
 
 output "region" {
@@ -81,11 +104,16 @@ output "submit_vars" {
 
 output "server_instance_ids" {
   description = "Instance IDs of the server nodes (targets of the port forward; `aws ssm start-session --target <id>` for a shell)."
-  value       = [for k, n in local.nodes : aws_instance.node[k].id if n.role == "server"]
+  value       = [for k, n in local.nodes : aws_instance.node[k].id]
+}
+
+output "autoscaling_groups" {
+  description = "The Auto Scaling group of each client role (gateway, caller, inference), whose instances come and go: `aws autoscaling describe-auto-scaling-groups --auto-scaling-group-names <name>` lists them."
+  value       = { for role, g in aws_autoscaling_group.client : role => g.name }
 }
 
 output "nodes" {
-  description = "Every node: instance ID and private address, by name (server-0, gateway-1, ...)."
+  description = "The server nodes: instance ID, private address and zone, by name (server-0, server-1, ...). Client nodes are in the autoscaling_groups."
   value = {
     for k, n in local.nodes : k => {
       id         = aws_instance.node[k].id

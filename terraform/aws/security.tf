@@ -1,15 +1,18 @@
-# Four security groups: the load balancer's, the gateway nodes' extra group
-# (the API port, from the load balancer only), the servers' and every
-# client's. Every rule comes from module.plan, where the tests check that
+# Six security groups: the load balancer's, the extra group of each client
+# tier (the gateways': the API port, from the load balancer only; the
+# callers': service RPC from the gateways only; the inference nodes':
+# service RPC from the callers only), the servers' and every client's. Every rule comes from module.plan, where the tests check that
 # nothing but the load balancer's 443/80 is open to the internet and that
 # the nodes admit nothing from outside the VPC.
 
 resource "aws_security_group" "this" {
   for_each = {
-    alb     = "slm-mesh load balancer: the API from allowed_api_cidrs"
-    gateway = "slm-mesh gateway nodes: the API port from the load balancer only"
-    server  = "slm-mesh Nomad and Consul servers: cluster traffic inside the VPC"
-    client  = "slm-mesh Nomad clients: cluster and service traffic inside the VPC"
+    alb       = "slm-mesh load balancer: the API from allowed_api_cidrs"
+    gateway   = "slm-mesh gateway nodes: the API port from the load balancer only"
+    caller    = "slm-mesh caller nodes: service RPC from the gateway nodes only"
+    inference = "slm-mesh inference nodes: service RPC from the caller nodes only"
+    server    = "slm-mesh Nomad and Consul servers: cluster traffic inside the VPC"
+    client    = "slm-mesh Nomad clients: cluster traffic inside the VPC"
   }
 
   name_prefix = "${local.name}-${each.key}-"

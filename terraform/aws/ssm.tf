@@ -21,3 +21,21 @@ resource "aws_ssm_parameter" "secret" {
   key_id = aws_kms_key.cluster.arn
   value  = module.plan.ssm_parameters[each.key]
 }
+
+# The clients' Nomad drain token (node write only, nomad/node-drain.policy.hcl).
+# Nomad chooses a token's secret, so the first server to bootstrap ACLs
+# creates it and overwrites this parameter (the servers may write this one
+# parameter and no other); Terraform only creates it, with a value that is
+# no token, and destroys it with the cluster.
+resource "aws_ssm_parameter" "drain_token" {
+  name        = "${module.plan.ssm_prefix}/${module.plan.drain.token_parameter}"
+  description = "slm-mesh ${local.name}: ${module.plan.drain.token_parameter} (written by the servers)"
+  type        = "SecureString"
+  tier        = "Standard"
+  key_id      = aws_kms_key.cluster.arn
+  value       = "none: written by the servers' ACL bootstrap"
+
+  lifecycle {
+    ignore_changes = [value]
+  }
+}

@@ -21,7 +21,7 @@ variable "cluster_name" {
 }
 
 variable "availability_zones" {
-  description = "Availability zones, one public and one private subnet in each (at least two: the load balancer needs two). Null: the first two zones of the region that offer every instance type chosen below."
+  description = "Availability zones, one public and one private subnet in each, as many as public_subnet_cidrs (three by default: one server in each, so that losing a zone never loses the servers' quorum; at least two, which only a single-server cluster may use). Null: the first zones, in name order, of the region that offer every instance type chosen below."
   type        = list(string)
   default     = null
 
@@ -43,15 +43,21 @@ variable "vpc_cidr" {
 }
 
 variable "public_subnet_cidrs" {
-  description = "IPv4 CIDRs of the public subnets (load balancer, NAT gateway), one per zone, inside vpc_cidr."
+  description = "IPv4 CIDRs of the public subnets (load balancer, NAT gateways), one per zone, inside vpc_cidr; their number is the number of zones."
   type        = list(string)
-  default     = ["10.20.0.0/24", "10.20.1.0/24"]
+  default     = ["10.20.0.0/24", "10.20.1.0/24", "10.20.2.0/24"]
 }
 
 variable "private_subnet_cidrs" {
   description = "IPv4 CIDRs of the private subnets (every node), one per zone, inside vpc_cidr."
   type        = list(string)
-  default     = ["10.20.10.0/24", "10.20.11.0/24"]
+  default     = ["10.20.10.0/24", "10.20.11.0/24", "10.20.12.0/24"]
+}
+
+variable "nat_gateway_per_az" {
+  description = "One NAT gateway in each zone, each zone's private subnet routed through its own: losing a zone then leaves the other zones' nodes their outbound internet (packages, SSM, the model download). False (default): one NAT gateway, in the first zone, for every zone; cheaper, but while that zone is out no node reaches the internet (S3 still, through its endpoint)."
+  type        = bool
+  default     = false
 }
 
 variable "allowed_api_cidrs" {
@@ -166,13 +172,13 @@ variable "inference_instance_type" {
 }
 
 variable "server_count" {
-  description = "Number of server nodes, spread over the zones; also bootstrap_expect. 3 (default) tolerates the loss of one; 1 is a development cluster without fault tolerance (plan warns)."
+  description = "Number of server nodes, one per zone in turn (server-0 in the first zone, server-1 in the second, ...); also bootstrap_expect. 3 (default) tolerates the loss of one server or one zone; 1 is a development cluster without fault tolerance (plan warns). Plan refuses a count that would put a quorum of servers in one zone."
   type        = number
   default     = 3
 }
 
 variable "gateway_count" {
-  description = "Number of gateway nodes, spread over the zones (one gateway instance each: the job uses a static port)."
+  description = "Number of gateway nodes (min and desired size of their Auto Scaling group, spread over the zones; one gateway instance each: the job uses a static port)."
   type        = number
   default     = 2
 
@@ -183,7 +189,7 @@ variable "gateway_count" {
 }
 
 variable "caller_count" {
-  description = "Number of caller nodes."
+  description = "Number of caller nodes (min and desired size of their Auto Scaling group)."
   type        = number
   default     = 1
 
@@ -194,13 +200,30 @@ variable "caller_count" {
 }
 
 variable "inference_count" {
-  description = "Number of inference nodes. Scale the inference job's count along with it."
+  description = "Number of inference nodes (min and desired size of their Auto Scaling group). Scale the inference job's count along with it."
   type        = number
   default     = 1
 
   validation {
     condition     = var.inference_count >= 1 && var.inference_count <= 50 && floor(var.inference_count) == var.inference_count
     error_message = "The inference_count must be a whole number from 1 to 50."
+  }
+}
+
+variable "inference_spot" {
+  description = "Run the inference nodes on Spot instances: their group launches any of inference_spot_instance_types, capacity-optimized, no on-demand base, and replaces a node on EC2's rebalance recommendation; an interrupted node drains within EC2's two-minute notice. False (default): on-demand inference_instance_type."
+  type        = bool
+  default     = false
+}
+
+variable "inference_spot_instance_types" {
+  description = "With inference_spot: the instance types the inference group may launch on Spot, several so that one type's Spot pool running dry does not stop it, each with at least 2 vCPUs (plan checks). Compute-optimised types with AVX2 at least, as for inference_instance_type."
+  type        = list(string)
+  default     = ["c7i-flex.large", "c7i.large", "m7i-flex.large", "m7i.large", "c6i.large", "c7a.large"]
+
+  validation {
+    condition     = length(var.inference_spot_instance_types) >= 2 && length(distinct(var.inference_spot_instance_types)) == length(var.inference_spot_instance_types) && alltrue([for t in var.inference_spot_instance_types : can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", t))])
+    error_message = "The inference_spot_instance_types must be at least two distinct EC2 instance types, e.g. c7i.large."
   }
 }
 
@@ -302,4 +325,37 @@ variable "tags" {
   description = "Extra tags on every resource (merged under the provider's default_tags)."
   type        = map(string)
   default     = {}
+}
+
+variable "alarm_email" {
+  description = "E-mail address the alarms notify (through the SNS topic in the output alarm_topic_arn, which AWS asks the address to confirm). Empty: the topic has no subscriber; subscribe a pager or chat integration to it yourself."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.alarm_email == "" || can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alarm_email))
+    error_message = "The alarm_email must be empty or an e-mail address."
+  }
+}
+
+variable "alarm_5xx_percent" {
+  description = "Alarm when more than this percentage of the API's requests in a minute are answered 5xx (by the gateways or the load balancer itself), three minutes in a row."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.alarm_5xx_percent > 0 && var.alarm_5xx_percent <= 100
+    error_message = "The alarm_5xx_percent must be in (0, 100]."
+  }
+}
+
+variable "alarm_response_seconds" {
+  description = "Alarm when the gateways' 90th-percentile response time over five minutes exceeds this many seconds, three periods in a row. A streamed answer counts until its last token, so this bounds whole generations, not the first token."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.alarm_response_seconds > 0
+    error_message = "The alarm_response_seconds must be positive."
+  }
 }

@@ -1,11 +1,15 @@
 #!/bin/sh
 # Serves a GGUF model with ollama, the anchor slm-mesh is compared with in
 # docs/PERFORMANCE.md, on loopback: until interrupted, or, given more
-# arguments, while tools/bench runs with them against ollama as endpoint A.
+# arguments, while tools/bench runs with them against ollama as endpoint A:
+# a tools/bench command (sweep, the default, conversation, single or embed),
+# then its flags.
 #
 #   sh tools/bench/ollama.sh .cache/models/gemma3-270m-random.gguf
 #   THREADS=2 PARALLEL=8 PORT=11434 sh tools/bench/ollama.sh MODEL.gguf
-#   sh tools/bench/ollama.sh MODEL.gguf -mesh MODEL.gguf -mesh-as b   # make bench-ollama
+#   sh tools/bench/ollama.sh MODEL.gguf sweep -mesh MODEL.gguf -mesh-as b   # make bench-ollama
+#   sh tools/bench/ollama.sh MODEL.gguf conversation -mesh MODEL.gguf -mesh-as b
+#   THREADS=2 sh tools/bench/ollama.sh EMBEDDING.gguf embed -mesh EMBEDDING.gguf -mesh-as b -threads 2
 #
 # ollama is built from the Go module proxy (the same module slm-mesh takes
 # its llama package from) with the project's cgo flags into .cache/bin/ollama,
@@ -16,7 +20,7 @@
 set -eu
 
 version=v0.24.0
-model=${1:?usage: ollama.sh MODEL.gguf [bench arguments]}
+model=${1:?usage: ollama.sh MODEL.gguf [bench command and flags]}
 shift
 threads=${THREADS:-$(nproc)}
 parallel=${PARALLEL:-8}
@@ -84,7 +88,13 @@ if [ $# -eq 0 ]; then
 fi
 
 cd "$root"
-go run ./tools/bench -a "http://$OLLAMA_HOST" -model slm-anchor "$@"
+# The command goes before the flags, ollama's included.
+cmd=sweep
+case $1 in
+-*) ;;
+*) cmd=$1; shift ;;
+esac
+go run ./tools/bench "$cmd" -a "http://$OLLAMA_HOST" -model slm-anchor "$@"
 # ollama decodes in a runner process of its own; its peak memory is the
 # figure comparable with the inference service's.
 for runner in $(pgrep -f "ollama runner" || true); do

@@ -1,11 +1,16 @@
-// Command gguf writes a GGUF model of the gemma3 architecture with random
+// Command gguf writes a GGUF model of the Gemma 3 family with random
 // weights, for tests and measurements without downloading a real model:
 //
 //	go run ./tools/gguf -preset tiny -o tiny.gguf
 //	go run ./tools/gguf -preset gemma3-270m -o gemma3-270m-random.gguf -seed 7
 //	go run ./tools/gguf -preset gemma3-270m -type q4_0 -embedding-type q8_0 -o g-q4_0-emb8.gguf
+//	go run ./tools/gguf -preset functiongemma-270m -o functiongemma-270m-random.gguf
+//	go run ./tools/gguf -preset embeddinggemma-300m -o embeddinggemma-300m-random.gguf
 //
-// The files load in llama.cpp like the real model but generate noise.
+// functiongemma-* presets carry FunctionGemma's function-calling tokens
+// and chat template; embeddinggemma-* presets are llama.cpp's
+// gemma-embedding architecture with mean pooling. The files load in
+// llama.cpp like the real models but generate noise.
 package main
 
 import (

@@ -7,6 +7,8 @@
 //	go run ./tools/local                      # the default model (downloaded once)
 //	SLM_MODEL=/path/model.gguf go run ./tools/local
 //	go run ./tools/local -inference 2         # two inference instances
+//	SLM_MODELS=a.gguf,b.gguf go run ./tools/local   # two models, one instance each
+//	go run ./tools/local -model a.gguf -model b.gguf
 package main
 
 import (
@@ -15,6 +17,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,8 +38,13 @@ func main() {
 
 func run(args []string) error {
 	f := cli.New("local")
-	modelArg := f.String("model", "SLM_MODEL", "", "GGUF model: a local path or an https URL (default: "+model.DefaultName+", downloaded once)")
-	modelSHA := f.String("model-sha256", "SLM_MODEL_SHA256", "", "sha256 of a model URL")
+	var modelArgs modelList
+	if v, ok := os.LookupEnv("SLM_MODEL"); ok && v != "" {
+		modelArgs.env = []string{v}
+	}
+	f.Set().Var(&modelArgs, "model", "GGUF model: a local path or an https URL (default: "+model.DefaultName+", downloaded once); repeat it for several models, one inference instance each (env SLM_MODEL)")
+	modelList := f.String("models", "SLM_MODELS", "", "several GGUF models, comma-separated, one inference instance each; added to -model")
+	modelSHA := f.String("model-sha256", "SLM_MODEL_SHA256", "", "sha256 of a model URL (with one model)")
 	addr := f.String("addr", "SLM_GATEWAY_ADDR", "127.0.0.1:3111", "address of the public API")
 	callerPort := f.Int("caller-port", "SLM_CALLER_PORT", 7002, "loopback port of the caller")
 	inferencePort := f.Int("inference-port", "SLM_INFERENCE_PORT", 7003, "loopback port of the first inference instance (the next ones count up)")
@@ -63,16 +72,37 @@ func run(args []string) error {
 		}
 	}
 
-	modelPath, err := resolveModel(ctx, *modelArg, *modelSHA)
-	if err != nil {
-		return err
+	refs := slices.Compact(append(modelArgs.list(), cli.SplitList(*modelList)...))
+	if len(refs) == 0 {
+		refs = []string{""} // the default model
+	}
+	var paths []string
+	for _, ref := range refs {
+		sha := *modelSHA
+		if len(refs) > 1 {
+			sha = ""
+		}
+		p, err := resolveModel(ctx, ref, sha)
+		if err != nil {
+			return err
+		}
+		paths = append(paths, p)
 	}
 
 	cfg := localmesh.Config{
-		BinDir: binDir, Model: modelPath, GatewayAddr: *addr,
+		BinDir: binDir, Model: paths[0], GatewayAddr: *addr,
 		CallerPort: *callerPort, InferencePort: *inferencePort, Inference: *instances,
 		Threads: *threads, Parallel: *parallel, Ctx: *ctxLen,
 		APIKeys: *apiKeys, RPCToken: *token, Dir: *logDir, Output: os.Stdout,
+	}
+	if len(paths) > 1 {
+		cfg.Models, *instances = paths, len(paths)
+	}
+	if *threads == 0 && *instances > 1 {
+		// Each instance would take every CPU but one; llama.cpp's threads
+		// spin-wait, so several instances that each take them all run
+		// slower than their share. Split the CPUs instead.
+		cfg.Threads = threadsEach(runtime.NumCPU(), *instances)
 	}
 	switch *consul {
 	case "on", "auto":
@@ -92,7 +122,7 @@ func run(args []string) error {
 		return fmt.Errorf("-consul %q: want auto, on or off", *consul)
 	}
 
-	say("starting %d inference instance(s), the caller and the gateway", *instances)
+	say("starting %d inference instance(s) (%d thread(s) each; 0: the default), the caller and the gateway", *instances, cfg.Threads)
 	m, err := localmesh.Start(ctx, cfg)
 	if err != nil {
 		return err
@@ -106,7 +136,7 @@ func run(args []string) error {
 	fmt.Fprintf(os.Stderr, `
 slm-mesh is ready.
   API:    %s/v1/chat/completions
-  model:  %s
+  models: %s
   logs:   %s
   health: curl -s %s/health
 
@@ -115,7 +145,7 @@ Try:
     -d '{"messages":[{"role":"user","content":"What color is an apple?"}],"max_tokens":64}'
 
 Ctrl-C stops the mesh.
-`, m.URL(), modelPath, m.Dir(), m.URL(), m.URL(), auth)
+`, m.URL(), strings.Join(paths, ", "), m.Dir(), m.URL(), m.URL(), auth)
 
 	select {
 	case <-ctx.Done():
@@ -125,6 +155,29 @@ Ctrl-C stops the mesh.
 		return fmt.Errorf("%s stopped unexpectedly (%s); its last lines:\n%s\nstopping the others", p.Name, p.ExitStatus(), p.TailText())
 	}
 }
+
+// modelList is -model, which may be given more than once; until it is,
+// it holds SLM_MODEL.
+type modelList struct{ env, flags []string }
+
+func (l *modelList) String() string { return strings.Join(l.list(), ",") }
+
+func (l *modelList) Set(v string) error {
+	l.flags = append(l.flags, v)
+	return nil
+}
+
+// list is the models given: the flags', else SLM_MODEL's.
+func (l *modelList) list() []string {
+	if len(l.flags) > 0 {
+		return l.flags
+	}
+	return l.env
+}
+
+// threadsEach splits the CPUs but one (the gateway's and the caller's)
+// between n inference instances, at least one thread each.
+func threadsEach(cpus, n int) int { return max(1, (cpus-1)/n) }
 
 // resolveModel returns a local model path: SLM_MODEL as it is when it is a
 // file, else the default (or given) URL downloaded once into the cache. A

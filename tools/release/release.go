@@ -84,6 +84,16 @@ type Release struct {
 	// a CPU without AVX-512, so its variables file keeps the inference job
 	// to nodes that report v4 (inference_x86_64_level).
 	Arch string
+	// Model, when set, is the model to release beside the binaries: a
+	// local path or an https URL of a GGUF file, which must match
+	// ModelSHA256 (hex). It is uploaded once to
+	// models/<sha256>/<file name> in the bucket, shared by every release
+	// that ships it, and the variables file makes the inference job fetch
+	// it from there.
+	Model, ModelSHA256 string
+	// ModelCacheDir receives a Model downloaded from a URL; empty: the
+	// service's own download cache (model.DefaultCacheDir).
+	ModelCacheDir string
 	// Log receives progress and the commands' output.
 	Log io.Writer
 
@@ -95,6 +105,8 @@ type Release struct {
 
 	// Sums is each service's sha256, in hex, once built.
 	Sums map[string]string
+	// modelPath is Model as a checked local file, once fetched.
+	modelPath string
 }
 
 // archs are the levels a release is built for: each is one the nodes can
@@ -129,6 +141,9 @@ func (r *Release) defaults(ctx context.Context) error {
 	}
 	if !regionName.MatchString(r.Region) {
 		return fmt.Errorf("%w: -region %q: want an AWS region such as eu-west-1 (terraform output -raw region)", ErrUsage, r.Region)
+	}
+	if err := r.checkModel(); err != nil {
+		return err
 	}
 	r.Arch = r.arch()
 	if !slices.Contains(archs, r.Arch) {
@@ -180,11 +195,21 @@ func (r *Release) Run(ctx context.Context) error {
 			return fmt.Errorf("%w: install it (https://docs.aws.amazon.com/cli/), or pass -upload=false to only build", ErrNoAWSCLI)
 		}
 	}
+	if r.Model != "" {
+		if err := r.FetchModel(ctx); err != nil {
+			return err
+		}
+	}
 	if err := r.Build(ctx); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(r.Dir, "SHA256SUMS"), r.SHA256SUMS(), 0o644); err != nil {
 		return err
+	}
+	if r.Upload && r.Model != "" {
+		if err := r.UploadModel(ctx); err != nil {
+			return err
+		}
 	}
 	if r.Upload {
 		for _, args := range r.UploadCommands() {
@@ -316,18 +341,28 @@ func (r *Release) UploadCommands() [][]string {
 // s3.<region>.amazonaws.com/<bucket>/... is misread by go-getter, which
 // takes "s3" for the bucket; it reads the region from this host name and
 // fetches with the node's instance role.
-func (r *Release) URL(svc string) string {
-	return "s3::https://" + r.Bucket + ".s3." + r.Region + ".amazonaws.com/" + r.Prefix() + svc
+func (r *Release) URL(svc string) string { return r.objectURL(r.Prefix() + svc) }
+
+// objectURL is go-getter's S3 source of the bucket's object key, through
+// the bucket's regional host name, which the VPC's S3 gateway endpoint
+// serves: the nodes fetch without the NAT gateway.
+func (r *Release) objectURL(key string) string {
+	return "s3::https://" + r.Bucket + ".s3." + r.Region + ".amazonaws.com/" + key
 }
 
 // Vars is release.vars.hcl: the version and, per service, the binary's
-// URL and sha256, as the jobs' variables name them.
+// URL and sha256, as the jobs' variables name them, and with a Model, its
+// URL and sha256 (model_url, model_sha256).
 func (r *Release) Vars() []byte {
+	what := "these binaries"
+	if r.Model != "" {
+		what += " and the model"
+	}
 	f := hclwrite.NewEmptyFile()
 	body := f.Body()
 	body.AppendUnstructuredTokens(hclwrite.Tokens{{Type: hclsyntax.TokenComment, Bytes: []byte(
 		"# slm-mesh release " + r.Version + " for " + Platform + ", written by go run ./tools/release:\n" +
-			"# the jobs fetch these binaries from S3 and check their sha256.\n" +
+			"# the jobs fetch " + what + " from S3 and check their sha256.\n" +
 			"#   go run ./tools/submit -var-file <cluster vars> -var-file " + filepath.Base(r.VarsFile) + "\n")}})
 	body.SetAttributeValue("version", cty.StringVal(r.Version))
 	for _, svc := range Services {
@@ -338,6 +373,11 @@ func (r *Release) Vars() []byte {
 	if r.arch() != localmesh.PortableArch {
 		// Built for more than every node has: only where the node says so.
 		body.SetAttributeValue("inference_x86_64_level", cty.StringVal(strings.TrimPrefix(r.Arch, "x86-64-")))
+	}
+	if r.Model != "" {
+		body.AppendNewline()
+		body.SetAttributeValue("model_url", cty.StringVal(r.ModelURL()))
+		body.SetAttributeValue("model_sha256", cty.StringVal(r.ModelSHA256))
 	}
 	return hclwrite.Format(f.Bytes())
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"debug/elf"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -133,13 +134,24 @@ func TestReleaseBuild(t *testing.T) {
 // recorder is a Runner for the tests that must not run the commands: the
 // aws CLI cannot reach AWS here, so the tests check the exact command
 // lines a release would run instead. "go build" writes a stand-in binary
-// (TestReleaseBuild builds for real).
+// (TestReleaseBuild builds for real). The bucket stands in for S3 as far
+// as a release sees it: `aws s3 cp` of a local file to s3:// stores its
+// size, sha256 and --metadata, and `aws s3api head-object` answers with
+// them as the CLI does (JSON), or fails as the CLI does for a missing key.
 type recorder struct {
 	mu      sync.Mutex
 	cmds    []string
 	cflags  []string // CGO_CFLAGS and CGO_CXXFLAGS of each go build, as the command sees them
 	failAWS bool
-	git     string // git describe's output
+	git     string              // git describe's output
+	bucket  map[string]s3Object // by s3://bucket/key
+}
+
+// s3Object is what the stand-in bucket keeps of an upload.
+type s3Object struct {
+	size     int64
+	sha256   string // of the bytes uploaded
+	metadata map[string]string
 }
 
 func (rec *recorder) run(_ context.Context, _ string, env []string, out io.Writer, name string, args ...string) error {
@@ -153,10 +165,58 @@ func (rec *recorder) run(_ context.Context, _ string, env []string, out io.Write
 		return os.WriteFile(args[i+1], []byte("binary of "+args[len(args)-1]), 0o755)
 	case name == "aws" && rec.failAWS:
 		return errors.New("exit status 1")
+	case name == "aws" && len(args) > 1 && args[0] == "s3" && args[1] == "cp":
+		return rec.put(args[len(args)-2], args[len(args)-1], flagValue(args, "--metadata"))
+	case name == "aws" && len(args) > 1 && args[0] == "s3api" && args[1] == "head-object":
+		obj, ok := rec.bucket["s3://"+flagValue(args, "--bucket")+"/"+flagValue(args, "--key")]
+		if !ok {
+			// The CLI prints "An error occurred (404) when calling the
+			// HeadObject operation: Not Found" and exits 254.
+			fmt.Fprintln(out, "An error occurred (404) when calling the HeadObject operation: Not Found")
+			return errors.New("exit status 254")
+		}
+		return json.NewEncoder(out).Encode(map[string]any{
+			"AcceptRanges": "bytes", "ContentLength": obj.size, "ContentType": "binary/octet-stream", "Metadata": obj.metadata,
+		})
 	case name == "git":
 		fmt.Fprintln(out, rec.git)
 	}
 	return nil
+}
+
+// put is `aws s3 cp src dst` into the stand-in bucket; metadata is the
+// --metadata flag's k=v[,k=v].
+func (rec *recorder) put(src, dst, metadata string) error {
+	if !strings.HasPrefix(dst, "s3://") {
+		return nil
+	}
+	sum, err := fileSHA256(src)
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	obj := s3Object{size: st.Size(), sha256: sum, metadata: map[string]string{}}
+	for _, kv := range strings.Split(metadata, ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			obj.metadata[k] = v
+		}
+	}
+	if rec.bucket == nil {
+		rec.bucket = map[string]s3Object{}
+	}
+	rec.bucket[dst] = obj
+	return nil
+}
+
+// flagValue is the argument after flag in args ("" without it).
+func flagValue(args []string, flag string) string {
+	if i := slices.Index(args, flag); i >= 0 && i+1 < len(args) {
+		return args[i+1]
+	}
+	return ""
 }
 
 // envValue is what a command run with env sees as key: the last entry's.
@@ -311,6 +371,10 @@ func TestSettings(t *testing.T) {
 		{name: "native arch", modify: func(r *Release) { r.Arch = "native" }, want: "-arch"},
 		{name: "flags as arch", modify: func(r *Release) { r.Arch = "x86-64-v3 -O0" }, want: "-arch"},
 		{name: "a CPU no node reports", modify: func(r *Release) { r.Arch = "sapphirerapids" }, want: "-arch"},
+		{name: "model without its sha256", modify: func(r *Release) { r.Model = "tiny.gguf" }, want: "-model-sha256"},
+		{name: "sha256 without a model", modify: func(r *Release) { r.ModelSHA256 = strings.Repeat("a", 64) }, want: "-model"},
+		{name: "short model sha256", modify: func(r *Release) { r.Model, r.ModelSHA256 = "tiny.gguf", "0ef57d2c" }, want: "-model-sha256"},
+		{name: "model over ftp", modify: func(r *Release) { r.Model, r.ModelSHA256 = "ftp://example.com/m.gguf", strings.Repeat("a", 64) }, want: "-model"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

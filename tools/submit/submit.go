@@ -26,8 +26,9 @@ var (
 	ErrACLDenied = errors.New("permission denied by Nomad ACLs")
 	// ErrParse: the Nomad server could not parse a rendered job.
 	ErrParse = errors.New("Nomad could not parse the job")
-	// ErrMissingSecret: the Nomad Variable that holds the RPC token is absent.
-	ErrMissingSecret = errors.New("the RPC token is not in Nomad Variables")
+	// ErrMissingSecret: a job's Nomad Variable lacks an RPC token it
+	// needs, or the two ends of a hop hold different tokens.
+	ErrMissingSecret = errors.New("the jobs' secrets in Nomad Variables are incomplete")
 	// ErrDeploymentFailed: a deployment failed (and was rolled back when
 	// auto_revert could).
 	ErrDeploymentFailed = errors.New("deployment failed")
@@ -261,14 +262,14 @@ func (s *Submitter) preserveCounts(job *api.Job) bool {
 	return true
 }
 
-// keepRunningCounts sets the count of each of job's groups to that of the
-// running job, when run would keep it (preserveCounts). It reports
-// whether there was a running job to keep counts from: a new or stopped
-// job starts with its own counts.
+// keepRunningCounts sets the count of each of job's groups that the
+// operator did not scale with -var (Scale) to that of the running job, as
+// run keeps them: with PreserveCounts when no group is scaled
+// (preserveCounts), and by these counts alone when one is, since Nomad's
+// PreserveCounts keeps all of a job's counts or none. It reports whether
+// there was a running job to keep counts from: a new or stopped job starts
+// with its own counts, and so does a group new to the job (a model added).
 func (s *Submitter) keepRunningCounts(job *api.Job) (bool, error) {
-	if !s.preserveCounts(job) {
-		return false, nil
-	}
 	running, _, err := s.client.Jobs().Info(*job.ID, nil)
 	if notFound(err) {
 		return false, nil
@@ -279,39 +280,61 @@ func (s *Submitter) keepRunningCounts(job *api.Job) (bool, error) {
 	if running.Stop != nil && *running.Stop {
 		return false, nil // a stopped job starts again with the job's counts
 	}
+	kept := false
 	for _, tg := range job.TaskGroups {
+		if tg.Name == nil || s.Scale[*tg.Name] {
+			continue
+		}
 		for _, cur := range running.TaskGroups {
-			if tg.Name != nil && cur.Name != nil && *tg.Name == *cur.Name && cur.Count != nil {
+			if cur.Name != nil && *tg.Name == *cur.Name && cur.Count != nil {
 				tg.Count = new(*cur.Count)
+				kept = true
 			}
 		}
 	}
-	return true, nil
+	return kept, nil
 }
 
-// checkToken makes sure the Nomad Variable the jobs read the RPC token
-// from exists: otherwise every task would wait for it until its deployment
-// failed, which is a slow way to learn it.
-func (s *Submitter) checkToken(rendered []*jobs.Rendered) error {
-	var paths []string
+// checkSecrets makes sure each job's Nomad Variable (its secrets_var)
+// holds the items the job needs, and that the two tiers of each hop hold
+// the same token: otherwise every task would wait for its variable until
+// its deployment failed, or the hop would refuse every call, which are
+// slow ways to learn it.
+func (s *Submitter) checkSecrets(rendered []*jobs.Rendered) error {
+	held := map[string]map[string]string{} // item → path → value
 	for _, r := range rendered {
-		if p := r.String("rpc_token_var"); p != "" && !slices.Contains(paths, p) {
-			paths = append(paths, p)
+		path := r.String("secrets_var")
+		if path == "" {
+			continue
 		}
-	}
-	for _, path := range paths {
 		v, _, err := s.client.Variables().Peek(path, nil)
 		if err != nil {
 			var resp api.UnexpectedResponseError
 			if errors.As(err, &resp) && resp.StatusCode() == http.StatusForbidden {
-				s.printf("note: cannot read Nomad Variable %s with this token; not checking the RPC token\n", path)
+				s.printf("note: cannot read Nomad Variable %s with this token; not checking %s's secrets\n", path, r.Job.ID)
 				continue
 			}
 			return s.explain(err, "read Nomad Variable "+path)
 		}
-		if v == nil || v.Items["rpc_token"] == "" {
-			return fmt.Errorf("%w: Nomad Variable %s has no item rpc_token; create it first, e.g.\n  nomad var put %s rpc_token=$(openssl rand -hex 32)",
-				ErrMissingSecret, path, path)
+		items := r.Job.Secrets
+		if r.Bool("rpc_tls") {
+			items = append(slices.Clip(items), r.Job.TLSSecrets...)
+		}
+		for _, item := range items {
+			if v == nil || v.Items[item] == "" {
+				return fmt.Errorf("%w: Nomad Variable %s has no item %s; create the jobs' secrets first (README, \"Try it on a local Nomad\")",
+					ErrMissingSecret, path, item)
+			}
+			if held[item] == nil {
+				held[item] = map[string]string{}
+			}
+			for other, value := range held[item] {
+				if value != v.Items[item] {
+					return fmt.Errorf("%w: item %s differs between Nomad Variables %s and %s: the hop it opens would refuse every call",
+						ErrMissingSecret, item, other, path)
+				}
+			}
+			held[item][path] = v.Items[item]
 		}
 	}
 	return nil
@@ -329,7 +352,7 @@ func (s *Submitter) Run(ctx context.Context, rendered []*jobs.Rendered) error {
 	if err != nil {
 		return err
 	}
-	if err := s.checkToken(rendered); err != nil {
+	if err := s.checkSecrets(rendered); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, s.Timeout, ErrDeploymentTimeout)
@@ -355,8 +378,10 @@ func (s *Submitter) Run(ctx context.Context, rendered []*jobs.Rendered) error {
 		}
 		note := ", count from -var"
 		switch {
-		case kept:
+		case kept && preserve:
 			note = ", running count kept"
+		case kept:
+			note = ", count from -var, other groups' running counts kept"
 		case preserve:
 			note = ", new job: count from the job's variables"
 		}

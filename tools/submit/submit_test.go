@@ -10,8 +10,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,27 +20,35 @@ import (
 	"time"
 
 	"github.com/hashicorp/nomad/api"
+	"github.com/slm-mesh/slm-mesh/internal/nomadtest"
 	"github.com/slm-mesh/slm-mesh/jobs"
 )
 
 // fakeNomad is an HTTP test double of the few Nomad API endpoints the
 // submitter calls: status/leader, jobs/parse, jobs (register), job plan,
 // evaluation, deployment, deployment allocations, job info, job
-// allocations, latest deployment, deregister and variables. No Nomad server
-// can be installed on CI machines, so the submitter is tested against this
-// double; it answers with the shapes of the real API and records what it
-// was sent, and the tests assert on both sides. It listens on loopback only
-// (httptest).
+// allocations, latest deployment, deregister and variables. It answers with
+// the shapes of the real API and records what it was sent, and the tests
+// assert on both sides; a deployment's course (failed, timed out,
+// interrupted) is the test's to script, which no real cluster allows. What
+// it cannot fake, it does not: jobs/parse is Nomad's own parser (the agent
+// binary's `nomad job run -output`), so the jobs the submitter registers
+// are those a server would make of the templates. It listens on loopback
+// only (httptest).
 type fakeNomad struct {
 	mu sync.Mutex
 
 	// Behaviour, set before the test runs.
-	forbidden  bool                // every call but status/leader gets 403
-	parseError string              // jobs/parse answers 400 with this
-	variable   map[string]string   // items of nomad/jobs; nil: no variable
-	deploy     map[string][]string // statuses a job's deployment goes through; last one sticks
-	running    map[string]int      // jobs already running, with their group's count
-	stderr     string              // what every task wrote to stderr
+	forbidden  bool                         // every call but status/leader gets 403
+	parseError string                       // jobs/parse answers 400 with this
+	variables  map[string]map[string]string // items of each Nomad Variable by path
+	deploy     map[string][]string          // statuses a job's deployment goes through; last one sticks
+	running    map[string]int               // jobs already running, with their group's count
+	// groups of jobs already running, by name with their counts, where a
+	// job runs several (running then only says the job runs).
+	runningGroups map[string]map[string]int
+	nomad         string // the nomad binary whose parser jobs/parse is
+	stderr        string // what every task wrote to stderr
 
 	// Record of the calls.
 	parsed       []api.JobsParseRequest
@@ -49,30 +57,66 @@ type fakeNomad struct {
 	planned      []string
 	deregistered []string
 	polls        map[string]int
-	preserve     map[string]bool     // PreserveCounts of each registration
-	plannedCount map[string]int      // the group count of each job planned
-	watches      map[string][]string // index and wait of each deployment read
-	logReads     []string            // query of each log read
-	tokens       []string            // X-Nomad-Token of every call that had one
+	preserve     map[string]bool // PreserveCounts of each registration
+	plannedCount map[string]int  // the group count of each job planned
+	// the count of each group ("job/group") as registered
+	registeredCounts map[string]int
+	watches          map[string][]string // index and wait of each deployment read
+	logReads         []string            // query of each log read
+	tokens           []string            // X-Nomad-Token of every call that had one
 }
 
 func newFake(t *testing.T) (*fakeNomad, *httptest.Server) {
 	f := &fakeNomad{
-		variable: map[string]string{"rpc_token": "from-nomad-variables"},
+		variables: map[string]map[string]string{
+			"nomad/jobs/slm-inference": {"inference_token": "inference-from-nomad-variables", "inference_cert": "inference-cert", "inference_key": "inference-key"},
+			"nomad/jobs/slm-caller": {"caller_token": "caller-from-nomad-variables", "inference_token": "inference-from-nomad-variables",
+				"caller_cert": "caller-cert", "caller_key": "caller-key", "rpc_ca": "rpc-ca"},
+			"nomad/jobs/slm-gateway": {"caller_token": "caller-from-nomad-variables", "rpc_ca": "rpc-ca"},
+		},
 		deploy:   map[string][]string{},
 		polls:    map[string]int{},
 		running:  map[string]int{},
 		preserve: map[string]bool{}, plannedCount: map[string]int{}, watches: map[string][]string{},
+		registeredCounts: map[string]int{}, runningGroups: map[string]map[string]int{},
+		nomad: nomadtest.Binary(t),
 	}
 	srv := httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(srv.Close)
 	return f, srv
 }
 
-var (
-	jobLine   = regexp.MustCompile(`(?m)^job "([^"]+)"`)
-	groupLine = regexp.MustCompile(`(?m)^\s*group "([^"]+)"`)
-)
+// parse is jobs/parse: Nomad's parser (`nomad job run -output`, which
+// never contacts an agent) on the job file and its variables.
+func (f *fakeNomad) parse(req api.JobsParseRequest) (*api.Job, error) {
+	dir, err := os.MkdirTemp("", "fake-nomad-parse-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	job, vars := filepath.Join(dir, "job.nomad.hcl"), filepath.Join(dir, "job.vars.hcl")
+	if err := os.WriteFile(job, []byte(req.JobHCL), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(vars, []byte(req.Variables), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(f.nomad, "job", "run", "-output", "-var-file", vars, job)
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR=http://127.0.0.1:1")
+	out, err := cmd.Output()
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return nil, fmt.Errorf("%s", bytes.TrimSpace(exit.Stderr))
+		}
+		return nil, err
+	}
+	var reg struct{ Job *api.Job }
+	if err := json.Unmarshal(out, &reg); err != nil || reg.Job == nil {
+		return nil, fmt.Errorf("nomad job run -output: %v: %s", err, out)
+	}
+	return reg.Job, nil
+}
 
 func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
@@ -102,24 +146,22 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, f.parseError, http.StatusBadRequest)
 			return
 		}
-		m := jobLine.FindStringSubmatch(req.JobHCL)
-		g := groupLine.FindStringSubmatch(req.JobHCL)
-		if m == nil || g == nil {
-			http.Error(w, "no job or group block", http.StatusBadRequest)
+		job, err := f.parse(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		// The count: the operator's value, else 1 (the double does not
-		// evaluate the job's defaults).
-		count := 1
-		if c := regexp.MustCompile(`(?m)^` + g[1] + `_count\s*=\s*(\d+)`).FindStringSubmatch(req.Variables); c != nil {
-			count, _ = strconv.Atoi(c[1])
-		}
-		reply(&api.Job{ID: &m[1], Name: &m[1], TaskGroups: []*api.TaskGroup{{Name: &g[1], Count: &count}}})
+		reply(job)
 	case r.Method == http.MethodPut && path == "/v1/jobs":
 		var req api.JobRegisterRequest
 		json.NewDecoder(r.Body).Decode(&req)
 		id := *req.Job.ID
 		f.preserve[id] = req.PreserveCounts
+		for _, g := range req.Job.TaskGroups {
+			if g.Name != nil && g.Count != nil {
+				f.registeredCounts[id+"/"+*g.Name] = *g.Count
+			}
+		}
 		f.registered = append(f.registered, id)
 		f.submissions = append(f.submissions, req.Submission)
 		reply(&api.JobRegisterResponse{EvalID: "eval-" + id, JobModifyIndex: 10})
@@ -214,11 +256,12 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 			data = data[n:]
 		}
 	case r.Method == http.MethodGet && strings.HasPrefix(path, "/v1/var/"):
-		if f.variable == nil {
+		items, ok := f.variables[strings.TrimPrefix(path, "/v1/var/")]
+		if !ok {
 			http.Error(w, "variable not found", http.StatusNotFound)
 			return
 		}
-		reply(&api.Variable{Path: strings.TrimPrefix(path, "/v1/var/"), Items: f.variable})
+		reply(&api.Variable{Path: strings.TrimPrefix(path, "/v1/var/"), Items: items})
 	case strings.HasPrefix(path, "/v1/job/"):
 		rest := strings.TrimPrefix(path, "/v1/job/")
 		id, sub, _ := strings.Cut(rest, "/")
@@ -236,7 +279,14 @@ func (f *fakeNomad) serve(w http.ResponseWriter, r *http.Request) {
 			if !running {
 				count = 1
 			}
-			reply(&api.Job{ID: &id, Status: &status, Version: &version, TaskGroups: []*api.TaskGroup{{Name: &group, Count: &count}}})
+			groups := []*api.TaskGroup{{Name: &group, Count: &count}}
+			if rg := f.runningGroups[id]; running && rg != nil {
+				groups = nil
+				for _, name := range slices.Sorted(maps.Keys(rg)) {
+					groups = append(groups, &api.TaskGroup{Name: new(name), Count: new(rg[name])})
+				}
+			}
+			reply(&api.Job{ID: &id, Status: &status, Version: &version, TaskGroups: groups})
 		case sub == "deployment":
 			reply(&api.Deployment{ID: "dep-" + id, Status: "successful", StatusDescription: "Deployment completed successfully",
 				TaskGroups: map[string]*api.DeploymentState{"group": {DesiredTotal: 1, PlacedAllocs: 1, HealthyAllocs: 1}}})
@@ -306,7 +356,7 @@ func TestRunRegistersInOrderAndWaits(t *testing.T) {
 			t.Errorf("parse request does not carry version 1.4.0:\n%s", req.Variables)
 		}
 		if strings.Contains(req.JobHCL, "from-nomad-variables") {
-			t.Error("the RPC token was written into the job")
+			t.Error("an RPC token was written into the job")
 		}
 	}
 	if !strings.Contains(f.parsed[1].Variables, "caller_count = 3") {
@@ -367,15 +417,34 @@ func TestRunTimeout(t *testing.T) {
 	}
 }
 
-func TestRunNeedsTheTokenVariable(t *testing.T) {
-	f, srv := newFake(t)
-	f.variable = nil
-	code, _, errOut := submit(t, srv)
-	if code != 1 || !strings.Contains(errOut, "nomad var put nomad/jobs rpc_token=") {
-		t.Fatalf("exit %d, stderr %s", code, errOut)
-	}
-	if len(f.registered) != 0 {
-		t.Errorf("registered %v without the token", f.registered)
+func TestRunNeedsTheSecrets(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(map[string]map[string]string)
+		want string
+	}{
+		{"no variable", func(v map[string]map[string]string) { delete(v, "nomad/jobs/slm-caller") },
+			"Nomad Variable nomad/jobs/slm-caller has no item caller_token"},
+		{"an item missing", func(v map[string]map[string]string) { delete(v["nomad/jobs/slm-caller"], "inference_token") },
+			"Nomad Variable nomad/jobs/slm-caller has no item inference_token"},
+		{"the ends of a hop differ", func(v map[string]map[string]string) { v["nomad/jobs/slm-gateway"]["caller_token"] = "another" },
+			"item caller_token differs between Nomad Variables nomad/jobs/slm-caller and nomad/jobs/slm-gateway"},
+		{"a certificate missing", func(v map[string]map[string]string) { delete(v["nomad/jobs/slm-inference"], "inference_key") },
+			"Nomad Variable nomad/jobs/slm-inference has no item inference_key"},
+		{"the CAs of a hop differ", func(v map[string]map[string]string) { v["nomad/jobs/slm-gateway"]["rpc_ca"] = "another" },
+			"item rpc_ca differs between Nomad Variables nomad/jobs/slm-caller and nomad/jobs/slm-gateway"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, srv := newFake(t)
+			tc.edit(f.variables)
+			code, _, errOut := submit(t, srv)
+			if code != 1 || !strings.Contains(errOut, tc.want) {
+				t.Fatalf("exit %d, stderr %s", code, errOut)
+			}
+			if len(f.registered) != 0 {
+				t.Errorf("registered %v without the secrets", f.registered)
+			}
+		})
 	}
 }
 
@@ -653,5 +722,45 @@ func TestWatchUsesBlockingQueries(t *testing.T) {
 	want := []string{"index= wait=300000ms", "index=100 wait=300000ms", "index=101 wait=300000ms", "index=102 wait=300000ms"}
 	if got := f.watches["slm-caller"]; !slices.Equal(got, want) {
 		t.Errorf("deployment reads %q, want %q", got, want)
+	}
+}
+
+// TestRunKeepsEachModelsCount: the inference job serves each model by a
+// group of its own; -var inference_count= scales the default model's
+// group, and every other group keeps its running count though Nomad's
+// PreserveCounts, all or nothing, is then off; a model new to the job
+// starts with the count extra_models gives it.
+func TestRunKeepsEachModelsCount(t *testing.T) {
+	sha := strings.Repeat("a", 64)
+	file := filepath.Join(t.TempDir(), "family.vars.hcl")
+	if err := os.WriteFile(file, []byte(`extra_models = [
+  { name = "embeddinggemma-300m", url = "https://models.example.com/e.gguf", sha256 = "`+sha+`", count = 1 },
+  { name = "functiongemma-270m", url = "https://models.example.com/f.gguf", sha256 = "`+sha+`", count = 2 },
+]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, srv := newFake(t)
+	// Running: the default model and the embedding model, scaled to 3 with
+	// `nomad job scale`; the function-calling model is new.
+	f.running = map[string]int{"slm-inference": 0}
+	f.runningGroups = map[string]map[string]int{"slm-inference": {"inference": 2, "inference-embeddinggemma-300m": 3}}
+	code, out, errOut := submit(t, srv, "-job", "inference", "-var-file", file, "-var", "inference_count=4")
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	want := map[string]int{
+		"slm-inference/inference":                     4, // -var
+		"slm-inference/inference-embeddinggemma-300m": 3, // running
+		"slm-inference/inference-functiongemma-270m":  2, // new: extra_models
+	}
+	if !maps.Equal(f.registeredCounts, want) {
+		t.Errorf("registered counts %v, want %v", f.registeredCounts, want)
+	}
+	if f.preserve["slm-inference"] {
+		t.Error("PreserveCounts on: the server would keep inference's running count of 2 over -var inference_count=4")
+	}
+	if line := "slm-inference registered (evaluation eval-slm, count from -var, other groups' running counts kept)"; !strings.Contains(out, line) {
+		t.Errorf("output lacks %q:\n%s", line, out)
 	}
 }

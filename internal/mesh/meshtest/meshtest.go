@@ -121,8 +121,11 @@ type Inference struct {
 	// deltas.
 	Generate Generator
 	// InfoErr, when set, is what Info fails with (a loading instance:
-	// rpc.CodeUnavailable).
+	// chat.CodeUnavailable).
 	InfoErr error
+	// Loaded, when set, holds Info back as a loading instance's until it
+	// is closed: Info fails with chat.CodeUnavailable before.
+	Loaded <-chan struct{}
 	recorder
 }
 
@@ -142,7 +145,14 @@ func (f *Inference) Info(context.Context) (mesh.InferenceInfo, error) {
 	if f.InfoErr != nil {
 		return mesh.InferenceInfo{}, f.InfoErr
 	}
-	return mesh.InferenceInfo{Status: "ok", Model: f.Model, Slots: 1}, nil
+	if f.Loaded != nil {
+		select {
+		case <-f.Loaded:
+		default:
+			return mesh.InferenceInfo{}, chat.Errorf(chat.CodeUnavailable, "the model is still loading")
+		}
+	}
+	return mesh.InferenceInfo{Model: f.Model, Slots: 1}, nil
 }
 
 // Serve serves f on a loopback port until the test ends and returns its

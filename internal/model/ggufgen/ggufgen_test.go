@@ -11,6 +11,7 @@ import (
 	"github.com/ollama/ollama/fs/ggml"
 	"github.com/ollama/ollama/template"
 
+	"github.com/slm-mesh/slm-mesh/internal/chat/functiongemma"
 	"github.com/slm-mesh/slm-mesh/internal/model"
 	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
 	"github.com/slm-mesh/slm-mesh/internal/modeltest"
@@ -188,6 +189,16 @@ func TestWriteRefusesBadConfig(t *testing.T) {
 		{"unknown weight type", func(c *ggufgen.Config) { c.Weights = "q3_k" }, `weight type "q3_k"`},
 		// Config takes the Type constants; ParseType reads names in any case.
 		{"weight type not as ParseType returns it", func(c *ggufgen.Config) { c.Embedding = "Q4_0" }, `weight type "Q4_0"`},
+		{"unknown architecture", func(c *ggufgen.Config) { c.Architecture = "gemma2" }, `architecture "gemma2"`},
+		{"pooling on a decoder", func(c *ggufgen.Config) { c.PoolingType = ggufgen.PoolingMean }, "PoolingType"},
+		{"an embedding model without pooling", func(c *ggufgen.Config) { c.Architecture = ggufgen.ArchGemmaEmbedding }, "PoolingType 0"},
+		{"a dense projection of odd width", func(c *ggufgen.Config) {
+			c.Architecture, c.PoolingType, c.DenseLength = ggufgen.ArchGemmaEmbedding, ggufgen.PoolingMean, 100
+		}, "DenseLength"},
+		{"control tokens crowding out the fillers", func(c *ggufgen.Config) {
+			c.VocabSize = 357
+			c.ControlTokens = []string{"<a>"}
+		}, "VocabSize"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -207,7 +218,7 @@ func TestWriteRefusesBadConfig(t *testing.T) {
 
 func TestPresets(t *testing.T) {
 	t.Parallel()
-	if got := strings.Join(ggufgen.PresetNames(), ","); got != "gemma3-270m,tiny" {
+	if got := strings.Join(ggufgen.PresetNames(), ","); got != "embeddinggemma-300m,embeddinggemma-tiny,functiongemma-270m,functiongemma-tiny,gemma3-270m,tiny" {
 		t.Errorf("PresetNames = %s", got)
 	}
 	if _, err := ggufgen.Preset("gemma3-1b"); err == nil || !strings.Contains(err.Error(), "tiny") {
@@ -227,5 +238,105 @@ func TestTinyModelValidates(t *testing.T) {
 	}
 	if !bytes.HasPrefix([]byte(info.ChatTemplate), []byte("{{ bos_token }}")) {
 		t.Errorf("chat template = %.40q...", info.ChatTemplate)
+	}
+}
+
+// decode reads back the header of the file path holds.
+func decode(t *testing.T, path string) ggml.KV {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	g, err := ggml.Decode(f, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g.KV()
+}
+
+// writePreset writes the named preset into the test's directory.
+func writePreset(t *testing.T, name string) string {
+	t.Helper()
+	cfg, err := ggufgen.Preset(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name+".gguf")
+	if err := ggufgen.Write(path, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// The FunctionGemma presets are gemma3 models whose vocabulary holds the
+// function-calling tokens as control tokens right after the byte tokens,
+// with a chat template functiongemma.Detect recognises.
+func TestFunctionGemmaTinyHeader(t *testing.T) {
+	t.Parallel()
+	kv := decode(t, writePreset(t, ggufgen.PresetFunctionGemmaTiny))
+	if kv.Architecture() != "gemma3" || kv.String("general.name") != "functiongemma-tiny-random" {
+		t.Errorf("architecture %q, name %q", kv.Architecture(), kv.String("general.name"))
+	}
+	tokens, types := kv.Strings("tokenizer.ggml.tokens"), kv.Ints("tokenizer.ggml.token_type")
+	for i, tok := range functiongemma.Tokens() {
+		id := ggufgen.FirstByteID + 256 + i
+		if tokens[id] != tok || types[id] != 3 {
+			t.Errorf("token %d = %q of type %d, want control token %q", id, tokens[id], types[id], tok)
+		}
+	}
+	tmpl := kv.String("tokenizer.chat_template")
+	if tmpl != ggufgen.FunctionGemmaChatTemplate || !functiongemma.Detect(tmpl, tokens) {
+		t.Error("the chat template is not FunctionGemma's")
+	}
+	if _, ok := kv["gemma3.pooling_type"]; ok {
+		t.Error("a decoder with a pooling type")
+	}
+}
+
+// The embedding presets carry the keys llama.cpp's gemma-embedding loader
+// reads, and no chat template.
+func TestEmbeddingGemmaTinyHeader(t *testing.T) {
+	t.Parallel()
+	kv := decode(t, writePreset(t, ggufgen.PresetEmbeddingGemmaTiny))
+	for key, want := range map[string]any{
+		"general.architecture":                             "gemma-embedding",
+		"gemma-embedding.pooling_type":                     uint32(1),
+		"gemma-embedding.attention.sliding_window":         uint32(512),
+		"gemma-embedding.attention.key_length":             uint32(32),
+		"gemma-embedding.attention.layer_norm_rms_epsilon": float32(1e-6),
+		"gemma-embedding.rope.freq_base":                   float32(1e6),
+		"gemma-embedding.rope.freq_base_swa":               float32(10000),
+		"gemma-embedding.dense_2_feat_in":                  uint32(64),
+		"gemma-embedding.dense_2_feat_out":                 uint32(256),
+		"gemma-embedding.dense_3_feat_in":                  uint32(256),
+		"gemma-embedding.dense_3_feat_out":                 uint32(64),
+		"tokenizer.ggml.add_eos_token":                     true,
+	} {
+		if got := kv[key]; got != want {
+			t.Errorf("%s = %v (%T), want %v (%T)", key, got, got, want, want)
+		}
+	}
+	for _, key := range []string{"tokenizer.chat_template", "gemma-embedding.rope.local.freq_base", "gemma-embedding.attention.causal"} {
+		if _, ok := kv[key]; ok {
+			t.Errorf("%s present", key)
+		}
+	}
+}
+
+func TestVocabularyControlTokens(t *testing.T) {
+	t.Parallel()
+	v, err := ggufgen.NewVocabulary(400, "<a>", "<b>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Tokens[ggufgen.FirstByteID+256] != "<a>" || v.Tokens[ggufgen.FirstByteID+257] != "<b>" || len(v.Tokens) != 400 {
+		t.Errorf("tokens %q..., %d in all", v.Tokens[ggufgen.FirstByteID+256:ggufgen.FirstByteID+258], len(v.Tokens))
+	}
+	for _, bad := range [][]string{{"<a>", "<a>"}, {"<eos>"}, {"a"}, {"<>"}, {"<0x0A>"}} {
+		if _, err := ggufgen.NewVocabulary(400, bad...); err == nil {
+			t.Errorf("control tokens %q accepted", bad)
+		}
 	}
 }

@@ -86,3 +86,71 @@ func TestGemma3_270MTypes(t *testing.T) {
 		}
 	}
 }
+
+// functiongemma-270m is gemma-3-270m with seven more control tokens in the
+// same 262,144 (the fillers make room): the same tensors, byte for byte in
+// size.
+func TestFunctionGemma270MTensors(t *testing.T) {
+	t.Parallel()
+	fg, err := Preset(PresetFunctionGemma270M)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := Preset(PresetGemma3_270M)
+	if fg.architecture() != ArchGemma3 || len(fg.ControlTokens) != 7 || fg.ChatTemplate != FunctionGemmaChatTemplate {
+		t.Errorf("preset %+v", fg)
+	}
+	count := func(c Config) (params uint64, n int) {
+		for _, ts := range tensors(c) {
+			params += ts.Elements()
+			n++
+		}
+		return params, n
+	}
+	if p, n := count(fg); p != 268_098_176 || n != 2+13*18 {
+		t.Errorf("%d parameters in %d tensors, want 268098176 in %d", p, n, 2+13*18)
+	}
+	if fg.VocabSize != g.VocabSize || fg.EmbeddingLength != g.EmbeddingLength || fg.BlockCount != g.BlockCount {
+		t.Error("functiongemma-270m's shapes differ from gemma3-270m's")
+	}
+}
+
+// embeddinggemma-300m has EmbeddingGemma-300m's 307,581,696 parameters
+// (302,863,104 in the encoder, 4,718,592 in the two projections).
+func TestEmbeddingGemma300MTensors(t *testing.T) {
+	t.Parallel()
+	cfg, err := Preset(PresetEmbeddingGemma300M)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.check(); err != nil {
+		t.Fatal(err)
+	}
+	var params uint64
+	shapes := map[string][]uint64{}
+	for _, ts := range tensors(cfg) {
+		params += ts.Elements()
+		shapes[ts.Name] = ts.Shape
+	}
+	if params != 307_581_696 {
+		t.Errorf("%d parameters, want 307581696", params)
+	}
+	for name, want := range map[string][2]uint64{
+		"token_embd.weight":         {768, 262144},
+		"dense_2.weight":            {768, 3072},
+		"dense_3.weight":            {3072, 768},
+		"blk.0.attn_q.weight":       {768, 768},
+		"blk.0.attn_k.weight":       {768, 256},
+		"blk.23.attn_output.weight": {768, 768},
+		"blk.23.ffn_up.weight":      {768, 1152},
+		"blk.23.ffn_down.weight":    {1152, 768},
+	} {
+		got := shapes[name]
+		if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+			t.Errorf("%s: shape %v, want %v", name, got, want)
+		}
+	}
+	if _, ok := shapes["blk.24.attn_q.weight"]; ok {
+		t.Error("more than 24 layers")
+	}
+}

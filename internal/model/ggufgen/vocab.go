@@ -40,13 +40,14 @@ type Vocabulary struct {
 
 // NewVocabulary returns a Gemma-style vocabulary of size tokens: the
 // special tokens, the 256 byte-fallback tokens <0x00>..<0xFF> (so that any
-// text can be tokenized), then filler pieces — "▁", the printable ASCII
-// characters, and lower-case letter strings of growing length, each also
-// as a word start. Every filler is the concatenation of two shorter ones,
-// so SentencePiece's merges reach all of them.
-func NewVocabulary(size int) (Vocabulary, error) {
-	if size < minVocab {
-		return Vocabulary{}, fmt.Errorf("vocabulary of %d tokens: need at least %d", size, minVocab)
+// text can be tokenized), the control tokens given (from FirstByteID+256
+// on, in order), then filler pieces — "▁", the printable ASCII characters,
+// and lower-case letter strings of growing length, each also as a word
+// start. Every filler is the concatenation of two shorter ones, so
+// SentencePiece's merges reach all of them.
+func NewVocabulary(size int, control ...string) (Vocabulary, error) {
+	if n := minVocab + len(control); size < n {
+		return Vocabulary{}, fmt.Errorf("vocabulary of %d tokens: need at least %d", size, n)
 	}
 	v := Vocabulary{
 		Tokens: make([]string, 0, size),
@@ -66,6 +67,19 @@ func NewVocabulary(size int) (Vocabulary, error) {
 	add("<end_of_turn>", typeControl, 0)
 	for b := range 256 {
 		add(fmt.Sprintf("<0x%02X>", b), typeByte, 0)
+	}
+	seen := make(map[string]bool, len(v.Tokens)+len(control))
+	for _, tok := range v.Tokens {
+		seen[tok] = true
+	}
+	for _, tok := range control {
+		// Fillers never start with "<", so a control token spelled <...>
+		// cannot collide with one.
+		if len(tok) < 3 || tok[0] != '<' || tok[len(tok)-1] != '>' || seen[tok] {
+			return Vocabulary{}, fmt.Errorf("control token %q: want distinct tokens spelled <...>", tok)
+		}
+		seen[tok] = true
+		add(tok, typeControl, 0)
 	}
 
 	// Fillers score lower the later they come, as SentencePiece's log

@@ -18,7 +18,7 @@ func Write(path string, cfg Config) error {
 	if err := cfg.check(); err != nil {
 		return fmt.Errorf("ggufgen: %w", err)
 	}
-	vocab, err := NewVocabulary(cfg.VocabSize)
+	vocab, err := NewVocabulary(cfg.VocabSize, cfg.ControlTokens...)
 	if err != nil {
 		return fmt.Errorf("ggufgen: %w", err)
 	}
@@ -45,8 +45,8 @@ func Write(path string, cfg Config) error {
 // use embedding/heads), rope.freq_base (10000) or attention.sliding_window
 // (no sliding window at all) are missing, so all of them are written.
 func metadata(cfg Config, v Vocabulary) ggml.KV {
-	const arch = "gemma3"
-	return ggml.KV{
+	arch := cfg.architecture()
+	kv := ggml.KV{
 		"general.architecture":         arch,
 		"general.name":                 cfg.Name,
 		"general.file_type":            formats[cfg.weights()].fileType,
@@ -63,9 +63,6 @@ func metadata(cfg Config, v Vocabulary) ggml.KV {
 		arch + ".attention.layer_norm_rms_epsilon": cfg.RMSEpsilon,
 		arch + ".attention.sliding_window":         uint32(cfg.SlidingWindow),
 		arch + ".rope.freq_base":                   cfg.RopeFreqBase,
-		// llama.cpp hard-codes 10000 for the local layers; ollama's own
-		// gemma3 implementation reads this key.
-		arch + ".rope.local.freq_base": cfg.RopeLocalFreqBase,
 
 		"tokenizer.ggml.model":            "llama",
 		"tokenizer.ggml.pre":              "default",
@@ -78,15 +75,39 @@ func metadata(cfg Config, v Vocabulary) ggml.KV {
 		"tokenizer.ggml.unknown_token_id": uint32(UnknownID),
 		"tokenizer.ggml.padding_token_id": uint32(PadID),
 		"tokenizer.ggml.add_bos_token":    true,
-		"tokenizer.ggml.add_eos_token":    false,
+		"tokenizer.ggml.add_eos_token":    cfg.AddEOS,
 		"tokenizer.ggml.add_space_prefix": false,
-		"tokenizer.chat_template":         Gemma3ChatTemplate,
 	}
+	if cfg.ChatTemplate != "" {
+		kv["tokenizer.chat_template"] = cfg.ChatTemplate
+	}
+	switch arch {
+	case ArchGemma3:
+		// llama.cpp hard-codes 10000 for the local layers; ollama's own
+		// gemma3 implementation reads this key.
+		kv[arch+".rope.local.freq_base"] = cfg.RopeLocalFreqBase
+	case ArchGemmaEmbedding:
+		// The key newer converters write for the window's RoPE base; this
+		// llama.cpp hard-codes the same 10000. Bidirectional attention is
+		// not written either: llama.cpp sets it for the architecture, and
+		// the converter writes no attention.causal.
+		kv[arch+".rope.freq_base_swa"] = cfg.RopeLocalFreqBase
+		kv[arch+".pooling_type"] = uint32(cfg.PoolingType)
+		if cfg.DenseLength > 0 {
+			kv[arch+".dense_2_feat_in"] = uint32(cfg.EmbeddingLength)
+			kv[arch+".dense_2_feat_out"] = uint32(cfg.DenseLength)
+			kv[arch+".dense_3_feat_in"] = uint32(cfg.DenseLength)
+			kv[arch+".dense_3_feat_out"] = uint32(cfg.EmbeddingLength)
+		}
+	}
+	return kv
 }
 
 // tensors lists the tensors llama.cpp's gemma3 loader asks for, with
 // shapes in GGUF order (the row length first). The output projection is
-// the token embedding (tied), so there is no output.weight.
+// the token embedding (tied), so there is no output.weight. The
+// gemma-embedding loader asks for the same, and for the two dense
+// projections when the file has them.
 func tensors(cfg Config) []*ggml.Tensor {
 	embd, vocab, ff := cfg.EmbeddingLength, cfg.VocabSize, cfg.FFNLength
 	q, kv := cfg.HeadCount*cfg.HeadDim, cfg.HeadCountKV*cfg.HeadDim
@@ -94,6 +115,12 @@ func tensors(cfg Config) []*ggml.Tensor {
 	ts := []*ggml.Tensor{
 		matrix(cfg, cfg.embedding(), "token_embd.weight", embd, vocab),
 		norm("output_norm.weight", embd),
+	}
+	if d := cfg.DenseLength; d > 0 {
+		ts = append(ts,
+			matrix(cfg, cfg.weights(), "dense_2.weight", embd, d),
+			matrix(cfg, cfg.weights(), "dense_3.weight", d, embd),
+		)
 	}
 	for i := range cfg.BlockCount {
 		name := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }

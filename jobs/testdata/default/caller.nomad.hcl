@@ -48,7 +48,7 @@ variable "driver" {
 }
 
 variable "bin_dir" {
-  description = "Absolute directory on the node holding the service binaries (used when caller_binary_url is empty). It must be under /usr for the exec driver's chroot."
+  description = "Absolute directory on the node holding the service binaries (used when caller_binary_url is empty). With the exec driver it must be in the client's chroot_env: /usr/local/bin is (nomad/client.hcl)."
   type        = string
   default     = "/usr/local/bin"
 }
@@ -76,10 +76,23 @@ variable "consul_addr" {
   default     = "127.0.0.1:8500"
 }
 
-variable "rpc_token_var" {
-  description = "Path of the Nomad Variable whose item rpc_token is the shared RPC token. Every job in the namespace may read nomad/jobs."
+variable "secrets_var" {
+  description = "Path of the Nomad Variable holding this job's secrets (caller_token, inference_token). A job's tasks may read nomad/jobs/<job ID> and no other job's path."
   type        = string
-  default     = "nomad/jobs"
+  default     = "nomad/jobs/slm-caller"
+
+  # One submission's values go to all three jobs: a secrets_var given
+  # there would point two of them at a path their tasks cannot read.
+  validation {
+    condition     = var.secrets_var == "nomad/jobs/slm-caller" || substr(var.secrets_var, 0, 22) == "nomad/jobs/slm-caller/"
+    error_message = "The secrets_var of slm-caller must be nomad/jobs/slm-caller or the path of one of its groups or tasks below it: its tasks may read no other. It is one value for every job of a submission, so set it only when submitting this job alone (-job caller)."
+  }
+}
+
+variable "rpc_tls" {
+  description = "RPC over TLS between tiers, with the certificates in the job's variable (caller_cert, caller_key; rpc_ca to check inference's). false on one machine, where the hops never leave it."
+  type        = bool
+  default     = true
 }
 
 variable "log_level" {
@@ -133,6 +146,12 @@ variable "caller_routing" {
     condition     = contains(["prefix", "least-busy"], var.caller_routing)
     error_message = "The caller_routing must be prefix or least-busy."
   }
+}
+
+variable "model_name" {
+  description = "The model a request that names none goes to: the inference job's default model (its model_name, in group \"inference\"), whatever else it serves (extra_models). One value for both jobs."
+  type        = string
+  default     = "gemma-3-270m-it"
 }
 
 locals {
@@ -200,12 +219,17 @@ job "slm-caller" {
 
       # /health is 200 only while the caller sees a healthy inference
       # instance: gateways are handed callers that can serve.
+      # Over TLS when RPC is: the port speaks nothing else. Consul checks
+      # liveness, not identity, so it does not verify the certificate
+      # (which names the tier, not the address).
       check {
-        name     = "caller health"
-        type     = "http"
-        path     = "/health"
-        interval = "10s"
-        timeout  = "3s"
+        name            = "caller health"
+        type            = "http"
+        protocol        = var.rpc_tls ? "https" : "http"
+        tls_skip_verify = var.rpc_tls
+        path            = "/health"
+        interval        = "10s"
+        timeout         = "3s"
       }
 
       # Restarts hang on this liveness check, not on /health: a caller is not
@@ -234,16 +258,21 @@ job "slm-caller" {
 
       config {
         command = local.command
-        args = [
+        args = concat([
           "-addr=${NOMAD_ADDR_rpc}",
           "-discovery=consul",
           "-consul-addr=${var.consul_addr}",
           "-max-tokens-limit=${var.caller_max_tokens_limit}",
           "-routing=${var.caller_routing}",
+          "-default-model=${var.model_name}",
           "-drain-timeout=${var.drain_seconds}s",
           "-log-level=${var.log_level}",
           "-log-json",
-        ]
+          ], var.rpc_tls ? [
+          "-tls-cert=${NOMAD_SECRETS_DIR}/rpc.pem",
+          "-tls-key=${NOMAD_SECRETS_DIR}/rpc-key.pem",
+          "-inference-ca=${NOMAD_SECRETS_DIR}/rpc-ca.pem",
+        ] : [])
       }
 
       dynamic "artifact" {
@@ -260,15 +289,37 @@ job "slm-caller" {
         }
       }
 
-      # The shared RPC token comes from Nomad Variables at run time; it is
-      # never part of the job. The task waits until the variable exists.
+      # The caller's RPC certificate (it names slm-caller) and the CA that
+      # signed inference's, which it checks.
+      # From the job's own Nomad Variable, as the tokens; never in the job.
+      # Written into the task's own secrets directory, which no other task
+      # reaches, readable by the task's user.
+      dynamic "template" {
+        for_each = var.rpc_tls ? {
+          "rpc.pem"     = "caller_cert"
+          "rpc-key.pem" = "caller_key"
+          "rpc-ca.pem"  = "rpc_ca"
+        } : {}
+
+        content {
+          destination = "${NOMAD_SECRETS_DIR}/${template.key}"
+          change_mode = "restart"
+          data        = "{{ with nomadVar \"${var.secrets_var}\" }}{{ .${template.value} }}{{ end }}"
+        }
+      }
+
+      # The tokens come from the job's own Nomad Variable at run time and
+      # are never part of the job: caller_token, which gateways must present,
+      # and inference_token, which the caller presents to inference. The
+      # task waits until the variable exists.
       template {
         destination = "${NOMAD_SECRETS_DIR}/rpc.env"
         env         = true
         change_mode = "restart"
         data        = <<-EOT
-        {{- with nomadVar "${var.rpc_token_var}" }}
-        SLM_RPC_TOKEN={{ .rpc_token }}
+        {{- with nomadVar "${var.secrets_var}" }}
+        SLM_RPC_TOKEN={{ .caller_token }}
+        SLM_INFERENCE_TOKEN={{ .inference_token }}
         {{- end }}
         EOT
       }

@@ -48,7 +48,7 @@ variable "driver" {
 }
 
 variable "bin_dir" {
-  description = "Absolute directory on the node holding the service binaries (used when gateway_binary_url is empty). It must be under /usr for the exec driver's chroot."
+  description = "Absolute directory on the node holding the service binaries (used when gateway_binary_url is empty). With the exec driver it must be in the client's chroot_env: /usr/local/bin is (nomad/client.hcl)."
   type        = string
   default     = "/usr/local/bin"
 }
@@ -76,10 +76,23 @@ variable "consul_addr" {
   default     = "127.0.0.1:8500"
 }
 
-variable "rpc_token_var" {
-  description = "Path of the Nomad Variable whose item rpc_token is the shared RPC token. Every job in the namespace may read nomad/jobs."
+variable "secrets_var" {
+  description = "Path of the Nomad Variable holding this job's secrets (caller_token; api_keys if clients need keys). A job's tasks may read nomad/jobs/<job ID> and no other job's path."
   type        = string
-  default     = "nomad/jobs"
+  default     = "nomad/jobs/slm-gateway"
+
+  # One submission's values go to all three jobs: a secrets_var given
+  # there would point two of them at a path their tasks cannot read.
+  validation {
+    condition     = var.secrets_var == "nomad/jobs/slm-gateway" || substr(var.secrets_var, 0, 23) == "nomad/jobs/slm-gateway/"
+    error_message = "The secrets_var of slm-gateway must be nomad/jobs/slm-gateway or the path of one of its groups or tasks below it: its tasks may read no other. It is one value for every job of a submission, so set it only when submitting this job alone (-job gateway)."
+  }
+}
+
+variable "rpc_tls" {
+  description = "RPC over TLS between tiers, with the certificates in the job's variable (rpc_ca, the CA that signed the callers' certificates). false on one machine, where the hops never leave it."
+  type        = bool
+  default     = true
 }
 
 variable "log_level" {
@@ -264,7 +277,7 @@ job "slm-gateway" {
 
       config {
         command = local.command
-        args = [
+        args = concat([
           "-addr=${local.bind}:${NOMAD_PORT_http}",
           "-discovery=consul",
           "-consul-addr=${var.consul_addr}",
@@ -274,7 +287,9 @@ job "slm-gateway" {
           "-drain-timeout=${var.drain_seconds}s",
           "-log-level=${var.log_level}",
           "-log-json",
-        ]
+          ], var.rpc_tls ? [
+          "-caller-ca=${NOMAD_SECRETS_DIR}/rpc-ca.pem",
+        ] : [])
       }
 
       dynamic "artifact" {
@@ -291,17 +306,34 @@ job "slm-gateway" {
         }
       }
 
-      # Secrets come from Nomad Variables at run time and are never part of
-      # the job: the shared RPC token (item rpc_token, required; the task
-      # waits until the variable exists) and, when the item api_keys is set,
-      # the comma-separated API keys clients must present.
+      # The CA that signed the callers' RPC certificates, which it checks.
+      # From the job's own Nomad Variable, as the tokens; never in the job.
+      # Written into the task's own secrets directory, which no other task
+      # reaches, readable by the task's user.
+      dynamic "template" {
+        for_each = var.rpc_tls ? {
+          "rpc-ca.pem" = "rpc_ca"
+        } : {}
+
+        content {
+          destination = "${NOMAD_SECRETS_DIR}/${template.key}"
+          change_mode = "restart"
+          data        = "{{ with nomadVar \"${var.secrets_var}\" }}{{ .${template.value} }}{{ end }}"
+        }
+      }
+
+      # Secrets come from the job's own Nomad Variable at run time and are
+      # never part of the job: the token callers require (item caller_token,
+      # required; the task waits until the variable exists) and, when the
+      # item api_keys is set, the comma-separated API keys clients must
+      # present. The gateway holds no secret that opens inference.
       template {
         destination = "${NOMAD_SECRETS_DIR}/rpc.env"
         env         = true
         change_mode = "restart"
         data        = <<-EOT
-        {{- with nomadVar "${var.rpc_token_var}" }}
-        SLM_RPC_TOKEN={{ .rpc_token }}
+        {{- with nomadVar "${var.secrets_var}" }}
+        SLM_RPC_TOKEN={{ .caller_token }}
         {{- range $key, $value := . }}{{ if eq $key "api_keys" }}
         SLM_API_KEYS={{ $value }}
         {{- end }}{{ end }}

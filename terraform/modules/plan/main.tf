@@ -54,6 +54,9 @@ locals {
   # Nomad's default range for dynamic ports: caller and inference listen on
   # one, and their peers reach them across the VPC.
   dynamic_ports = { protocol = "tcp", from = 20000, to = 32000 }
+  # Who calls whom on them: tier (its nodes' extra group) => the group of
+  # the only nodes that may call it.
+  service_rpc = { caller = "gateway", inference = "caller" }
 
   # Which cluster ports each kind of node opens to the rest of the VPC.
   # Servers need all of them. Clients only need serf LAN (Consul) and Nomad's
@@ -94,7 +97,9 @@ locals {
   # One flat list, consumed as-is by terraform/aws (one aws_security_group_rule
   # each). `sg` names the security group: "alb" (the load balancer),
   # "gateway" (extra group of the gateway nodes: the API from the ALB only),
-  # "server" (control plane) or "client" (every Nomad client). A rule has
+  # "caller" and "inference" (extra groups of those nodes: service RPC from
+  # the tier before only), "server" (control plane) or "client" (every
+  # Nomad client). A rule has
   # either cidr_blocks or source_sg (another of these groups; for egress, the
   # destination).
   ingress_rules = concat(
@@ -144,16 +149,23 @@ locals {
         description = "Cluster traffic inside the VPC: ${replace(name, "_", " ")}"
       }
     ],
-    [{
-      name        = "vpc-dynamic-ports"
-      sg          = "client"
-      protocol    = local.dynamic_ports.protocol
-      from_port   = local.dynamic_ports.from
-      to_port     = local.dynamic_ports.to
-      cidr_blocks = [var.vpc_cidr]
-      source_sg   = null
-      description = "Service RPC on Nomad dynamic ports (gateway to caller, caller to inference)"
-    }],
+    # Service RPC, tier by tier: a caller hears the gateways, an inference
+    # instance the callers, and nothing else reaches their dynamic ports
+    # (a compromised gateway cannot call inference around the caller's
+    # policy). Each service's own health and metrics checks come from its
+    # node's Consul agent, which security groups do not see.
+    [
+      for tier, from in local.service_rpc : {
+        name        = "rpc-from-${from}"
+        sg          = tier
+        protocol    = local.dynamic_ports.protocol
+        from_port   = local.dynamic_ports.from
+        to_port     = local.dynamic_ports.to
+        cidr_blocks = []
+        source_sg   = from
+        description = "Service RPC on Nomad dynamic ports, from the ${from} nodes only"
+      }
+    ],
   )
 
   # Egress: the ALB reaches the gateways' API port and nothing else. Nodes

@@ -106,7 +106,7 @@ output "ssm_parameters" {
 }
 
 output "user_data" {
-  description = "Rendered cloud-init documents by kind of node, as text for review and tests. They hold no secret."
+  description = "Rendered cloud-init documents by kind of node, as text for review and tests. They hold no secret. A server boots from its own document in server_user_data instead: this one names no data volume, and a server booted from it leaves its agents stopped."
   value       = local.user_data
 
   precondition {
@@ -127,6 +127,28 @@ output "user_data_base64gzip" {
   }
 }
 
+output "server_user_data" {
+  description = "The cloud-init document of each server in server_data_volume_ids, by name: the server kind's files and that server's data volume id. Servers boot from these, not from user_data.server."
+  value       = local.server_user_data
+
+  precondition {
+    condition = alltrue(flatten([
+      for name, ud in local.server_user_data : [for s in local.secret_values : !strcontains(ud, s)]
+    ]))
+    error_message = "A secret reached a server's user data document; secrets go to SSM only."
+  }
+}
+
+output "server_user_data_base64gzip" {
+  description = "server_user_data gzipped and base64-encoded, for the servers' aws_instance.user_data_base64."
+  value       = { for name, ud in local.server_user_data : name => base64gzip(ud) }
+
+  precondition {
+    condition     = alltrue([for name, ud in local.server_user_data : length(base64gzip(ud)) < 16384])
+    error_message = "A server's compressed user_data exceeds EC2's 16 KiB limit."
+  }
+}
+
 output "agent_configs" {
   description = "The rendered files by kind of node and path, for review and tests."
   value = {
@@ -134,4 +156,9 @@ output "agent_configs" {
       for f in files : f.path => f.content
     }
   }
+}
+
+output "node_files" {
+  description = "The files each kind of node gets, as cloud-init writes them: path, permissions (octal string) and content, in order. The cluster in a box lays them out per host from here."
+  value       = local.node_files
 }

@@ -3,7 +3,7 @@ locals {
   # (cloud auto-join calls ec2:DescribeInstances with a tag filter).
   join_tag_key   = "SlmMeshJoin"
   join_tag_value = "${var.cluster_name}-server"
-  retry_join     = "provider=aws region=${var.region} tag_key=${local.join_tag_key} tag_value=${local.join_tag_value}"
+  retry_join     = "provider=aws region=${var.region} tag_key=${local.join_tag_key} tag_value=${local.join_tag_value}${var.ec2_endpoint == "" ? "" : " endpoint=${var.ec2_endpoint}"}"
 
   # Every server votes: the first leader is elected once all of them have
   # joined, and the cluster survives the loss of (server_count - 1) / 2.
@@ -24,6 +24,13 @@ locals {
   # consul/server.hcl keep their data_dir under it.
   server_data_dir = "/opt/slm-data"
 
+  # Where cloud-init writes a server's data volume id (server_user_data),
+  # by which data-volume.sh finds the volume. On a Xen instance, whose disks
+  # carry no volume id, the volume is the attachment's device /dev/sdX, which
+  # the kernel names /dev/xvdX.
+  data_volume_id_file = "/etc/slm-mesh/data-volume-id"
+  xen_data_device     = replace(var.server_data_device_name, "/dev/sd", "/dev/xvd")
+
   # One kind of node per role. Clients carry meta.slm_role, which the jobs
   # constrain on: one role per node, so the inference never shares a node
   # with a caller or a gateway.
@@ -41,24 +48,30 @@ locals {
   # follow these two prefixes). The CA's private key is not among them: it
   # stays in the Terraform state.
   ssm_parameters = {
-    "client/tls/ca.pem"              = var.secrets.tls.ca_cert
-    "client/tls/consul.pem"          = var.secrets.tls.consul_client_cert
-    "client/tls/consul-key.pem"      = var.secrets.tls.consul_client_key
-    "client/tls/nomad.pem"           = var.secrets.tls.nomad_client_cert
-    "client/tls/nomad-key.pem"       = var.secrets.tls.nomad_client_key
-    "client/consul/gossip-key"       = var.secrets.consul_gossip_key
-    "client/consul/agent-token"      = var.secrets.consul_agent
-    "client/consul/default-token"    = var.secrets.consul_default
-    "client/consul/nomad-token"      = var.secrets.consul_nomad
-    "server/tls/consul.pem"          = var.secrets.tls.consul_server_cert
-    "server/tls/consul-key.pem"      = var.secrets.tls.consul_server_key
-    "server/tls/nomad.pem"           = var.secrets.tls.nomad_server_cert
-    "server/tls/nomad-key.pem"       = var.secrets.tls.nomad_server_key
-    "server/nomad/gossip-key"        = var.secrets.nomad_gossip_key
-    "server/consul/management-token" = var.secrets.consul_management
-    "server/nomad/management-token"  = var.secrets.nomad_management
-    "server/rpc-token"               = var.secrets.rpc_token
-    "server/api-keys"                = join(",", var.secrets.api_keys)
+    "client/tls/ca.pem"                = var.secrets.tls.ca_cert
+    "client/tls/consul.pem"            = var.secrets.tls.consul_client_cert
+    "client/tls/consul-key.pem"        = var.secrets.tls.consul_client_key
+    "client/tls/nomad.pem"             = var.secrets.tls.nomad_client_cert
+    "client/tls/nomad-key.pem"         = var.secrets.tls.nomad_client_key
+    "client/consul/gossip-key"         = var.secrets.consul_gossip_key
+    "client/consul/agent-token"        = var.secrets.consul_agent
+    "client/consul/default-token"      = var.secrets.consul_default
+    "client/consul/nomad-token"        = var.secrets.consul_nomad
+    "server/tls/consul.pem"            = var.secrets.tls.consul_server_cert
+    "server/tls/consul-key.pem"        = var.secrets.tls.consul_server_key
+    "server/tls/nomad.pem"             = var.secrets.tls.nomad_server_cert
+    "server/tls/nomad-key.pem"         = var.secrets.tls.nomad_server_key
+    "server/nomad/gossip-key"          = var.secrets.nomad_gossip_key
+    "server/consul/management-token"   = var.secrets.consul_management
+    "server/nomad/management-token"    = var.secrets.nomad_management
+    "server/rpc/caller-token"          = var.secrets.caller_token
+    "server/rpc/inference-token"       = var.secrets.inference_token
+    "server/api-keys"                  = join(",", var.secrets.api_keys)
+    "server/rpc/tls/ca.pem"            = var.secrets.tls.rpc_ca_cert
+    "server/rpc/tls/caller.pem"        = var.secrets.tls.rpc_caller_cert
+    "server/rpc/tls/caller-key.pem"    = var.secrets.tls.rpc_caller_key
+    "server/rpc/tls/inference.pem"     = var.secrets.tls.rpc_inference_cert
+    "server/rpc/tls/inference-key.pem" = var.secrets.tls.rpc_inference_key
   }
 
   # --- Rendered files -------------------------------------------------------------
@@ -89,12 +102,13 @@ locals {
     })
   }
 
-  # Units each kind enables, in this order, at the end of install.sh.
+  # Units each kind enables, then starts, at the end of install.sh; their
+  # own dependencies order them.
   units = {
     for kind, k in local.node_kinds : kind => concat(
       k.server ? [] : ["slm-imds-guard.service"],
       ["slm-secrets.service", "consul.service", "nomad.service"],
-      k.server ? ["slm-acl-bootstrap.service --no-block", "slm-snapshot.timer"] : [],
+      k.server ? ["slm-acl-bootstrap.service", "slm-snapshot.timer"] : ["slm-drain.service"],
     )
   }
 
@@ -118,9 +132,17 @@ locals {
     })
   }
 
+  data_volume_script = templatefile("${local.templates}/data-volume.sh.tftpl", {
+    data_dir            = local.server_data_dir
+    data_volume_id_file = local.data_volume_id_file
+    xen_data_device     = local.xen_data_device
+  })
+
   acl_bootstrap_script = templatefile("${local.templates}/acl-bootstrap.sh.tftpl", {
-    region     = var.region
-    ssm_prefix = local.ssm_prefix
+    region          = var.region
+    ssm_prefix      = local.ssm_prefix
+    operator_policy = file("${local.agent_config_dir}/nomad/operator.policy.hcl")
+    drain           = local.drain_bootstrap
   })
 
   snapshot_script = templatefile("${local.templates}/snapshot.sh.tftpl", {
@@ -128,6 +150,11 @@ locals {
     ssm_prefix   = local.ssm_prefix
     bucket       = var.artifacts_bucket
     cluster_name = var.cluster_name
+  })
+
+  # On servers, both agents require the data volume's mount.
+  data_volume_dropin = templatefile("${local.templates}/systemd/data-volume.conf.tftpl", {
+    data_dir = local.server_data_dir
   })
 
   # Files each node gets. Agent configs are staged under /etc/slm-mesh and
@@ -154,12 +181,16 @@ locals {
         { path = "/opt/slm-mesh/install.sh", permissions = "0700", content = local.install_script[kind] },
       ],
       k.server ? [
+        { path = "/opt/slm-mesh/data-volume.sh", permissions = "0700", content = local.data_volume_script },
+        { path = "/etc/systemd/system/consul.service.d/slm-data-volume.conf", permissions = "0644", content = local.data_volume_dropin },
+        { path = "/etc/systemd/system/nomad.service.d/slm-data-volume.conf", permissions = "0644", content = local.data_volume_dropin },
         { path = "/etc/systemd/system/slm-acl-bootstrap.service", permissions = "0644", content = file("${local.templates}/systemd/slm-acl-bootstrap.service") },
         { path = "/opt/slm-mesh/acl-bootstrap.sh", permissions = "0700", content = local.acl_bootstrap_script },
         { path = "/etc/systemd/system/slm-snapshot.service", permissions = "0644", content = file("${local.templates}/systemd/slm-snapshot.service") },
         { path = "/etc/systemd/system/slm-snapshot.timer", permissions = "0644", content = templatefile("${local.templates}/systemd/slm-snapshot.timer.tftpl", { schedule = var.snapshot_schedule }) },
         { path = "/opt/slm-mesh/snapshot.sh", permissions = "0700", content = local.snapshot_script },
       ] : [],
+      try(local.drain_files[kind], []),
     )
   }
 
@@ -168,6 +199,19 @@ locals {
       cluster_name = var.cluster_name
       kind         = kind
       files        = local.node_files[kind]
+    })
+  }
+
+  # What each server boots with: the server kind's files and the id of its
+  # own data volume. The kind's document (user_data.server) names no volume,
+  # and a server booted from it leaves its agents stopped.
+  server_user_data = {
+    for name, volume_id in var.server_data_volume_ids : name => templatefile("${local.templates}/cloud-init.yaml.tftpl", {
+      cluster_name = var.cluster_name
+      kind         = "server (${name})"
+      files = concat(local.node_files.server, [
+        { path = local.data_volume_id_file, permissions = "0644", content = "${volume_id}\n" },
+      ])
     })
   }
 

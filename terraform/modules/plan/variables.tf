@@ -85,6 +85,17 @@ variable "api_tls_policy" {
   }
 }
 
+variable "ec2_endpoint" {
+  description = "EC2 API endpoint that cloud auto-join (retry_join) asks for the servers' addresses, as go-discover's endpoint=. Empty: the region's own endpoint, which is what a cluster on AWS uses. The cluster in a box sets its AWS API emulator's."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.ec2_endpoint == "" || can(regex("^https?://[A-Za-z0-9.:-]+/?$", var.ec2_endpoint))
+    error_message = "The ec2_endpoint must be empty or an http(s) URL of a host (and port), without spaces."
+  }
+}
+
 variable "nomad_version" {
   description = "Nomad version installed from HashiCorp's apt repository (package version without the -1 suffix)."
   type        = string
@@ -173,6 +184,28 @@ variable "snapshot_schedule" {
   }
 }
 
+variable "server_data_volume_ids" {
+  description = "The EBS volume holding each server's Raft data, by the server's name (e.g. server-0 = vol-0123456789abcdef0): server_user_data has one document per entry, and each server finds its volume by this id and formats nothing else. Empty: no server documents."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for name, id in var.server_data_volume_ids : can(regex("^vol-[0-9a-f]{8,17}$", id))])
+    error_message = "Each of server_data_volume_ids must be an EBS volume id such as vol-0123456789abcdef0."
+  }
+}
+
+variable "server_data_device_name" {
+  description = "Device name under which the data volume is attached to a server (aws_volume_attachment.device_name). Only Xen instances use it, as /dev/xvdX; on Nitro instances the volume is found by its id."
+  type        = string
+  default     = "/dev/sdf"
+
+  validation {
+    condition     = can(regex("^/dev/sd[f-p]$", var.server_data_device_name))
+    error_message = "The server_data_device_name must be one of /dev/sdf to /dev/sdp (the names AWS recommends for EBS volumes)."
+  }
+}
+
 # Secrets. terraform/aws generates them (random and tls providers, which this
 # module cannot use: it must stay provider-free) and passes them in. This
 # module decides where each one goes: an SSM SecureString parameter readable
@@ -180,7 +213,7 @@ variable "snapshot_schedule" {
 # tests pass recognisable fakes and check that no user data contains one.
 
 variable "secrets" {
-  description = "Every secret of the cluster: gossip keys, ACL tokens (UUIDs), the services' RPC token and API keys, and the agents' TLS CA certificate with the server and client certificates and keys (PEM)."
+  description = "Every secret of the cluster: gossip keys, ACL tokens (UUIDs), the services' RPC tokens (one per hop: gateway to caller, caller to inference) and API keys, and the agents' TLS CA certificate with the server and client certificates and keys (PEM)."
   type = object({
     consul_gossip_key = string
     nomad_gossip_key  = string
@@ -189,7 +222,8 @@ variable "secrets" {
     consul_default    = string
     consul_nomad      = string
     nomad_management  = string
-    rpc_token         = string
+    caller_token      = string
+    inference_token   = string
     api_keys          = list(string)
     tls = object({
       ca_cert            = string
@@ -201,6 +235,14 @@ variable "secrets" {
       consul_server_key  = string
       consul_client_cert = string
       consul_client_key  = string
+      # RPC between tiers: its own CA (a task's certificate must never be
+      # one Nomad's API accepts) and a certificate per private tier, named
+      # after its Consul service.
+      rpc_ca_cert        = string
+      rpc_caller_cert    = string
+      rpc_caller_key     = string
+      rpc_inference_cert = string
+      rpc_inference_key  = string
     })
   })
   sensitive = true
@@ -209,8 +251,8 @@ variable "secrets" {
     condition = alltrue([
       for k in ["consul_management", "consul_agent", "consul_default", "consul_nomad", "nomad_management"] :
       can(regex("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", var.secrets[k]))
-    ]) && can(regex("^[A-Za-z0-9]{32,}$", var.secrets.rpc_token))
-    error_message = "ACL tokens must be lowercase UUIDs and the rpc token at least 32 alphanumeric characters."
+    ]) && alltrue([for k in ["caller_token", "inference_token"] : can(regex("^[A-Za-z0-9]{32,}$", var.secrets[k]))]) && var.secrets.caller_token != var.secrets.inference_token
+    error_message = "ACL tokens must be lowercase UUIDs, and the two RPC tokens distinct and each at least 32 alphanumeric characters."
   }
 
   validation {

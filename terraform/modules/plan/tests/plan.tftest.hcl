@@ -19,7 +19,8 @@ variables {
     consul_default    = "55555555-5555-4555-8555-555555555555"
     consul_nomad      = "33333333-3333-4333-8333-333333333333"
     nomad_management  = "44444444-4444-4444-8444-444444444444"
-    rpc_token         = "rpcTOKENrpcTOKENrpcTOKENrpcTOKEN0123"
+    caller_token      = "callerTOKENcallerTOKENcallerTOKEN0123"
+    inference_token   = "inferenceTOKENinferenceTOKENinference01"
     api_keys          = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01", "apiKEYtwoAPIkeyTWOapiKEYtwoAPIkey02"]
     tls = {
       ca_cert            = "-----BEGIN CERTIFICATE-----\nFAKE-CA-CERT\n-----END CERTIFICATE-----\n"
@@ -31,6 +32,11 @@ variables {
       consul_server_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-SERVER-KEY\n-----END PRIVATE KEY-----\n"
       consul_client_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-CLIENT-CERT\n-----END CERTIFICATE-----\n"
       consul_client_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+      rpc_ca_cert        = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-CA-CERT\n-----END CERTIFICATE-----\n"
+      rpc_caller_cert    = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-CALLER-CERT\n-----END CERTIFICATE-----\n"
+      rpc_caller_key     = "-----BEGIN PRIVATE KEY-----\nFAKE-RPC-CALLER-KEY\n-----END PRIVATE KEY-----\n"
+      rpc_inference_cert = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-INFERENCE-CERT\n-----END CERTIFICATE-----\n"
+      rpc_inference_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-RPC-INFERENCE-KEY\n-----END PRIVATE KEY-----\n"
     }
   }
 }
@@ -137,10 +143,17 @@ run "firewall" {
     error_message = "Port 22 is open."
   }
 
-  # Callers and inference instances listen on Nomad dynamic ports.
+  # Callers and inference instances listen on Nomad dynamic ports; a caller
+  # hears the gateways only, an inference instance the callers only.
+  # Regression: the dynamic ports admitted the whole VPC on every client, so
+  # a compromised gateway (or any node) could call inference directly.
   assert {
-    condition     = output.security_group_rules["client-ingress-vpc-dynamic-ports"].from_port == 20000 && output.security_group_rules["client-ingress-vpc-dynamic-ports"].to_port == 32000
-    error_message = "The clients must accept Nomad's dynamic port range from the VPC."
+    condition = (
+      sort([for key, r in output.security_group_rules : "${r.sg}<-${r.source_sg}:${r.protocol}/${r.from_port}-${r.to_port}" if r.type == "ingress" && r.to_port >= 20000 && r.from_port <= 32000]) ==
+      sort(["caller<-gateway:tcp/20000-32000", "inference<-caller:tcp/20000-32000"]) &&
+      alltrue([for key, r in output.security_group_rules : length(r.cidr_blocks) == 0 if r.type == "ingress" && r.to_port >= 20000 && r.from_port <= 32000])
+    )
+    error_message = "Nomad's dynamic ports must admit the callers from the gateways and inference from the callers, and nothing else."
   }
 }
 
@@ -211,10 +224,10 @@ run "control_plane_defaults" {
     condition = (
       strcontains(output.agent_configs.server["/etc/slm-mesh/consul/server.hcl"], "data_dir         = \"/opt/slm-data/consul\"") &&
       strcontains(output.agent_configs.server["/etc/slm-mesh/nomad/server.hcl"], "data_dir  = \"/opt/slm-data/nomad\"") &&
-      strcontains(output.agent_configs.server["/opt/slm-mesh/install.sh"], "mount \"/opt/slm-data\"") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/data-volume.sh"], "mount \"/opt/slm-data\"") &&
       strcontains(output.agent_configs.server["/etc/systemd/system/slm-snapshot.timer"], "OnCalendar=hourly") &&
       strcontains(output.agent_configs.server["/opt/slm-mesh/snapshot.sh"], "s3://slm-mesh-artifacts/snapshots/$kind/") &&
-      strcontains(output.agent_configs.server["/opt/slm-mesh/install.sh"], "systemctl enable --now slm-snapshot.timer")
+      length(regexall("(?m)^systemctl enable .*slm-snapshot\\.timer", output.agent_configs.server["/opt/slm-mesh/install.sh"])) == 1
     )
     error_message = "Servers must keep Raft data on the data volume and snapshot to S3 on a timer."
   }
@@ -226,10 +239,12 @@ run "control_plane_defaults" {
         for path, content in files : alltrue([
           strcontains(content, "verify_server_hostname = true"),
           strcontains(content, startswith(path, "/etc/slm-mesh/consul/") ? "verify_incoming = true" : "rpc                    = true"),
+          # Nomad's HTTP API asks a certificate of the agents' CA too.
+          startswith(path, "/etc/slm-mesh/consul/") || strcontains(content, "verify_https_client    = true"),
         ]) if can(regex("^/etc/slm-mesh/(consul|nomad)/", path))
       ]
     ]))
-    error_message = "Every agent must verify TLS peers (Consul verify_incoming, Nomad TLS RPC, server hostnames)."
+    error_message = "Every agent must verify TLS peers (Consul verify_incoming, Nomad TLS RPC and HTTP API client certificates, server hostnames)."
   }
 }
 
@@ -270,7 +285,7 @@ run "secrets_never_in_user_data" {
       for kind, ud in output.user_data : [
         for s in concat(
           [var.secrets.consul_gossip_key, var.secrets.nomad_gossip_key, var.secrets.consul_management, var.secrets.consul_agent,
-          var.secrets.consul_default, var.secrets.consul_nomad, var.secrets.nomad_management, var.secrets.rpc_token],
+          var.secrets.consul_default, var.secrets.consul_nomad, var.secrets.nomad_management, var.secrets.caller_token, var.secrets.inference_token],
           var.secrets.api_keys,
           [for k, v in var.secrets.tls : v if k != "ca_cert"],
         ) : !strcontains(ud, s)
@@ -285,13 +300,13 @@ run "secrets_never_in_user_data" {
   }
 
   # Every secret is in SSM instead, under client/ (every node may read it)
-  # or server/ (servers only). The management tokens, the RPC token, the API
-  # keys and the server keys are server-only.
+  # or server/ (servers only). The management tokens, the RPC tokens, the
+  # API keys and the server keys are server-only.
   assert {
     condition = (
-      length(output.ssm_parameter_names) == 18 &&
+      length(output.ssm_parameter_names) == 24 &&
       alltrue([for n in output.ssm_parameter_names : startswith(n, "client/") || startswith(n, "server/")]) &&
-      alltrue([for n in ["server/consul/management-token", "server/nomad/management-token", "server/rpc-token", "server/api-keys", "server/tls/nomad-key.pem", "server/tls/consul-key.pem", "server/nomad/gossip-key"] : contains(output.ssm_parameter_names, n)]) &&
+      alltrue([for n in ["server/consul/management-token", "server/nomad/management-token", "server/rpc/caller-token", "server/rpc/inference-token", "server/api-keys", "server/tls/nomad-key.pem", "server/tls/consul-key.pem", "server/nomad/gossip-key"] : contains(output.ssm_parameter_names, n)]) &&
       output.ssm_parameters["server/api-keys"] == join(",", var.secrets.api_keys) &&
       output.ssm_parameters["server/nomad/management-token"] == var.secrets.nomad_management &&
       output.ssm_prefix == "/slm-mesh/slm-mesh"
@@ -306,10 +321,17 @@ run "secrets_never_in_user_data" {
       strcontains(output.agent_configs.caller["/opt/slm-mesh/secrets.sh"], "kind=client") &&
       !strcontains(output.agent_configs.caller["/opt/slm-mesh/secrets.sh"], "get server/") &&
       strcontains(output.agent_configs.server["/opt/slm-mesh/secrets.sh"], "get server/consul/management-token") &&
-      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "nomad var put -force -in=json nomad/jobs -") &&
-      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "{Items: {rpc_token: $rpc, api_keys: $keys}}")
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "nomad var put -force -in=json \"nomad/jobs/$job\" -") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "'{Items: {caller_token: $caller, api_keys: $keys, rpc_ca: $ca}}'") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "'{Items: {caller_token: $caller, inference_token: $inference, rpc_ca: $ca, caller_cert: $cert, caller_key: $key}}'") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "'{Items: {inference_token: $inference, inference_cert: $cert, inference_key: $key}}'") &&
+      output.ssm_parameters["server/rpc/tls/caller-key.pem"] == var.secrets.tls.rpc_caller_key &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "put_job_secrets slm-inference --arg inference \"$(get server/rpc/inference-token)\"") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "slm-operator - <<'POLICY' >/dev/null\n${chomp(file("../../../nomad/operator.policy.hcl"))}\nPOLICY") &&
+      output.ssm_parameters["server/rpc/caller-token"] == var.secrets.caller_token &&
+      output.ssm_parameters["server/rpc/inference-token"] == var.secrets.inference_token
     )
-    error_message = "Nodes must fetch their secrets from SSM at boot, and the servers write nomad/jobs (rpc_token, api_keys)."
+    error_message = "Nodes must fetch their secrets from SSM at boot, and the servers write each job's variable: nomad/jobs/slm-gateway (caller_token, api_keys, rpc_ca), nomad/jobs/slm-caller (caller_token, inference_token, rpc_ca, caller_cert, caller_key), nomad/jobs/slm-inference (inference_token, inference_cert, inference_key)."
   }
 }
 
@@ -332,7 +354,7 @@ run "tasks_blocked_from_imds" {
         length(regexall("(?m)^ipt -A SLM-IMDS", output.agent_configs[kind]["/opt/slm-mesh/imds-guard.sh"])) == 3,
         strcontains(output.agent_configs[kind]["/etc/systemd/system/slm-imds-guard.service"], "Before=network-pre.target nomad.service"),
         strcontains(output.agent_configs[kind]["/etc/systemd/system/slm-imds-guard.service"], "RequiredBy=nomad.service"),
-        length(regexall("systemctl enable --now slm-imds-guard.service\\n(.*\\n)*systemctl enable --now nomad.service", output.agent_configs[kind]["/opt/slm-mesh/install.sh"])) == 1,
+        length(regexall("(?m)^systemctl enable slm-imds-guard\\.service .*nomad\\.service", output.agent_configs[kind]["/opt/slm-mesh/install.sh"])) == 1,
         strcontains(output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"], "\"user.denylist\"        = \"root,consul\""),
         strcontains(output.agent_configs[kind]["/etc/slm-mesh/nomad/client.hcl"], "\"user.checked_drivers\" = \"exec,java\""),
         strcontains(output.user_data[kind], "path: /opt/slm-mesh/imds-guard.sh"),
@@ -340,6 +362,220 @@ run "tasks_blocked_from_imds" {
     ])
     error_message = "Tasks on a client node can reach the instance metadata service."
   }
+}
+
+# --- Boot ordering ----------------------------------------------------------------
+
+run "units_enabled_before_any_starts" {
+  command = plan
+
+  # Regression: install.sh ran under set -e and started the units one by one
+  # with `systemctl enable --now`. consul.service (Type=notify) is ready only
+  # once Consul has joined its servers, so on a client booting before them
+  # the script failed or hung there, and nomad.service was never enabled,
+  # not even for the next boot. Now every unit is enabled by one command
+  # before anything is started, and nothing is started in a way that waits.
+  assert {
+    condition = alltrue([
+      for kind, files in output.agent_configs : alltrue([
+        # One enable, naming the agents, before any start.
+        length(regexall("(?m)^systemctl enable ", files["/opt/slm-mesh/install.sh"])) == 1,
+        length(regexall("(?m)^systemctl enable .*\\bslm-secrets\\.service\\b.*\\bconsul\\.service\\b.*\\bnomad\\.service\\b", files["/opt/slm-mesh/install.sh"])) == 1,
+        length(regexall("(?s)systemctl (re)?start.*\\nsystemctl enable ", files["/opt/slm-mesh/install.sh"])) == 0,
+        # Never --now, and every start is --no-block.
+        !strcontains(files["/opt/slm-mesh/install.sh"], "--now"),
+        length(regexall("(?m)^systemctl (re)?start ", files["/opt/slm-mesh/install.sh"])) == length(regexall("(?m)^systemctl start --no-block ", files["/opt/slm-mesh/install.sh"])),
+        # What is started is exactly what was enabled.
+        trimprefix(regex("(?m)^systemctl enable (.*)$", files["/opt/slm-mesh/install.sh"])[0], "") == regex("(?m)^systemctl start --no-block (.*)$", files["/opt/slm-mesh/install.sh"])[0],
+      ])
+    ])
+    error_message = "install.sh must enable every unit before it starts any, and start them without waiting (no enable --now, only start --no-block)."
+  }
+
+  # Every unit started is installed for the next boots too (a target wants it).
+  assert {
+    condition = alltrue(flatten([
+      for kind, files in output.agent_configs : [
+        for u in split(" ", regex("(?m)^systemctl enable (.*)$", files["/opt/slm-mesh/install.sh"])[0]) :
+        can(regex("(?m)^WantedBy=(multi-user|timers)\\.target$", files["/etc/systemd/system/${u}"]))
+      ]
+    ]))
+    error_message = "A unit install.sh enables has no WantedBy= target, so a reboot would not start it."
+  }
+
+  # Nomad does not wait for Consul's readiness (joined), nor fail with it;
+  # Consul waits for its servers as long as they take instead of being
+  # killed by a start timeout.
+  assert {
+    condition = alltrue([
+      for kind, files in output.agent_configs : alltrue([
+        length(regexall("(?m)^(After|Requires|Requisite|BindsTo|PartOf)=.*consul", files["/etc/systemd/system/nomad.service"])) == 0,
+        strcontains(files["/etc/systemd/system/consul.service"], "\nType=notify\n"),
+        strcontains(files["/etc/systemd/system/consul.service"], "\nTimeoutStartSec=infinity\n"),
+      ])
+    ])
+    error_message = "nomad.service must not be ordered after or bound to consul.service, and consul.service must have no start timeout."
+  }
+
+  # The configurations are validated before the units start, and a failed
+  # validation only changes the exit status: it cannot stop a unit from
+  # being enabled or started.
+  assert {
+    condition = alltrue([
+      for kind, files in output.agent_configs : alltrue([
+        length(regexall("(?s)consul validate /etc/consul.d \\|\\| config_ok=false\\nnomad config validate /etc/nomad.d \\|\\| config_ok=false\\n.*\\nsystemctl enable ", files["/opt/slm-mesh/install.sh"])) == 1,
+        length(regexall("(?m)^(consul|nomad)( config)? validate", files["/opt/slm-mesh/install.sh"])) == 2,
+      ])
+    ])
+    error_message = "install.sh must validate both configurations before the units start, without aborting on a failure."
+  }
+
+  # A transient SSM failure at boot must not leave Consul and Nomad down
+  # until the next boot: the secrets are retried without a limit.
+  assert {
+    condition     = alltrue([for kind, files in output.agent_configs : !strcontains(files["/opt/slm-mesh/secrets.sh"], "return 1")])
+    error_message = "secrets.sh must retry SSM until it answers."
+  }
+}
+
+# --- The servers' data volume --------------------------------------------------------
+
+run "server_data_volume" {
+  command = plan
+
+  variables {
+    server_data_volume_ids = {
+      server-0 = "vol-0123456789abcdef0"
+      server-1 = "vol-0fedcba9876543210"
+      server-2 = "vol-1a2b3c4d"
+    }
+  }
+
+  # Each server boots with its kind's files and its own volume's id, and
+  # nothing else differs.
+  assert {
+    condition = (
+      sort(keys(output.server_user_data)) == sort(["server-0", "server-1", "server-2"]) &&
+      alltrue([
+        for name, ud in output.server_user_data :
+        { for f in yamldecode(ud).write_files : f.path => f.content } == merge(output.agent_configs.server, { "/etc/slm-mesh/data-volume-id" = "${var.server_data_volume_ids[name]}\n" }) &&
+        yamldecode(ud).runcmd == [["bash", "/opt/slm-mesh/install.sh"]] &&
+        output.server_user_data_base64gzip[name] == base64gzip(ud) && length(output.server_user_data_base64gzip[name]) < 16384
+      ]) &&
+      !strcontains(output.user_data.server, "data-volume-id\n")
+    )
+    error_message = "Each server's document must be the server kind's files plus its data volume id."
+  }
+
+  # Regression: the data disk was any disk but the root disk, so an
+  # instance-store NVMe disk could be formatted and used. Now it is the
+  # NVMe disk whose serial is the volume id, or on Xen the attachment's
+  # device; nothing found, nothing started (install.sh stops before it
+  # enables a unit).
+  assert {
+    condition = (
+      strcontains(output.agent_configs.server["/opt/slm-mesh/data-volume.sh"], "volume_id=$(cat \"/etc/slm-mesh/data-volume-id\"") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/data-volume.sh"], "by_id=/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_$(printf '%s' \"$volume_id\" | tr -d -)") &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/data-volume.sh"], "elif $xen && [ -b \"/dev/xvdf\" ]; then") &&
+      !strcontains(output.agent_configs.server["/opt/slm-mesh/data-volume.sh"], "lsblk -dno NAME") &&
+      length(regexall("(?m)^  echo .*: the agents are not started\" >&2\\n  exit 1$", output.agent_configs.server["/opt/slm-mesh/data-volume.sh"])) == 2 &&
+      length(regexall("(?s)\\nbash /opt/slm-mesh/data-volume.sh\\n.*\\nsystemctl enable ", output.agent_configs.server["/opt/slm-mesh/install.sh"])) == 1 &&
+      strcontains(output.agent_configs.server["/opt/slm-mesh/install.sh"], "\nset -euo pipefail\n") &&
+      alltrue([for kind in ["gateway", "caller", "inference"] : !contains(keys(output.agent_configs[kind]), "/opt/slm-mesh/data-volume.sh")])
+    )
+    error_message = "A server must find its data volume by the volume id (or the attachment's Xen device) and by nothing else."
+  }
+
+  # Regression: the volume was mounted nofail and nothing required it, so a
+  # server whose volume was missing started on an empty directory and
+  # joined as a new member. Both agents now require the mount on servers.
+  assert {
+    condition = alltrue([
+      for unit in ["consul", "nomad"] : alltrue([
+        strcontains(lookup(output.agent_configs.server, "/etc/systemd/system/${unit}.service.d/slm-data-volume.conf", ""), "\n[Unit]\nRequiresMountsFor=/opt/slm-data\nAssertPathIsMountPoint=/opt/slm-data\n"),
+        alltrue([for kind in ["gateway", "caller", "inference"] : !contains(keys(output.agent_configs[kind]), "/etc/systemd/system/${unit}.service.d/slm-data-volume.conf")]),
+      ])
+    ])
+    error_message = "On servers, consul.service and nomad.service must require the data volume's mount (and only there)."
+  }
+}
+
+# --- Cloud auto-join ---------------------------------------------------------------
+
+run "cloud_join_endpoint" {
+  command = plan
+
+  variables {
+    ec2_endpoint = "http://10.0.0.1:5000"
+  }
+
+  # Every agent of every kind asks that endpoint for the servers, with the
+  # same tags as on AWS (the cluster in a box points it at its emulator).
+  assert {
+    condition = alltrue(concat(
+      [
+        for f in ["/etc/slm-mesh/consul/server.hcl", "/etc/slm-mesh/nomad/server.hcl"] :
+        strcontains(output.agent_configs.server[f], "[\"provider=aws region=eu-west-1 tag_key=SlmMeshJoin tag_value=slm-mesh-server endpoint=http://10.0.0.1:5000\"]")
+      ],
+      [
+        for pair in setproduct(["gateway", "caller", "inference"], ["consul", "nomad"]) :
+        strcontains(output.agent_configs[pair[0]]["/etc/slm-mesh/${pair[1]}/client.hcl"], "[\"provider=aws region=eu-west-1 tag_key=SlmMeshJoin tag_value=slm-mesh-server endpoint=http://10.0.0.1:5000\"]")
+      ],
+    ))
+    error_message = "Every agent's retry_join must name the ec2_endpoint."
+  }
+}
+
+run "cloud_join_default_endpoint" {
+  command = plan
+
+  assert {
+    condition = alltrue([
+      for kind, files in output.agent_configs : alltrue([
+        for path, content in files : !strcontains(content, "endpoint=")
+      ])
+    ])
+    error_message = "Without ec2_endpoint, no agent may name an endpoint: on AWS, go-discover uses the region's own."
+  }
+}
+
+run "rejects_bad_ec2_endpoint" {
+  command = plan
+
+  variables {
+    ec2_endpoint = "http://10.0.0.1:5000 tag_key=Other"
+  }
+
+  expect_failures = [var.ec2_endpoint]
+}
+
+run "no_server_documents_without_volumes" {
+  command = plan
+
+  assert {
+    condition     = length(output.server_user_data) == 0 && length(output.server_user_data_base64gzip) == 0
+    error_message = "Without data volumes there must be no server documents."
+  }
+}
+
+run "rejects_bad_volume_id" {
+  command = plan
+
+  variables {
+    server_data_volume_ids = { server-0 = "/dev/nvme1n1" }
+  }
+
+  expect_failures = [var.server_data_volume_ids]
+}
+
+run "rejects_bad_device_name" {
+  command = plan
+
+  variables {
+    server_data_device_name = "/dev/nvme1n1"
+  }
+
+  expect_failures = [var.server_data_device_name]
 }
 
 # --- CPU level -------------------------------------------------------------------
@@ -530,7 +766,8 @@ run "rejects_api_key_with_comma" {
       consul_default    = "55555555-5555-4555-8555-555555555555"
       consul_nomad      = "33333333-3333-4333-8333-333333333333"
       nomad_management  = "44444444-4444-4444-8444-444444444444"
-      rpc_token         = "rpcTOKENrpcTOKENrpcTOKENrpcTOKEN0123"
+      caller_token      = "callerTOKENcallerTOKENcallerTOKEN0123"
+      inference_token   = "inferenceTOKENinferenceTOKENinference01"
       api_keys          = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01,x"]
       tls = {
         ca_cert            = "-----BEGIN CERTIFICATE-----\nFAKE-CA-CERT\n-----END CERTIFICATE-----\n"
@@ -542,6 +779,11 @@ run "rejects_api_key_with_comma" {
         consul_server_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-SERVER-KEY\n-----END PRIVATE KEY-----\n"
         consul_client_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-CLIENT-CERT\n-----END CERTIFICATE-----\n"
         consul_client_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+        rpc_ca_cert        = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-CA-CERT\n-----END CERTIFICATE-----\n"
+        rpc_caller_cert    = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-CALLER-CERT\n-----END CERTIFICATE-----\n"
+        rpc_caller_key     = "-----BEGIN PRIVATE KEY-----\nFAKE-RPC-CALLER-KEY\n-----END PRIVATE KEY-----\n"
+        rpc_inference_cert = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-INFERENCE-CERT\n-----END CERTIFICATE-----\n"
+        rpc_inference_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-RPC-INFERENCE-KEY\n-----END PRIVATE KEY-----\n"
       }
     }
   }
@@ -565,7 +807,8 @@ run "accepts_binary_gossip_keys" {
       consul_default    = "55555555-5555-4555-8555-555555555555"
       consul_nomad      = "33333333-3333-4333-8333-333333333333"
       nomad_management  = "44444444-4444-4444-8444-444444444444"
-      rpc_token         = "rpcTOKENrpcTOKENrpcTOKENrpcTOKEN0123"
+      caller_token      = "callerTOKENcallerTOKENcallerTOKEN0123"
+      inference_token   = "inferenceTOKENinferenceTOKENinference01"
       api_keys          = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01"]
       tls = {
         ca_cert            = "-----BEGIN CERTIFICATE-----\nFAKE-CA-CERT\n-----END CERTIFICATE-----\n"
@@ -577,6 +820,11 @@ run "accepts_binary_gossip_keys" {
         consul_server_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-SERVER-KEY\n-----END PRIVATE KEY-----\n"
         consul_client_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-CLIENT-CERT\n-----END CERTIFICATE-----\n"
         consul_client_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+        rpc_ca_cert        = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-CA-CERT\n-----END CERTIFICATE-----\n"
+        rpc_caller_cert    = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-CALLER-CERT\n-----END CERTIFICATE-----\n"
+        rpc_caller_key     = "-----BEGIN PRIVATE KEY-----\nFAKE-RPC-CALLER-KEY\n-----END PRIVATE KEY-----\n"
+        rpc_inference_cert = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-INFERENCE-CERT\n-----END CERTIFICATE-----\n"
+        rpc_inference_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-RPC-INFERENCE-KEY\n-----END PRIVATE KEY-----\n"
       }
     }
   }
@@ -599,7 +847,8 @@ run "rejects_short_gossip_key" {
       consul_default    = "55555555-5555-4555-8555-555555555555"
       consul_nomad      = "33333333-3333-4333-8333-333333333333"
       nomad_management  = "44444444-4444-4444-8444-444444444444"
-      rpc_token         = "rpcTOKENrpcTOKENrpcTOKENrpcTOKEN0123"
+      caller_token      = "callerTOKENcallerTOKENcallerTOKEN0123"
+      inference_token   = "inferenceTOKENinferenceTOKENinference01"
       api_keys          = ["apiKEYoneAPIkeyONEapiKEYoneAPIkey01"]
       tls = {
         ca_cert            = "-----BEGIN CERTIFICATE-----\nFAKE-CA-CERT\n-----END CERTIFICATE-----\n"
@@ -611,9 +860,117 @@ run "rejects_short_gossip_key" {
         consul_server_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-SERVER-KEY\n-----END PRIVATE KEY-----\n"
         consul_client_cert = "-----BEGIN CERTIFICATE-----\nFAKE-CONSUL-CLIENT-CERT\n-----END CERTIFICATE-----\n"
         consul_client_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-CONSUL-CLIENT-KEY\n-----END PRIVATE KEY-----\n"
+        rpc_ca_cert        = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-CA-CERT\n-----END CERTIFICATE-----\n"
+        rpc_caller_cert    = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-CALLER-CERT\n-----END CERTIFICATE-----\n"
+        rpc_caller_key     = "-----BEGIN PRIVATE KEY-----\nFAKE-RPC-CALLER-KEY\n-----END PRIVATE KEY-----\n"
+        rpc_inference_cert = "-----BEGIN CERTIFICATE-----\nFAKE-RPC-INFERENCE-CERT\n-----END CERTIFICATE-----\n"
+        rpc_inference_key  = "-----BEGIN PRIVATE KEY-----\nFAKE-RPC-INFERENCE-KEY\n-----END PRIVATE KEY-----\n"
       }
     }
   }
 
   expect_failures = [var.secrets]
+}
+
+# --- Client nodes drain before termination ----------------------------------------
+
+run "clients_drain_before_termination" {
+  command = plan
+
+  # Every client node runs slm-drain.service from boot: installed, enabled
+  # with the other units, wanted by multi-user.target, its script and its
+  # settings next to it; servers do not.
+  assert {
+    condition = alltrue([
+      for kind in ["gateway", "caller", "inference"] : alltrue([
+        output.agent_configs[kind]["/opt/slm-mesh/drain.sh"] == file("templates/drain.sh"),
+        strcontains(output.agent_configs[kind]["/etc/systemd/system/slm-drain.service"], "\nExecStart=/opt/slm-mesh/drain.sh\n"),
+        strcontains(output.agent_configs[kind]["/etc/systemd/system/slm-drain.service"], "\nWantedBy=multi-user.target\n"),
+        strcontains(output.agent_configs[kind]["/etc/systemd/system/slm-drain.service"], "\nRestart=on-failure\n"),
+        length(regexall("(?m)^systemctl enable .*\\bslm-drain\\.service\\b", output.agent_configs[kind]["/opt/slm-mesh/install.sh"])) == 1,
+        contains([for f in output.node_files[kind] : f.permissions if f.path == "/opt/slm-mesh/drain.sh"], "0700"),
+      ])
+    ]) && length([for p, c in output.agent_configs.server : p if strcontains(p, "drain")]) == 0
+    error_message = "Every client node (and no server) must install and enable slm-drain.service with drain.sh and drain.conf."
+  }
+
+  # Each kind's settings name its own group, the hook, the token's full
+  # parameter name, the deadlines and the local agent over TLS.
+  assert {
+    condition = alltrue([
+      for kind in ["gateway", "caller", "inference"] : alltrue([
+        output.autoscaling_group_names[kind] == "slm-mesh-${kind}",
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/drain.conf"], "\ngroup=slm-mesh-${kind}\n"),
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/drain.conf"], "\nhook=slm-drain\n"),
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/drain.conf"], "\ntoken_parameter=/slm-mesh/slm-mesh/client/nomad/drain-token\n"),
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/drain.conf"], "\ndeadline=300\nspot_deadline=90\n"),
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/drain.conf"], "\nimds=http://169.254.169.254\n"),
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/drain.conf"], "\nexport NOMAD_ADDR=https://127.0.0.1:4646\nexport NOMAD_CACERT=/etc/nomad.d/tls/ca.pem\nexport NOMAD_CLIENT_CERT=/etc/nomad.d/tls/agent.pem\nexport NOMAD_CLIENT_KEY=/etc/nomad.d/tls/agent-key.pem\n"),
+        strcontains(output.agent_configs[kind]["/etc/slm-mesh/drain.conf"], "\nclient_id_file=/opt/nomad/data/client/client-id\n"),
+      ])
+    ]) && output.drain.hook_name == "slm-drain" && output.drain.heartbeat_timeout_seconds == 420
+    error_message = "A client's drain.conf must name its own group, the hook, the token parameter and the deadlines."
+  }
+
+  # What drain.sh does: asks IMDSv2 (token first) for the lifecycle state
+  # and the Spot notice; drains its own node by id with a deadline (-self
+  # would need agent:read, which the token lacks); completes its own
+  # instance's action with CONTINUE.
+  assert {
+    condition = alltrue([
+      strcontains(output.agent_configs.inference["/opt/slm-mesh/drain.sh"], "-X PUT -H \"X-aws-ec2-metadata-token-ttl-seconds: 60\" \"$imds/latest/api/token\""),
+      strcontains(output.agent_configs.inference["/opt/slm-mesh/drain.sh"], "[ \"$(meta autoscaling/target-lifecycle-state)\" = Terminated ]"),
+      strcontains(output.agent_configs.inference["/opt/slm-mesh/drain.sh"], "meta spot/instance-action >/dev/null && limit=$spot_deadline"),
+      strcontains(output.agent_configs.inference["/opt/slm-mesh/drain.sh"], "nomad node drain -enable -yes -deadline \"$limit\"s \"$node\""),
+      strcontains(output.agent_configs.inference["/opt/slm-mesh/drain.sh"], "--instance-id \"$instance\" --lifecycle-action-result CONTINUE"),
+      !strcontains(output.agent_configs.inference["/opt/slm-mesh/drain.sh"], "-self"),
+      # 404 or no answer: a pause, then ask again (never a busy loop).
+      length(regexall("(?m)^  sleep \"\\$interval\"$", output.agent_configs.inference["/opt/slm-mesh/drain.sh"])) == 3,
+    ])
+    error_message = "drain.sh must poll IMDSv2's lifecycle state and Spot notice, drain its own node with a deadline and complete its lifecycle action."
+  }
+
+  # The token: the servers create it from nomad/node-drain.policy.hcl (node
+  # write, and nothing else) and publish it where the clients read it.
+  assert {
+    condition = alltrue([
+      trimspace(replace(file("../../../nomad/node-drain.policy.hcl"), "/(?m)^#.*\\n/", "")) == "node {\n  policy = \"write\"\n}",
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "slm-node-drain - <<'POLICY' >/dev/null\n${chomp(file("../../../nomad/node-drain.policy.hcl"))}\nPOLICY"),
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "nomad acl token create -name slm-node-drain -type client -policy slm-node-drain -json"),
+      strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "aws ssm put-parameter --region \"eu-west-1\" --name \"/slm-mesh/slm-mesh/client/nomad/drain-token\""),
+      !strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "--key-id"),
+      !contains(output.ssm_parameter_names, output.drain.token_parameter),
+      startswith(output.drain.token_parameter, "client/"),
+    ])
+    error_message = "The servers must create the drain token from nomad/node-drain.policy.hcl (node write only) and publish it under client/."
+  }
+
+  # Replaced client nodes are forgotten after an hour down, not a day.
+  assert {
+    condition     = strcontains(output.agent_configs.server["/etc/slm-mesh/nomad/server.hcl"], "\n  node_gc_threshold = \"1h\"\n")
+    error_message = "The Nomad servers must garbage-collect down nodes after node_gc_threshold = 1h."
+  }
+}
+
+run "drain_token_under_the_cluster_key" {
+  command = plan
+
+  variables {
+    ssm_kms_key_id = "arn:aws:kms:eu-west-1:123456789012:key/0b1c2d3e-4f50-4a6b-8c7d-8e9fa0b1c2d3"
+  }
+
+  assert {
+    condition     = strcontains(output.agent_configs.server["/opt/slm-mesh/acl-bootstrap.sh"], "--type SecureString --key-id \"arn:aws:kms:eu-west-1:123456789012:key/0b1c2d3e-4f50-4a6b-8c7d-8e9fa0b1c2d3\" --overwrite")
+    error_message = "The drain token must be encrypted with ssm_kms_key_id when it is set."
+  }
+}
+
+run "rejects_short_drain_deadline" {
+  command = plan
+
+  variables {
+    drain_deadline_seconds = 30
+  }
+
+  expect_failures = [var.drain_deadline_seconds]
 }

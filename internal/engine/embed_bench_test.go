@@ -1,0 +1,47 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
+)
+
+// BenchmarkEmbeddings measures embeddings throughput on the full-size
+// embeddinggemma-300m preset (random weights: the cost is the shapes'):
+// one request of 64 inputs of 32 tokens each (BOS, 30 ids, EOS), on 2
+// threads. Reported: inputs and tokens per second.
+//
+//	go test -run '^$' -bench BenchmarkEmbeddings -benchtime 10x ./internal/engine/
+func BenchmarkEmbeddings(b *testing.B) {
+	e := openEmbedding(b, ggufgen.PresetEmbeddingGemma300M, Config{Threads: 2})
+	inputs := make([]chat.EmbedInput, 64)
+	for i := range inputs {
+		toks := []int{ggufgen.BOSID}
+		for k := range 30 {
+			toks = append(toks, 1000+(i*31+k*17)%200000)
+		}
+		inputs[i].Tokens = append(toks, ggufgen.EOSID)
+	}
+	req := chat.EmbedRequest{Inputs: inputs}
+	if _, err := e.Embed(context.Background(), req); err != nil { // warm up
+		b.Fatal(err)
+	}
+	// The tokens packed into one llama.cpp pass: the default, and around it.
+	for _, pack := range []int{128, 256, e.embed.pack, 1024, 2048} {
+		b.Run(fmt.Sprintf("pack-%d", pack), func(b *testing.B) {
+			defer func(p int) { e.embed.pack = p }(e.embed.pack)
+			e.embed.pack = pack
+			for range b.N {
+				if _, err := e.Embed(context.Background(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+			s := b.Elapsed().Seconds()
+			b.ReportMetric(float64(64*b.N)/s, "inputs/s")
+			b.ReportMetric(float64(64*32*b.N)/s, "tokens/s")
+		})
+	}
+}
