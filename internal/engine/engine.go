@@ -238,8 +238,8 @@ type Engine struct {
 
 	requests, promptTokens, cachedTokens, completionTokens, steps atomic.Uint64
 
-	gvocab vocabOnce // the vocabulary grammars read (grammar.go)
-	tvocab vocabOnce // the same with the function-calling tokens (tools.go)
+	gvocab lazyVocab // the vocabulary grammars read (grammar.go)
+	tvocab lazyVocab // the same with the function-calling tokens (tools.go)
 }
 
 // backendOnce initialises llama.cpp's backends once per process.
@@ -779,5 +779,7 @@ func (e *Engine) Close() {
 		defer e.embed.mu.Unlock()
 	}
 	e.batch.Free()
+	e.gvocab.close()
+	e.tvocab.close()
 	llama.FreeModel(e.model)
 }

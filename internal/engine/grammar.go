@@ -29,23 +29,42 @@ type grammarVocab struct {
 	eog    []int32
 	isEOG  []bool
 	c      *cVocab // pieces and eog as llama.cpp reads them
+	cache  *grammarCache
 	trie   *prefixTrie
 	// unsorted are tokens with a piece that the trie leaves out (the tool
 	// format's control tokens), which a mask checks one by one.
 	unsorted []int32
 }
 
-// vocabOnce guards Engine.gvocab, built on the first request that needs a
-// grammar: ~250,000 calls into llama.cpp for gemma3's vocabulary, which
+// lazyVocab holds a grammar vocabulary built on the first request that
+// needs it: ~250,000 calls into llama.cpp for gemma3's vocabulary, which
 // requests without a grammar should not pay for at startup.
-type vocabOnce struct {
-	once sync.Once
-	v    *grammarVocab
+type lazyVocab struct {
+	mu sync.Mutex
+	v  *grammarVocab
+}
+
+// get returns the vocabulary, built by build on the first call.
+func (l *lazyVocab) get(build func() *grammarVocab) *grammarVocab {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.v == nil {
+		l.v = build()
+	}
+	return l.v
+}
+
+// close frees the grammars cached over the vocabulary, if it was built.
+func (l *lazyVocab) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.v != nil {
+		l.v.cache.close()
+	}
 }
 
 func (e *Engine) grammarVocab() *grammarVocab {
-	e.gvocab.once.Do(func() { e.gvocab.v = newGrammarVocab(e.model) })
-	return e.gvocab.v
+	return e.gvocab.get(func() *grammarVocab { return newGrammarVocab(e.model) })
 }
 
 func newGrammarVocab(m *llama.Model) *grammarVocab {
@@ -63,6 +82,7 @@ func newGrammarVocab(m *llama.Model) *grammarVocab {
 	v.trie, probes = newPrefixTrie(v.pieces)
 	v.pieces = append(v.pieces, probes...)
 	v.c = newCVocab(v.pieces, v.eog)
+	v.cache = &grammarCache{}
 	return v
 }
 
@@ -138,10 +158,10 @@ func (e *Engine) newGrammar(f *chat.ResponseFormat) (*grammar, error) {
 	return g, nil
 }
 
-// compileGrammar builds gbnf over v, or returns nil if llama.cpp cannot
-// parse it.
+// compileGrammar returns gbnf over v in its initial state (a copy of the
+// one v's cache keeps), or nil if llama.cpp cannot parse it.
 func compileGrammar(gbnf string, v *grammarVocab) *grammar {
-	lg := newCGrammar(gbnf, v.c)
+	lg := v.cache.get(gbnf, v.c)
 	if lg == nil {
 		return nil
 	}
@@ -209,16 +229,24 @@ func (g *grammar) filter(c candidates) candidates {
 	return out
 }
 
-func (g *grammar) mask(logits []float32) bool {
+func (g *grammar) mask(logits []float32, limit int) (done, any bool) {
 	if g.trie == nil {
-		return g.maskEach(logits)
+		if limit > 0 {
+			return false, false // every token: never cheap
+		}
+		return true, g.maskEach(logits)
 	}
 	// Check what the trie says to, level by level: a token where it
 	// stands, a probe by the tokens below it once it is allowed.
 	allowed := g.allowed[:0]
 	check := append(append(g.check[:0], g.always...), g.trie.root...)
 	next := g.next
+	checked := 0
 	for len(check) > 0 {
+		if checked += len(check); limit > 0 && checked > limit {
+			g.check, g.next, g.allowed = check, next, allowed
+			return false, false
+		}
 		buf := g.buf[:0]
 		for _, id := range check {
 			buf = append(buf, llama.TokenData{ID: id})
@@ -248,13 +276,12 @@ func (g *grammar) mask(logits []float32) bool {
 	for i := range logits {
 		logits[i] = ninf
 	}
-	any := false
 	for i, id := range allowed {
 		if l := vals[i]; l > ninf { // neither −Inf nor NaN
 			logits[id], any = l, true
 		}
 	}
-	return any
+	return true, any
 }
 
 // maskEach masks by checking every token with a finite logit.

@@ -420,6 +420,7 @@ func TestTrieMaskMatchesEveryToken(t *testing.T) {
 			n := tc.e.model.NumVocab()
 			rng := rand.New(rand.NewPCG(1, 2))
 			steps, probed := 0, false
+			cheap, gaveUp := 0, 0 // steps a mask limited to cheapMask did, and gave up
 			for walk := 0; walk < 8 && steps < 400; walk++ {
 				g := compileGrammar(tc.gbnf, v)
 				ref := llama.NewGrammar(tc.gbnf, vocabIDs, v.pieces, v.eog)
@@ -437,7 +438,7 @@ func TestTrieMaskMatchesEveryToken(t *testing.T) {
 					}
 					logits[rng.IntN(n)] = float32(math.Inf(-1))
 					logits[rng.IntN(n)] = float32(math.NaN())
-					each := slices.Clone(logits)
+					each, limited, orig := slices.Clone(logits), slices.Clone(logits), slices.Clone(logits)
 					want := make([]llama.TokenData, n)
 					for i, l := range logits {
 						want[i] = llama.TokenData{ID: int32(i), Logit: l}
@@ -446,12 +447,30 @@ func TestTrieMaskMatchesEveryToken(t *testing.T) {
 						}
 					}
 					ref.Apply(want)
-					anyTrie, anyEach := g.mask(logits), g.maskEach(each)
+					_, anyTrie := g.mask(logits, 0)
+					anyEach := g.maskEach(each)
+					done, anyLimited := g.mask(limited, cheapMask)
+					if done {
+						cheap++
+						if anyLimited != anyTrie {
+							t.Fatalf("walk %d, step %d: the limited mask says %v, the whole one %v", walk, steps, anyLimited, anyTrie)
+						}
+					} else {
+						gaveUp++
+					}
 					var allowed []int
 					for i, w := range want {
 						if math.Float32bits(logits[i]) != math.Float32bits(w.Logit) || math.Float32bits(each[i]) != math.Float32bits(w.Logit) {
 							t.Fatalf("walk %d, step %d: token %d (%q): trie mask %v, every token's %v, the llama package's %v",
 								walk, steps, i, tc.e.model.TokenToPiece(i), logits[i], each[i], w.Logit)
+						}
+						wantLimited := orig[i] // as it was when it gave up
+						if done {
+							wantLimited = w.Logit
+						}
+						if math.Float32bits(limited[i]) != math.Float32bits(wantLimited) {
+							t.Fatalf("walk %d, step %d: token %d: the limited mask (done %v) left %v, want %v",
+								walk, steps, i, done, limited[i], wantLimited)
 						}
 						if !math.IsInf(float64(w.Logit), -1) {
 							allowed = append(allowed, i)
@@ -477,6 +496,111 @@ func TestTrieMaskMatchesEveryToken(t *testing.T) {
 			if !probed {
 				t.Fatal("no step allowed fewer than half the tokens")
 			}
+			if cheap == 0 || gaveUp == 0 {
+				t.Fatalf("the mask limited to %d checks was done at %d steps and gave up at %d: want some of each", cheapMask, cheap, gaveUp)
+			}
 		})
+	}
+}
+
+// TestGrammarCache checks the cache of built grammars: each copy starts
+// where the grammar starts and advances on its own; a grammar pushed out
+// of the cache stays usable until its last copy is freed, and is freed
+// then; a closed cache still gives grammars, uncached. Every check
+// compares the tokens allowed next with the llama package's own grammar.
+func TestGrammarCache(t *testing.T) {
+	t.Parallel()
+	e := openTinyGemma(t, Config{})
+	v := e.grammarVocab()
+	vocabIDs := make([]uint32, len(v.pieces))
+	for i := range vocabIDs {
+		vocabIDs[i] = uint32(i)
+	}
+	allowed := func(g interface{ Apply([]llama.TokenData) }) []int32 {
+		buf := make([]llama.TokenData, e.model.NumVocab())
+		for i := range buf {
+			buf[i].ID = int32(i)
+		}
+		g.Apply(buf)
+		var ids []int32
+		for _, td := range buf {
+			if !math.IsInf(float64(td.Logit), -1) {
+				ids = append(ids, td.ID)
+			}
+		}
+		return ids
+	}
+	schema := func(i int) string {
+		return string(llama.SchemaToGrammar(fmt.Appendf(nil,
+			`{"type":"object","properties":{"k%d":{"type":"integer"}},"required":["k%d"]}`, i, i)))
+	}
+	c := &grammarCache{}
+	gbnf := schema(0)
+	ref := llama.NewGrammar(gbnf, vocabIDs, v.pieces, v.eog)
+	defer ref.Free()
+	start := allowed(ref)
+	brace := int32(slices.Index(v.pieces, "{"))
+	if len(start) == 0 || !slices.Contains(start, brace) {
+		t.Fatalf("the grammar allows %d tokens first, %q not among them", len(start), "{")
+	}
+
+	a, b := c.get(gbnf, v.c), c.get(gbnf, v.c)
+	if a == nil || b == nil {
+		t.Fatal("no grammar")
+	}
+	if len(c.entries) != 1 || c.entries[0].copies != 2 {
+		t.Fatalf("%d entries after two gets of one grammar; want one with two copies", len(c.entries))
+	}
+	first := c.entries[0]
+	a.Accept(brace)
+	ref.Accept(brace)
+	if got, want := allowed(a), allowed(ref); !slices.Equal(got, want) {
+		t.Fatalf("after %q a copy allows %d tokens, the llama package's grammar %d", "{", len(got), len(want))
+	}
+	if got := allowed(b); !slices.Equal(got, start) {
+		t.Fatalf("advancing one copy moved the other: it allows %d tokens, want %d", len(got), len(start))
+	}
+
+	var others []*cGrammar
+	for i := 1; i <= grammarCacheSize; i++ {
+		others = append(others, c.get(schema(i), v.c))
+	}
+	if len(c.entries) != grammarCacheSize || !first.evicted || slices.Contains(c.entries, first) {
+		t.Fatalf("after %d more grammars: %d entries, the first evicted %v", grammarCacheSize, len(c.entries), first.evicted)
+	}
+	if first.g.c == nil {
+		t.Fatal("an evicted grammar was freed while copies of it were in use")
+	}
+	if got := allowed(b); !slices.Equal(got, start) {
+		t.Fatalf("a copy of an evicted grammar allows %d tokens, want %d", len(got), len(start))
+	}
+	a.Free()
+	b.Free()
+	if first.g.c != nil || first.copies != 0 {
+		t.Fatalf("an evicted grammar whose copies are freed: freed %v, %d copies", first.g.c == nil, first.copies)
+	}
+
+	kept := slices.Clone(c.entries)
+	c.close()
+	for _, g := range others[:len(others)-1] {
+		g.Free()
+	}
+	if len(c.entries) != 0 {
+		t.Fatalf("%d entries left after close", len(c.entries))
+	}
+	last := others[len(others)-1]
+	g := c.get(gbnf, v.c)
+	if g == nil || !slices.Equal(allowed(g), start) {
+		t.Fatal("a closed cache gives no grammar, or one that does not start where the grammar starts")
+	}
+	g.Free()
+	if len(c.entries) != 0 {
+		t.Fatalf("a closed cache cached a grammar")
+	}
+	last.Free()
+	for i, k := range kept {
+		if k.g.c != nil {
+			t.Errorf("cached grammar %d not freed after close and its copies' Free", i)
+		}
 	}
 }

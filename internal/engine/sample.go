@@ -38,8 +38,10 @@ type sampling struct {
 // min-p, as in llama.cpp, the first draw is from the truncated
 // distribution and the second truncates the allowed tokens afresh.)
 //
-// The second draw looks at the most likely tokens first (redraw), and
-// masks only when they do not settle it.
+// The second draw masks first if that is cheap (a grammar state that
+// allows a few tokens: a tag, a key, a digit), then looks at the most
+// likely tokens (redraw), and masks whatever it costs only when they do
+// not settle it.
 type constraint interface {
 	// allows reports whether tok may come next.
 	allows(tok int) bool
@@ -47,8 +49,10 @@ type constraint interface {
 	// storage.
 	filter(c candidates) candidates
 	// mask sets the logits of the tokens that may not come next to −Inf
-	// and reports whether any token may.
-	mask(logits []float32) bool
+	// and reports whether any token may. With limit > 0 it gives up
+	// (done false, logits as they were) rather than check more than
+	// limit tokens.
+	mask(logits []float32, limit int) (done, any bool)
 	// accept records tok as drawn.
 	accept(tok int)
 }
@@ -125,8 +129,14 @@ func (s *sampler) sample(logits []float32) int {
 	}
 	tok := s.pick(logits)
 	if c := s.Constraint; c != nil && !c.allows(tok) {
-		if tok = s.redraw(logits); tok < 0 {
-			if !c.mask(logits) {
+		done, any := c.mask(logits, cheapMask)
+		if !done {
+			if tok = s.redraw(logits); tok < 0 {
+				done, any = c.mask(logits, 0)
+			}
+		}
+		if done {
+			if !any {
 				return -1
 			}
 			if tok = s.pick(logits); math.IsInf(float64(logits[tok]), -1) {
@@ -193,6 +203,11 @@ func (s *sampler) pick(logits []float32) int {
 	return int(s.draw(c))
 }
 
+// cheapMask is the most tokens a mask may check before redraw is tried:
+// about what redraw itself checks, the 256 most likely tokens and what
+// filtering them costs.
+const cheapMask = 512
+
 // shortlist is the fewest most likely tokens redraw checks.
 const shortlist = 256
 
@@ -212,6 +227,14 @@ const shortlist = 256
 // differ, as it may between any two top-k implementations.) Without
 // top-k, top-p and the temperature read every allowed token's mass: that
 // is left to the mask.
+//
+// When the shortlist holds some allowed tokens but too few, it is
+// widened once, to about what the share allowed in it says will do: a
+// grammar state that allows a few percent of the vocabulary (the first
+// characters of a bounded string) would otherwise cost a mask checking
+// tens of thousands of tokens, each against many grammar stacks. None
+// allowed says the state is narrow (a tag, a key, a digit), where the
+// mask is cheap.
 func (s *sampler) redraw(logits []float32) int {
 	need := 1
 	if s.Temp > 0 {
@@ -224,22 +247,31 @@ func (s *sampler) redraw(logits []float32) int {
 	if n >= len(logits) {
 		return -1 // no cheaper than the mask
 	}
-	c := topK(s.cand, logits, n)
-	s.cand = c
-	floor := c[n-1].logit
-	c = s.Constraint.filter(c)
-	above := 0
-	for above < len(c) && c[above].logit > floor {
-		above++
+	for widened := false; ; widened = true {
+		c := topK(s.cand, logits, n)
+		s.cand = c
+		floor := c[n-1].logit
+		c = s.Constraint.filter(c)
+		above := 0
+		for above < len(c) && c[above].logit > floor {
+			above++
+		}
+		if above >= need {
+			c = c[:need]
+			if s.Temp <= 0 {
+				return int(c[0].id)
+			}
+			return int(s.draw(s.nucleus(c, mass(c, c[0].logit))))
+		}
+		if above == 0 || widened {
+			return -1
+		}
+		// Twice what the share found suggests, so that a share a little
+		// lower further down still settles it.
+		if n = max(2*n, 2*need*n/above); n >= len(logits)/2 {
+			return -1 // no cheaper than the mask
+		}
 	}
-	if above < need {
-		return -1
-	}
-	c = c[:need]
-	if s.Temp <= 0 {
-		return int(c[0].id)
-	}
-	return int(s.draw(s.nucleus(c, mass(c, c[0].logit))))
 }
 
 // penalize lowers the logits of recently generated tokens.

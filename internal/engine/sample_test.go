@@ -259,9 +259,12 @@ func (a *allowOnly) filter(c candidates) candidates {
 	return slices.DeleteFunc(c, func(x candidate) bool { return !a.set[int(x.id)] })
 }
 
-func (a *allowOnly) mask(logits []float32) bool {
+// mask costs the whole vocabulary, so it is never cheap.
+func (a *allowOnly) mask(logits []float32, limit int) (done, any bool) {
+	if limit > 0 {
+		return false, false
+	}
 	a.masks++
-	any := false
 	for i := range logits {
 		if !a.set[i] {
 			logits[i] = float32(math.Inf(-1))
@@ -269,7 +272,7 @@ func (a *allowOnly) mask(logits []float32) bool {
 			any = true
 		}
 	}
-	return any
+	return true, any
 }
 
 func (*allowOnly) accept(int) {}
@@ -278,7 +281,8 @@ func (*allowOnly) accept(int) {}
 // redrawn from the most likely tokens exactly as from the masked logits:
 // the same tokens from the same seed, greedy and with top-k. When many
 // tokens are allowed the most likely settle every redraw and nothing is
-// masked; when few are, the most likely do not and the mask decides.
+// masked (when a tenth are, after widening the shortlist once); when
+// few are, the most likely do not and the mask decides.
 func TestRedrawMatchesTheMask(t *testing.T) {
 	const vocab = 4096
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -295,6 +299,12 @@ func TestRedrawMatchesTheMask(t *testing.T) {
 	}
 	median := slices.Clone(logits)
 	slices.Sort(median)
+	sparse := map[int]bool{}
+	for len(sparse) < vocab/10 {
+		if i := rng.IntN(vocab); i != best {
+			sparse[i] = true // a tenth: too few among the 256 most likely for top-k 40
+		}
+	}
 	for len(few) < 30 {
 		if i := rng.IntN(vocab); logits[i] < median[vocab/2] {
 			few[i] = true // none among the most likely
@@ -309,6 +319,7 @@ func TestRedrawMatchesTheMask(t *testing.T) {
 		{"greedy, many allowed", many, sampling{Temp: 0, PenaltyRepeat: 1}, false},
 		{"top-k, many allowed", many, sampling{Temp: 1, TopK: 40, TopP: 0.95, MinP: 0.05, PenaltyRepeat: 1}, false},
 		{"top-k 1000, many allowed", many, sampling{Temp: 1.5, TopK: 1000, TopP: 1, PenaltyRepeat: 1}, false},
+		{"top-k, a tenth allowed", sparse, sampling{Temp: 1, TopK: 40, TopP: 0.95, MinP: 0.05, PenaltyRepeat: 1}, false},
 		{"greedy, few allowed", few, sampling{Temp: 0, PenaltyRepeat: 1}, true},
 		{"top-k, few allowed", few, sampling{Temp: 1, TopK: 40, TopP: 0.95, MinP: 0.05, PenaltyRepeat: 1}, true},
 		{"no top-k, many allowed", many, sampling{Temp: 1, TopP: 0.9, PenaltyRepeat: 1}, true},

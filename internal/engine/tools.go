@@ -120,7 +120,7 @@ const controlPiece = "\x01"
 // control tokens in it, as controlPiece, outside its trie; built once, on
 // first use.
 func (e *Engine) toolVocab() *grammarVocab {
-	e.tvocab.once.Do(func() {
+	return e.tvocab.get(func() *grammarVocab {
 		base := e.grammarVocab()
 		v := *base
 		v.pieces = slices.Clone(base.pieces)
@@ -130,9 +130,9 @@ func (e *Engine) toolVocab() *grammarVocab {
 			v.unsorted = append(v.unsorted, int32(id))
 		}
 		v.c = newCVocab(v.pieces, v.eog)
-		e.tvocab.v = &v
+		v.cache = &grammarCache{}
+		return &v
 	})
-	return e.tvocab.v
 }
 
 // banned is a constraint that forbids some tokens: the start of a call,
@@ -143,7 +143,7 @@ var _ constraint = banned(nil)
 
 func (b banned) allows(tok int) bool { return !slices.Contains(b, tok) }
 
-func (b banned) mask(logits []float32) bool {
+func (b banned) mask(logits []float32, _ int) (done, any bool) {
 	for _, tok := range b {
 		if tok >= 0 && tok < len(logits) {
 			logits[tok] = float32(math.Inf(-1))
@@ -151,10 +151,10 @@ func (b banned) mask(logits []float32) bool {
 	}
 	for _, l := range logits {
 		if l > float32(math.Inf(-1)) {
-			return true
+			return true, true
 		}
 	}
-	return false
+	return true, false
 }
 
 func (b banned) filter(c candidates) candidates {

@@ -26,8 +26,9 @@ import (
 // (two slots: with one, each request would evict the other's prompt and
 // the call would prefill its tool declarations every round), so each
 // reply is its tokens' decoding: what a call adds is the grammar
-// (built per request, and on a refused draw checking the most likely
-// tokens, then the prefix trie) and the parser. Random weights are the
+// (copied from the engine's cache after the first request; on a refused
+// draw, a mask through the prefix trie where the grammar allows few
+// tokens, the most likely tokens where it allows many) and the parser. Random weights are the
 // grammar's worst case (see BenchmarkStructured).
 func BenchmarkToolCall(b *testing.B) {
 	if testing.Short() {
@@ -95,8 +96,9 @@ func BenchmarkToolCall(b *testing.B) {
 }
 
 // BenchmarkToolGrammar measures the grammar's own work in a forced call,
-// without decoding: building the calls' grammar over the full-size
-// functiongemma-270m vocabulary, drawing each token of the call under it
+// without decoding: getting the calls' grammar over the full-size
+// functiongemma-270m vocabulary (a copy of the cached one: the first is
+// built outside the timing), drawing each token of the call under it
 // from random logits (as random weights give: the first draw nearly
 // always refused) with the engine's default sampling, and freeing it,
 // against drawing the same number of tokens from the same logits
