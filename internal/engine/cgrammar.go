@@ -177,9 +177,10 @@ func (g *cGrammar) Accept(token int32) {
 }
 
 // grammarCacheSize is how many built grammars a vocabulary keeps. Each
-// holds llama.cpp's index of every piece (tens of megabytes for gemma3's
-// vocabulary), so only a few.
-const grammarCacheSize = 4
+// holds llama.cpp's own index of every piece, ~21 MB for gemma3's
+// 262,144 tokens, so few: enough for an application's tools with
+// tool_choice auto and required, or two response schemas.
+const grammarCacheSize = 2
 
 // grammarCache keeps the grammars last built over one vocabulary, in their
 // initial state, by their text. A request with the same schema or tools
