@@ -178,8 +178,8 @@ func (g *cGrammar) Accept(token int32) {
 
 // grammarCacheSize is how many built grammars a vocabulary keeps. Each
 // holds llama.cpp's own index of every piece, ~21 MB for gemma3's
-// 262,144 tokens, so few: enough for an application's tools with
-// tool_choice auto and required, or two response schemas.
+// 262,144 tokens, so few: enough for an application's tools under
+// tool_choice required and one named function, or two response schemas.
 const grammarCacheSize = 2
 
 // grammarCache keeps the grammars last built over one vocabulary, in their
