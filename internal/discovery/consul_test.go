@@ -212,18 +212,29 @@ type healthServer struct {
 }
 
 func newHealthServer(t *testing.T) *healthServer {
+	return startHealthServer(t, false)
+}
+
+// startHealthServer is newHealthServer, over TLS (a certificate of
+// httptest's own) if withTLS.
+func startHealthServer(t *testing.T, withTLS bool) *healthServer {
 	t.Helper()
 	h := &healthServer{}
 	h.status.Store(http.StatusOK)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != discovery.DefaultCheckPath {
 			http.NotFound(w, r)
 			return
 		}
 		w.WriteHeader(int(h.status.Load()))
 	}))
+	if withTLS {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
-	h.addr = strings.TrimPrefix(srv.URL, "http://")
+	h.addr = srv.Listener.Addr().String()
 	return h
 }
 
@@ -344,6 +355,47 @@ func TestRegisterSelfAfterAgentRestart(t *testing.T) {
 	client := agent.Client()
 	if entries, _, err := client.Health().Service(discovery.ServiceCaller, "", false, nil); err != nil || len(entries) != 0 {
 		t.Errorf("after deregistering: %d instances in Consul (%v), want none", len(entries), err)
+	}
+}
+
+// An instance that serves over TLS registers an https check, which
+// passes although the agent does not know the certificate's CA; the same
+// instance registered with a plain http check fails it.
+func TestRegisterTLS(t *testing.T) {
+	t.Parallel()
+	agent := consultest.Start(t)
+	client := agent.Client()
+	ch := watch(t, discovery.NewConsul(client, testLogger(t)), discovery.ServiceCaller)
+	h := startHealthServer(t, true)
+	ctx := context.Background()
+	for _, r := range []discovery.Registration{
+		{Service: discovery.ServiceCaller, ID: "tls", Addr: h.addr, TLS: true, Interval: time.Second},
+		{Service: discovery.ServiceCaller, ID: "plain", Addr: h.addr, Interval: time.Second},
+	} {
+		deregister, err := discovery.Register(ctx, client, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = deregister() })
+	}
+	waitFor(t, ch, "the instance with the https check", ids("tls"))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		checks, err := client.Agent().ChecksWithFilter(`ServiceID == "plain"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var status, output string
+		for _, c := range checks {
+			status, output = c.Status, c.Output
+		}
+		if status == api.HealthCritical && output != "" {
+			break // checked, and failed
+		}
+		if status == api.HealthPassing || time.Now().After(deadline) {
+			t.Fatalf("the plain http check of a TLS instance: %q (%s), want critical", status, output)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -47,6 +47,12 @@ type Registration struct {
 	// instance puts its model under MetaModel (ModelRegistration).
 	Meta map[string]string
 
+	// TLS says the instance serves its port over TLS (-tls-cert): the
+	// check asks https, without verifying the certificate, which comes
+	// from the cluster's RPC CA, not one the agent holds. The check only
+	// reads health; the peers that call the instance verify it.
+	TLS bool
+
 	// CheckPath is the HTTP path the agent polls; any 2xx passes, 429 warns,
 	// anything else fails. Defaults to DefaultCheckPath.
 	CheckPath string
@@ -136,12 +142,17 @@ func (r Registration) agentRegistration() (*api.AgentServiceRegistration, error)
 		timeout = DefaultCheckTimeout
 	}
 
+	scheme := "http://"
+	if r.TLS {
+		scheme = "https://"
+	}
 	check := &api.AgentServiceCheck{
-		Name:     r.Service + " health",
-		HTTP:     "http://" + net.JoinHostPort(host, portStr) + path,
-		Method:   "GET",
-		Interval: interval.String(),
-		Timeout:  timeout.String(),
+		Name:          r.Service + " health",
+		HTTP:          scheme + net.JoinHostPort(host, portStr) + path,
+		TLSSkipVerify: r.TLS,
+		Method:        "GET",
+		Interval:      interval.String(),
+		Timeout:       timeout.String(),
 	}
 	if r.DeregisterCriticalAfter > 0 {
 		check.DeregisterCriticalServiceAfter = r.DeregisterCriticalAfter.String()

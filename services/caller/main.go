@@ -81,7 +81,8 @@ func run(args []string) error {
 		return err
 	}
 	if *register {
-		deregister, err := discovery.RegisterSelf(ctx, *consulAddr, discovery.ServiceCaller, hs.Addr(), *advertise, log)
+		reg := discovery.Registration{Service: discovery.ServiceCaller, TLS: tlsCfg != nil}
+		deregister, err := discovery.RegisterSelfAs(ctx, *consulAddr, reg, hs.Addr(), *advertise, log)
 		if err != nil {
 			return err
 		}

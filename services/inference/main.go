@@ -106,7 +106,9 @@ func run(args []string) error {
 	log.Info("ready", "model", eng.Name(), "addr", hs.Addr(), "gomaxprocs", runtime.GOMAXPROCS(0))
 
 	if *register {
-		deregister, err := discovery.RegisterSelfAs(ctx, *consulAddr, discovery.ModelRegistration(eng.Name()), hs.Addr(), *advertise, log)
+		reg := discovery.ModelRegistration(eng.Name())
+		reg.TLS = tlsCfg != nil
+		deregister, err := discovery.RegisterSelfAs(ctx, *consulAddr, reg, hs.Addr(), *advertise, log)
 		if err != nil {
 			return err
 		}
