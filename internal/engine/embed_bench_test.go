@@ -29,8 +29,9 @@ func BenchmarkEmbeddings(b *testing.B) {
 	if _, err := e.Embed(context.Background(), req); err != nil { // warm up
 		b.Fatal(err)
 	}
-	// The tokens packed into one llama.cpp pass: the default, and around it.
-	for _, pack := range []int{128, 256, e.embed.pack, 1024, 2048} {
+	// The tokens packed into one llama.cpp pass: one input of 32 (a pass
+	// per input, as ollama runs them), the default, and around it.
+	for _, pack := range []int{32, 128, 256, e.embed.pack, 1024, 2048} {
 		b.Run(fmt.Sprintf("pack-%d", pack), func(b *testing.B) {
 			defer func(p int) { e.embed.pack = p }(e.embed.pack)
 			e.embed.pack = pack
