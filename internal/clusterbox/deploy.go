@@ -3,8 +3,6 @@ package clusterbox
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +17,8 @@ import (
 	"time"
 
 	nomad "github.com/hashicorp/nomad/api"
+
+	"github.com/slm-mesh/slm-mesh/internal/model"
 )
 
 // ModelName is the name the box serves its model under.
@@ -125,7 +125,7 @@ func (b *Box) PutObject(ctx context.Context, key, file string) (url, sum string,
 	if err := b.ensureEmulator(); err != nil {
 		return "", "", err
 	}
-	if sum, err = fileSHA256(file); err != nil {
+	if sum, err = model.FileSHA256(file); err != nil {
 		return "", "", err
 	}
 	if err := b.emulator.putPublicObject(ctx, bucket, key, file); err != nil {
@@ -259,17 +259,4 @@ func (b *Box) Chat(ctx context.Context, baseURL, prompt string) (string, error) 
 		return "", fmt.Errorf("chat completion without text: %s", data)
 	}
 	return out.Choices[0].Message.Content, nil
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

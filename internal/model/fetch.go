@@ -190,15 +190,35 @@ func verifyFile(p string, size int64, sha string, log hclog.Logger) error {
 		return nil
 	}
 	start := time.Now()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	got, err := sumOf(f)
+	if err != nil {
 		return fmt.Errorf("model %s: %w", p, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+	if got != sha {
 		return fmt.Errorf("%w: %s: expected %s, got %s", ErrChecksumMismatch, p, sha, got)
 	}
 	log.Debug("sha256 verified", "path", p, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// FileSHA256 returns the sha256 of the file at path in hex, as
+// -model-sha256 and a Source take it.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return sumOf(f)
+}
+
+// sumOf reads r to the end and returns its sha256 in hex.
+func sumOf(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // download is one URL being fetched into part and then renamed to final.

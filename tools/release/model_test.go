@@ -26,7 +26,7 @@ import (
 func tinyModel(t *testing.T) (path, sum string) {
 	t.Helper()
 	path = modeltest.Tiny(t, nil)
-	sum, err := fileSHA256(path)
+	sum, err := model.FileSHA256(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestModelNotGGUF(t *testing.T) {
 	if err := os.WriteFile(path, []byte("<html>not a model</html>"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := fileSHA256(path)
+	sum, err := model.FileSHA256(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +21,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/slm-mesh/slm-mesh/internal/localmesh"
+	"github.com/slm-mesh/slm-mesh/internal/model"
 )
 
 // Errors of a release; the messages carry the detail.
@@ -272,26 +271,13 @@ func (r *Release) Build(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%w: %s: %v", ErrBuild, svc, err)
 		}
-		sum, err := fileSHA256(bin)
+		sum, err := model.FileSHA256(bin)
 		if err != nil {
 			return err
 		}
 		r.Sums[svc] = sum
 	}
 	return nil
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // SHA256SUMS is the checksum file in sha256sum's format, so that

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/slm-mesh/slm-mesh/internal/localmesh"
+	"github.com/slm-mesh/slm-mesh/internal/model"
 	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 	"github.com/slm-mesh/slm-mesh/jobs"
 )
@@ -60,7 +61,7 @@ func TestReleaseBuild(t *testing.T) {
 	}
 	for i, svc := range Services {
 		bin := filepath.Join(r.Dir, svc)
-		sum, err := fileSHA256(bin)
+		sum, err := model.FileSHA256(bin)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +191,7 @@ func (rec *recorder) put(src, dst, metadata string) error {
 	if !strings.HasPrefix(dst, "s3://") {
 		return nil
 	}
-	sum, err := fileSHA256(src)
+	sum, err := model.FileSHA256(src)
 	if err != nil {
 		return err
 	}

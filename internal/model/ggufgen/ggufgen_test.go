@@ -256,26 +256,12 @@ func decode(t *testing.T, path string) ggml.KV {
 	return g.KV()
 }
 
-// writePreset writes the named preset into the test's directory.
-func writePreset(t *testing.T, name string) string {
-	t.Helper()
-	cfg, err := ggufgen.Preset(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), name+".gguf")
-	if err := ggufgen.Write(path, cfg); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // The FunctionGemma presets are gemma3 models whose vocabulary holds the
 // function-calling tokens as control tokens right after the byte tokens,
 // with a chat template functiongemma.Detect recognises.
 func TestFunctionGemmaTinyHeader(t *testing.T) {
 	t.Parallel()
-	kv := decode(t, writePreset(t, ggufgen.PresetFunctionGemmaTiny))
+	kv := decode(t, modeltest.Preset(t, ggufgen.PresetFunctionGemmaTiny))
 	if kv.Architecture() != "gemma3" || kv.String("general.name") != "functiongemma-tiny-random" {
 		t.Errorf("architecture %q, name %q", kv.Architecture(), kv.String("general.name"))
 	}
@@ -299,7 +285,7 @@ func TestFunctionGemmaTinyHeader(t *testing.T) {
 // reads, and no chat template.
 func TestEmbeddingGemmaTinyHeader(t *testing.T) {
 	t.Parallel()
-	kv := decode(t, writePreset(t, ggufgen.PresetEmbeddingGemmaTiny))
+	kv := decode(t, modeltest.Preset(t, ggufgen.PresetEmbeddingGemmaTiny))
 	for key, want := range map[string]any{
 		"general.architecture":                             "gemma-embedding",
 		"gemma-embedding.pooling_type":                     uint32(1),

@@ -14,6 +14,7 @@ import (
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/chat/functiongemma"
 	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
+	"github.com/slm-mesh/slm-mesh/internal/modeltest"
 )
 
 // presetSizes runs f on the tiny variant and, unless -short, on the full
@@ -35,7 +36,7 @@ func TestFunctionGemmaLoadsInLlamaCpp(t *testing.T) {
 	llama.BackendInit()
 	presetSizes(t, ggufgen.PresetFunctionGemmaTiny, ggufgen.PresetFunctionGemma270M, func(t *testing.T, name string) {
 		cfg, _ := ggufgen.Preset(name)
-		m, err := llama.LoadModelFromFile(writePreset(t, name), llama.ModelParams{UseMmap: true})
+		m, err := llama.LoadModelFromFile(modeltest.Preset(t, name), llama.ModelParams{UseMmap: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,7 +102,7 @@ func TestEmbeddingGemmaLoadsInLlamaCpp(t *testing.T) {
 	llama.BackendInit()
 	presetSizes(t, ggufgen.PresetEmbeddingGemmaTiny, ggufgen.PresetEmbeddingGemma300M, func(t *testing.T, name string) {
 		cfg, _ := ggufgen.Preset(name)
-		path := writePreset(t, name)
+		path := modeltest.Preset(t, name)
 		if arch, err := llama.GetModelArch(path); err != nil || arch != "gemma-embedding" {
 			t.Fatalf("architecture %q, %v", arch, err)
 		}
