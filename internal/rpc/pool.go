@@ -292,11 +292,7 @@ func (p *Pool) learn(ctx context.Context, pi *poolInstance, conn *Conn) {
 		if err == nil && d.Capacity > 0 {
 			p.mu.Lock()
 			if pi.conn == conn {
-				pi.capacity = d.Capacity
-				if d.Model != "" {
-					pi.model = d.Model
-				}
-				p.wakeLocked()
+				p.describedLocked(pi, d)
 			}
 			p.mu.Unlock()
 			p.log.Debug("instance described", "id", pi.inst.ID, "addr", pi.inst.Addr, "capacity", d.Capacity, "model", d.Model)
@@ -307,6 +303,35 @@ func (p *Pool) learn(ctx context.Context, pi *poolInstance, conn *Conn) {
 			return
 		}
 	}
+}
+
+// Learn records d as what the connected instance at addr says of itself
+// when it has not described itself yet: an answer to a status call
+// (Broadcast) that tells the same as PoolConfig.Describe. Calls may then
+// go to the instance as soon as anything has heard that it is ready, not
+// at Describe's next try, so that a health report that counts it ready
+// and the Picker agree. A d without capacity tells nothing.
+func (p *Pool) Learn(addr string, d Description) {
+	if d.Capacity <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pi := range p.order {
+		if pi.inst.Addr == addr && pi.conn != nil && pi.capacity == 0 {
+			p.describedLocked(pi, d)
+		}
+	}
+}
+
+// describedLocked records d as pi's description and wakes the calls
+// waiting for an instance to take them. p.mu must be held.
+func (p *Pool) describedLocked(pi *poolInstance, d Description) {
+	pi.capacity = d.Capacity
+	if d.Model != "" {
+		pi.model = d.Model
+	}
+	p.wakeLocked()
 }
 
 // sleep waits d or until ctx ends; it reports whether ctx is still live.
