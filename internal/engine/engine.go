@@ -533,8 +533,13 @@ func (e *Engine) prepare(req Request) (*sequence, error) {
 	case plan.constraint != nil:
 		sp.Constraint = plan.constraint
 	}
+	var forced []int
+	if plan.callGrammar && !sp.Logprobs { // a forced token has no distribution to report
+		forced = e.callPrefix(req.Request, g, maxTokens-1)
+	}
 	return &sequence{
-		tokens:    tokens,
+		tokens:    slices.Concat(tokens, forced),
+		forced:    len(forced),
 		maxTokens: maxTokens,
 		grammar:   g,
 		parse:     plan.parse,

@@ -16,7 +16,12 @@ import (
 // sequence is one request in the engine. Fields below "loop-owned" are only
 // touched by the loop goroutine.
 type sequence struct {
-	tokens    []int // the prompt
+	tokens    []int // the prompt, then the forced tokens
+	// forced is how many of tokens, at their end, are not prompt but the
+	// reply's first tokens, which its grammar leaves no choice about
+	// (callPrefix): they are decoded with the prompt, in one pass rather
+	// than a step each, and delivered as if drawn (force).
+	forced    int
 	maxTokens int
 	sampling  sampling
 	grammar   *grammar // sampling.Constraint if the request asks for JSON or calls; freed by GenerateDeltas
@@ -46,6 +51,13 @@ type sequence struct {
 }
 
 func (s *sequence) generating() bool { return s.fed == len(s.tokens) }
+
+// promptTokens is the length of s's prompt, without its forced tokens.
+func (s *sequence) promptTokens() int { return len(s.tokens) - s.forced }
+
+// cachedPrompt is how many of s's prompt tokens were found in its slot's
+// KV cache (a repeated request may find its forced tokens there too).
+func (s *sequence) cachedPrompt() int { return min(s.cached, s.promptTokens()) }
 
 // outbox carries text and the final result from the loop to GenerateDeltas. The
 // loop only appends and signals; it never waits for the reader.
@@ -169,8 +181,8 @@ func (e *Engine) release(s *sequence, keep bool) {
 	e.slots[s.id] = nil
 	e.hold.observe(time.Since(s.admittedAt))
 	s.sampler = nil
-	e.promptTokens.Add(uint64(s.fed))
-	e.cachedTokens.Add(uint64(s.cached))
+	e.promptTokens.Add(uint64(min(s.fed, s.promptTokens())))
+	e.cachedTokens.Add(uint64(s.cachedPrompt()))
 	e.completionTokens.Add(uint64(s.nGen))
 }
 
@@ -260,8 +272,24 @@ func (e *Engine) prefillStep(s *sequence, budget int) {
 	s.nPast += n
 	if e.decode(b) && s.generating() {
 		s.prefilled.Store(time.Now().UnixNano())
-		e.sampleAndDeliver(s)
+		if e.force(s) {
+			e.sampleAndDeliver(s)
+		}
 	}
+}
+
+// force delivers s's forced tokens, decoded with its prompt, as if drawn
+// (their text, the penalties; its grammar was advanced past them when it
+// was prepared). It reports whether s goes on: one of them may end it (a
+// stop string, max_tokens).
+func (e *Engine) force(s *sequence) bool {
+	for _, tok := range s.tokens[s.promptTokens():] {
+		s.sampler.remember(tok)
+		if !e.emit(s, tok) {
+			return false
+		}
+	}
+	return true
 }
 
 // decode runs one llama_decode. The KV cache state is unknown after a
@@ -299,6 +327,15 @@ func (e *Engine) deliver(s *sequence, tok int) {
 		e.finish(s, chat.FinishStop, s.text.flush())
 		return
 	}
+	if e.emit(s, tok) {
+		s.last = tok
+	}
+}
+
+// emit counts tok, a completion token that does not end the generation,
+// and delivers the text it completes, or finishes s when that text ends
+// in a stop string or s has no room left. It reports whether s goes on.
+func (e *Engine) emit(s *sequence, tok int) bool {
 	s.nGen++
 	piece := e.model.TokenToPiece(tok)
 	if s.sampling.Logprobs {
@@ -312,8 +349,9 @@ func (e *Engine) deliver(s *sequence, tok int) {
 		e.finish(s, chat.FinishLength, emit+s.text.flush())
 	default:
 		s.out.push(emit, s.logprobs.settled(s.text.emitted))
-		s.last = tok
+		return true
 	}
+	return false
 }
 
 // finish delivers the last text and the result of s and frees its slot.
@@ -321,9 +359,9 @@ func (e *Engine) finish(s *sequence, reason, text string) {
 	s.out.push(text, s.logprobs.final(s.text.kept()))
 	s.out.finish(outcome{Result: chat.Result{
 		FinishReason:     reason,
-		PromptTokens:     len(s.tokens),
+		PromptTokens:     s.promptTokens(),
 		CompletionTokens: s.nGen,
-		CachedTokens:     s.cached,
+		CachedTokens:     s.cachedPrompt(),
 		Model:            e.name,
 	}})
 	e.mu.Lock()

@@ -105,6 +105,12 @@ func (s *sampler) accept(tok int) {
 	if s.Constraint != nil {
 		s.Constraint.accept(tok)
 	}
+	s.remember(tok)
+}
+
+// remember records a generated token for the penalties only: a token the
+// constraint has already been advanced past (sequence.forced).
+func (s *sampler) remember(tok int) {
 	switch {
 	case s.RepeatLastN <= 0:
 	case len(s.recent) < s.RepeatLastN:

@@ -111,6 +111,36 @@ func (e *Engine) toolGrammar(req chat.Request) (*grammar, error) {
 	return g, nil
 }
 
+// callPrefix returns the tokens that a reply under g, the grammar of
+// forced calls (toolGrammar), must begin with, at most limit of them, and
+// advances g past them: <start_function_call>, "call:" and, when one
+// function may be called, its name and the "{" of its arguments. The
+// engine decodes them with the prompt, in one pass, instead of drawing
+// each in a step of its own (jump-forward decoding, as SGLang names it).
+// The text is tokenized as a tokenizer would, which the grammar may read
+// differently: the prefix stops before the first token g refuses.
+func (e *Engine) callPrefix(req chat.Request, g *grammar, limit int) []int {
+	text := "call:"
+	if req.ToolChoice != nil && req.ToolChoice.Mode == chat.ToolChoiceFunction {
+		text += req.ToolChoice.Name + "{"
+	} else if len(req.Tools) == 1 {
+		text += req.Tools[0].Function.Name + "{"
+	}
+	toks, err := e.model.Tokenize(text, false, false)
+	if err != nil {
+		toks = nil
+	}
+	var out []int
+	for _, tok := range slices.Concat([]int{e.tools.ids[functiongemma.StartCall]}, toks) {
+		if len(out) == limit || e.model.TokenIsEog(tok) || !g.allows(tok) {
+			break
+		}
+		g.accept(tok)
+		out = append(out, tok)
+	}
+	return out
+}
+
 // controlPiece is the piece the format's control tokens have in a tool
 // grammar's vocabulary: the grammar names them by id, and none of its
 // character classes admits U+0001, so no text rule can take one.

@@ -185,6 +185,63 @@ func TestForcedToolCalls(t *testing.T) {
 	}
 }
 
+// TestCallPrefix: a forced call's first tokens, which its grammar leaves
+// no choice about, are decoded with the prompt (callPrefix): the reply is
+// the same well-formed call in one decode step per drawn token, not per
+// token, and usage counts them as completion, not prompt. A request for
+// logprobs draws every token, each with its distribution. Fails if the
+// prefix is not decoded with the prompt, or counted as prompt.
+func TestCallPrefix(t *testing.T) {
+	t.Parallel()
+	e := openFunctionGemma(t, Config{Parallel: 1})
+	named := &chat.ToolChoice{Mode: chat.ToolChoiceFunction, Name: "get_forecast"}
+	g, err := e.toolGrammar(toolRequest(0, named, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := e.callPrefix(toolRequest(0, named, false), g, 100)
+	g.free()
+	text, err := e.model.Tokenize("call:get_forecast{", false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 1 + len(text); len(prefix) != want {
+		t.Fatalf("prefix %v, want %d tokens: <start_function_call> and call:get_forecast{", prefix, want)
+	}
+
+	// steps runs req alone and returns its reply and the decode steps it
+	// took: its prompt fits one prefill step.
+	steps := func(req chat.Request) (reply, int) {
+		before := e.Stats().Steps
+		r, err := generateReply(t, e, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.res.FinishReason != chat.FinishToolCalls || len(r.calls) != 1 || r.calls[0].Function.Name != "get_forecast" {
+			t.Fatalf("finish %q, calls %+v; want one call of get_forecast", r.res.FinishReason, r.calls)
+		}
+		checkForecast(t, r.calls[0].Function.Arguments)
+		return r, int(e.Stats().Steps - before)
+	}
+	for seed := range int64(3) {
+		r, n := steps(toolRequest(seed, named, false))
+		// One prefill step draws the first token after the prefix; each
+		// later drawn token, and the end, is a decode step.
+		if want := 1 + r.res.CompletionTokens - len(prefix); n != want {
+			t.Errorf("seed %d: %d completion tokens in %d steps, want %d (the %d-token prefix decoded with the prompt)", seed, r.res.CompletionTokens, n, want, len(prefix))
+		}
+		req := toolRequest(seed, named, false)
+		req.Logprobs = true
+		lr, ln := steps(req)
+		if want := 1 + lr.res.CompletionTokens; ln != want {
+			t.Errorf("seed %d with logprobs: %d completion tokens in %d steps, want %d (each drawn)", seed, lr.res.CompletionTokens, ln, want)
+		}
+		if r.res.PromptTokens != lr.res.PromptTokens || r.res.CachedTokens > r.res.PromptTokens {
+			t.Errorf("seed %d: usage %+v, with logprobs %+v; want the same prompt, the prefix counted as completion", seed, r.res, lr.res)
+		}
+	}
+}
+
 // A conversation goes on after a call: the call and its result are in the
 // prompt, and the model may call again.
 func TestToolRoundTrip(t *testing.T) {

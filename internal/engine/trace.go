@@ -39,7 +39,7 @@ func (e *Engine) traceRequest(ctx context.Context, s *sequence, res chat.Result,
 	}
 	tracer := parent.TracerProvider().Tracer(instrumentation)
 	e.mu.Lock()
-	admitted, cached := s.admittedAt, s.cached
+	admitted, cached := s.admittedAt, s.cachedPrompt()
 	e.mu.Unlock()
 	var prefilled time.Time
 	if ns := s.prefilled.Load(); ns != 0 {
@@ -59,7 +59,7 @@ func (e *Engine) traceRequest(ctx context.Context, s *sequence, res chat.Result,
 		return
 	}
 	phase("engine.queue", s.queuedAt, admitted, false)
-	prompt := []attribute.KeyValue{attrInputTokens.Int(len(s.tokens)), attrCachedTokens.Int(cached)}
+	prompt := []attribute.KeyValue{attrInputTokens.Int(s.promptTokens()), attrCachedTokens.Int(cached)}
 	if prefilled.IsZero() {
 		phase("engine.prompt", admitted, end, true, prompt...)
 		return
