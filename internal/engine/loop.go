@@ -17,11 +17,7 @@ import (
 // touched by the loop goroutine.
 type sequence struct {
 	tokens    []int // the prompt, then the forced tokens
-	// forced is how many of tokens, at their end, are not prompt but the
-	// reply's first tokens, which its grammar leaves no choice about
-	// (callPrefix): they are decoded with the prompt, in one pass rather
-	// than a step each, and delivered as if drawn (force).
-	forced    int
+	forced    int   // of tokens, the last ones: the reply's first, which its grammar fixes (callPrefix, force)
 	maxTokens int
 	sampling  sampling
 	grammar   *grammar // sampling.Constraint if the request asks for JSON or calls; freed by GenerateDeltas
