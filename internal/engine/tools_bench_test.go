@@ -25,7 +25,9 @@ import (
 // Both prompts are the same every round and each keeps a slot of its own
 // (two slots: with one, each request would evict the other's prompt and
 // the call would prefill its tool declarations every round), so each
-// reply is its tokens' decoding: what a call adds is the grammar
+// reply is its tokens' decoding, but for the call's first tokens, which
+// the grammar fixes and which are decoded with the prompt (callPrefix):
+// what a call adds is the grammar
 // (copied from the engine's cache after the first request; on a refused
 // draw, a mask through the prefix trie where the grammar allows few
 // tokens, the most likely tokens where it allows many) and the parser. Random weights are the
@@ -69,6 +71,12 @@ func BenchmarkToolCall(b *testing.B) {
 	// Warm-up: the grammar's vocabulary is built once per engine, and
 	// each prompt goes into the cache.
 	res, _, _ := run(call(-1))
+	g, err := e.toolGrammar(call(-1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	prefix := len(e.callPrefix(call(-1), g, 200))
+	g.free()
 	run(free(-1, res.CompletionTokens))
 
 	var tokens int
@@ -90,6 +98,7 @@ func BenchmarkToolCall(b *testing.B) {
 	b.StopTimer()
 	n := float64(b.N)
 	b.ReportMetric(float64(tokens)/n, "tokens/reply")
+	b.ReportMetric(float64(prefix), "prefix-tokens/reply")
 	b.ReportMetric(tool.Seconds()*1000/n, "call-ms/reply")
 	b.ReportMetric(plain.Seconds()*1000/n, "free-ms/reply")
 	b.ReportMetric((tool.Seconds()/plain.Seconds()-1)*100, "overhead-%")
