@@ -134,6 +134,30 @@ func TestEmbeddingsBatchEqualsOneByOne(t *testing.T) {
 	}
 }
 
+// Inputs are packed many per pass only with flash attention, which skips
+// the attention between inputs that the mask rules out; without it each
+// input has a pass of its own, which is faster then.
+func TestEmbeddingsPacking(t *testing.T) {
+	var ss []string
+	for i := range 64 {
+		ss = append(ss, sentence(i))
+	}
+	for _, tt := range []struct {
+		flash    string
+		min, max uint64 // passes for the 64 inputs
+	}{
+		{"auto", 1, 8},
+		{"off", 64, 64},
+	} {
+		e := openEmbedding(t, ggufgen.PresetEmbeddingGemmaTiny, Config{FlashAttention: tt.flash})
+		before := e.Stats().Steps
+		embed(t, e, chat.EmbedRequest{Inputs: texts(ss...)})
+		if n := e.Stats().Steps - before; n < tt.min || n > tt.max {
+			t.Errorf("flash attention %s: 64 inputs in %d passes, want %d to %d", tt.flash, n, tt.min, tt.max)
+		}
+	}
+}
+
 // Token inputs are used as they are: the tokens of a text give its
 // embedding.
 func TestEmbeddingsOfTokens(t *testing.T) {

@@ -327,6 +327,12 @@ func Open(cfg Config) (*Engine, error) {
 	var emb *embedder
 	if embedding {
 		emb = &embedder{width: m.NEmbd(), pack: DefaultConfig().BatchSize}
+		if cfg.FlashAttention == "off" {
+			// Without flash attention a packed pass computes the
+			// attention of every token to every other, masked or not:
+			// slower than a pass per input (docs/PERFORMANCE.md).
+			emb.pack = 1
+		}
 	} else {
 		step = measureStep(lctx, batch, min(cfg.Parallel, cfg.BatchSize))
 		tools = detectTools(m, tok, info.ChatTemplate)
