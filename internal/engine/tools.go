@@ -117,8 +117,12 @@ func (e *Engine) toolGrammar(req chat.Request) (*grammar, error) {
 // function may be called, its name and the "{" of its arguments. The
 // engine decodes them with the prompt, in one pass, instead of drawing
 // each in a step of its own (jump-forward decoding, as SGLang names it).
-// The text is tokenized as a tokenizer would, which the grammar may read
-// differently: the prefix stops before the first token g refuses.
+// The text is tokenized as the tokenizer would, and its last token is
+// left to be drawn, so that it may merge with what follows as it would in
+// the model's training text (the prefix ends where the tokenizer put a
+// boundary, not where the fixed text happens to end). The grammar may
+// read a token otherwise: the prefix stops before the first one g
+// refuses.
 func (e *Engine) callPrefix(req chat.Request, g *grammar, limit int) []int {
 	text := "call:"
 	if req.ToolChoice != nil && req.ToolChoice.Mode == chat.ToolChoiceFunction {
@@ -129,6 +133,9 @@ func (e *Engine) callPrefix(req chat.Request, g *grammar, limit int) []int {
 	toks, err := e.model.Tokenize(text, false, false)
 	if err != nil {
 		toks = nil
+	}
+	if len(toks) > 0 {
+		toks = toks[:len(toks)-1] // drawn
 	}
 	var out []int
 	for _, tok := range slices.Concat([]int{e.tools.ids[functiongemma.StartCall]}, toks) {

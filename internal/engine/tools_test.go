@@ -205,8 +205,8 @@ func TestCallPrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := 1 + len(text); len(prefix) != want {
-		t.Fatalf("prefix %v, want %d tokens: <start_function_call> and call:get_forecast{", prefix, want)
+	if want := len(text); len(prefix) != want || !slices.Equal(prefix[1:], text[:len(text)-1]) {
+		t.Fatalf("prefix %v, want %d tokens: <start_function_call> and those of call:get_forecast{ %v but the last", prefix, want, text)
 	}
 
 	// steps runs req alone and returns its reply and the decode steps it
