@@ -527,7 +527,9 @@ func TestKeepaliveDetectsSilentPeer(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, ServerConfig{}, "")
 	bh := newBlackHole(t, ts.addr)
-	c := dial(t, bh.ln.Addr().String(), ClientConfig{PingInterval: 50 * time.Millisecond, PongTimeout: 100 * time.Millisecond})
+	// A pong timeout well above a loaded machine's scheduling delays: a
+	// healthy connection must not be taken for a silent one.
+	c := dial(t, bh.ln.Addr().String(), ClientConfig{PingInterval: 100 * time.Millisecond, PongTimeout: 500 * time.Millisecond})
 
 	errs := make(chan error, 1)
 	go func() {
@@ -535,8 +537,9 @@ func TestKeepaliveDetectsSilentPeer(t *testing.T) {
 		errs <- err
 	}()
 	eventually(t, "call to reach the server", func() bool { return ts.rpc.InFlight() == 1 })
-	// A connection that only idles stays up across several ping intervals.
-	time.Sleep(300 * time.Millisecond)
+	// A connection that only idles stays up across several ping intervals
+	// and pong timeouts.
+	time.Sleep(1200 * time.Millisecond)
 	if err := c.Err(); err != nil {
 		t.Fatalf("healthy idle connection closed: %v", err)
 	}
