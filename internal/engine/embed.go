@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -14,18 +15,43 @@ import (
 // llama_decode at most: its context's sequence count.
 const embedSeqs = 64
 
-// embedder is the state of an embedding model's engine. Embed calls take
-// the llama context in turn (mu); the decode loop never touches it, since
-// an embedding model admits no sequences.
+// embedder is the state of an embedding model's engine. The decode loop
+// never touches the llama context, since an embedding model admits no
+// sequences: Embed calls share it a pass at a time (mu), each pass taking
+// the inputs at the head of the queue, whichever calls they came from, so
+// that concurrent requests fill one pass together.
 type embedder struct {
 	width int // the model's embedding size
 	// pack bounds the tokens of one decode; a longer input goes alone.
 	// Attention in a non-causal batch costs the square of its tokens, so
 	// packing fewer, with more decodes, is faster than one huge batch.
-	pack    int
-	mu      sync.Mutex
-	closed  bool
-	running atomic.Int64 // Embed calls in progress, for Stats and Drain
+	pack int
+	// mu is held for one pass by whichever Embed call takes it.
+	mu     sync.Mutex
+	closed bool // under mu
+	qmu    sync.Mutex
+	queue  []*embedJob // under qmu: the calls with inputs still to encode, oldest first
+	// running counts Embed calls in progress, for Stats and Drain.
+	running atomic.Int64
+}
+
+// embedJob is one Embed call's inputs in the queue. Its fields are under
+// the embedder's qmu until done is closed.
+type embedJob struct {
+	ctx    context.Context // its caller's: once it ends, no pass takes its inputs
+	inputs [][]int
+	out    [][]float32
+	taken  int // inputs put into a pass
+	left   int // inputs without an embedding yet
+	err    error
+	done   chan struct{} // closed once left is 0 or err is set
+}
+
+func (j *embedJob) fail(err error) {
+	if j.err == nil && j.left > 0 {
+		j.err = err
+		close(j.done)
+	}
 }
 
 // Embedding reports whether the model is an embedding model: Embed
@@ -42,9 +68,10 @@ func (e *Engine) embedsRunning() int {
 
 // Embed computes one embedding per input with the model's pooling, each
 // normalised to unit length (and, with req.Dimensions, truncated to that
-// many values first). Inputs are encoded many per llama_decode. A text
-// input is tokenized as plain text, with the model's BOS and EOS; token
-// inputs are used as they are. ctx ends the work between two decodes.
+// many values first). Inputs are encoded many per llama_decode, with
+// those of concurrent calls (embedAll). A text input is tokenized as
+// plain text, with the model's BOS and EOS; token inputs are used as they
+// are. ctx ends the work between two decodes.
 func (e *Engine) Embed(ctx context.Context, req chat.EmbedRequest) (chat.EmbedResult, error) {
 	if err := req.Validate(); err != nil {
 		return chat.EmbedResult{}, err
@@ -75,26 +102,9 @@ func (e *Engine) Embed(ctx context.Context, req chat.EmbedRequest) (chat.EmbedRe
 
 	em.running.Add(1)
 	defer em.running.Add(-1)
-	em.mu.Lock()
-	defer em.mu.Unlock()
-	if em.closed {
-		return chat.EmbedResult{}, closing()
-	}
-	out := make([][]float32, len(inputs))
-	for start := 0; start < len(inputs); {
-		if err := ctx.Err(); err != nil {
-			return chat.EmbedResult{}, err
-		}
-		// Pack inputs while they fit; the first always goes.
-		end, tokens := start, 0
-		for end < len(inputs) && end-start < embedSeqs && (end == start || tokens+len(inputs[end]) <= em.pack) {
-			tokens += len(inputs[end])
-			end++
-		}
-		if err := e.encode(inputs[start:end], out[start:end]); err != nil {
-			return chat.EmbedResult{}, err
-		}
-		start = end
+	out, err := e.embedAll(ctx, inputs)
+	if err != nil {
+		return chat.EmbedResult{}, err
 	}
 	for i, v := range out {
 		if req.Dimensions > 0 {
@@ -105,6 +115,92 @@ func (e *Engine) Embed(ctx context.Context, req chat.EmbedRequest) (chat.EmbedRe
 	e.requests.Add(1)
 	e.promptTokens.Add(uint64(total))
 	return chat.EmbedResult{Model: e.name, Embeddings: out, PromptTokens: total}, nil
+}
+
+// embedAll queues inputs and takes passes over the queue until they all
+// have their embedding: a pass may hold inputs of other calls, and
+// another call's pass may hold these. ctx ends the wait between two
+// passes.
+func (e *Engine) embedAll(ctx context.Context, inputs [][]int) ([][]float32, error) {
+	em := e.embed
+	j := &embedJob{ctx: ctx, inputs: inputs, out: make([][]float32, len(inputs)), left: len(inputs), done: make(chan struct{})}
+	em.qmu.Lock()
+	em.queue = append(em.queue, j)
+	em.qmu.Unlock()
+	for {
+		em.mu.Lock()
+		select {
+		case <-j.done:
+			em.mu.Unlock()
+			return j.out, j.err
+		default:
+		}
+		var err error
+		switch {
+		case em.closed:
+			err = closing()
+		case ctx.Err() != nil:
+			err = ctx.Err()
+		}
+		if err != nil {
+			em.qmu.Lock()
+			em.queue = slices.DeleteFunc(em.queue, func(q *embedJob) bool { return q == j })
+			em.qmu.Unlock()
+			em.mu.Unlock()
+			return nil, err
+		}
+		e.embedPass()
+		em.mu.Unlock()
+	}
+}
+
+// embedPass encodes the inputs at the head of the queue in one pass, as
+// many as fit (the first always goes), and gives each call its inputs'
+// embeddings. Called with em.mu held.
+func (e *Engine) embedPass() {
+	em := e.embed
+	type seq struct {
+		j *embedJob
+		i int
+	}
+	var seqs []seq
+	var inputs [][]int
+	tokens := 0
+	em.qmu.Lock()
+	// A cancelled call's inputs are not encoded; its caller returns
+	// ctx's error when it next holds mu.
+	em.queue = slices.DeleteFunc(em.queue, func(j *embedJob) bool { return j.ctx.Err() != nil })
+take:
+	for _, j := range em.queue {
+		for ; j.taken < len(j.inputs); j.taken++ {
+			in := j.inputs[j.taken]
+			if len(inputs) == embedSeqs || (len(inputs) > 0 && tokens+len(in) > em.pack) {
+				break take
+			}
+			seqs, inputs, tokens = append(seqs, seq{j, j.taken}), append(inputs, in), tokens+len(in)
+		}
+	}
+	em.qmu.Unlock()
+	if len(inputs) == 0 {
+		return
+	}
+	out := make([][]float32, len(inputs))
+	err := e.encode(inputs, out)
+	em.qmu.Lock()
+	defer em.qmu.Unlock()
+	for k, s := range seqs {
+		switch {
+		case s.j.err != nil:
+		case err != nil:
+			s.j.fail(err)
+		default:
+			s.j.out[s.i] = out[k]
+			if s.j.left--; s.j.left == 0 {
+				close(s.j.done)
+			}
+		}
+	}
+	em.queue = slices.DeleteFunc(em.queue, func(j *embedJob) bool { return j.err != nil || j.left == 0 })
 }
 
 // embedTokens tokenizes input i, or checks its token ids, against the

@@ -2,11 +2,14 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -156,6 +159,76 @@ func TestEmbeddingsPacking(t *testing.T) {
 			t.Errorf("flash attention %s: 64 inputs in %d passes, want %d to %d", tt.flash, n, tt.min, tt.max)
 		}
 	}
+}
+
+// queued waits until n Embed calls are in e's queue.
+func queued(t *testing.T, e *Engine, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e.embed.qmu.Lock()
+		got := len(e.embed.queue)
+		e.embed.qmu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls queued, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Concurrent requests share passes: eight one-input requests that arrive
+// while the context is busy are encoded in one pass, each getting the
+// embedding its input gets alone. A request whose caller gives up while
+// it waits returns its context's error and is not encoded, and the others
+// are not disturbed.
+func TestEmbeddingsAcrossRequests(t *testing.T) {
+	e := openEmbedding(t, ggufgen.PresetEmbeddingGemmaTiny, Config{})
+	alone := make([][]float32, 8)
+	for i := range alone {
+		alone[i] = embed(t, e, chat.EmbedRequest{Inputs: texts(sentence(i))}).Embeddings[0]
+	}
+
+	// Holding the context's lock stands for a pass in progress.
+	e.embed.mu.Lock()
+	got := make([][]float32, len(alone))
+	errs := make([]error, len(alone)+1)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range alone {
+		wg.Go(func() {
+			res, err := e.Embed(context.Background(), chat.EmbedRequest{Inputs: texts(sentence(i))})
+			if errs[i] = err; err == nil {
+				got[i] = res.Embeddings[0]
+			}
+		})
+	}
+	wg.Go(func() {
+		_, errs[len(alone)] = e.Embed(ctx, chat.EmbedRequest{Inputs: texts("given up on")})
+	})
+	queued(t, e, len(alone)+1)
+	cancel()
+	before := e.Stats().Steps
+	e.embed.mu.Unlock()
+	wg.Wait()
+
+	if n := e.Stats().Steps - before; n != 1 {
+		t.Errorf("%d one-input requests in %d passes, want 1", len(alone), n)
+	}
+	for i := range alone {
+		if errs[i] != nil {
+			t.Fatalf("request %d: %v", i, errs[i])
+		}
+		if d := maxDiff(t, got[i], alone[i]); d > 1e-4 {
+			t.Errorf("request %d: with the others and alone differ by %g", i, d)
+		}
+	}
+	if err := errs[len(alone)]; !errors.Is(err, context.Canceled) {
+		t.Errorf("the request given up on: %v, want context.Canceled", err)
+	}
+	queued(t, e, 0)
 }
 
 // Token inputs are used as they are: the tokens of a text give its

@@ -326,7 +326,7 @@ func Open(cfg Config) (*Engine, error) {
 	var tools *toolFormat
 	var emb *embedder
 	if embedding {
-		emb = &embedder{width: m.NEmbd(), pack: DefaultConfig().BatchSize}
+		emb = &embedder{width: m.NEmbd(), pack: min(DefaultConfig().BatchSize, cfg.BatchSize)}
 		if cfg.FlashAttention == "off" {
 			// Without flash attention a packed pass computes the
 			// attention of every token to every other, masked or not:
