@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
@@ -43,6 +44,54 @@ func BenchmarkEmbeddings(b *testing.B) {
 			s := b.Elapsed().Seconds()
 			b.ReportMetric(float64(64*b.N)/s, "inputs/s")
 			b.ReportMetric(float64(64*32*b.N)/s, "tokens/s")
+		})
+	}
+}
+
+// BenchmarkEmbeddingsConcurrent measures what sharing passes between
+// requests is worth: the same 64 inputs as BenchmarkEmbeddings, sent as 64
+// one-input requests, one at a time (a pass each) or by 8 clients at once
+// (their inputs packed together), on 2 threads:
+//
+//	go test -run '^$' -bench BenchmarkEmbeddingsConcurrent -benchtime 4x ./internal/engine/
+func BenchmarkEmbeddingsConcurrent(b *testing.B) {
+	e := openEmbedding(b, ggufgen.PresetEmbeddingGemma300M, Config{Threads: 2})
+	reqs := make([]chat.EmbedRequest, 64)
+	for i := range reqs {
+		toks := []int{ggufgen.BOSID}
+		for k := range 30 {
+			toks = append(toks, 1000+(i*31+k*17)%200000)
+		}
+		reqs[i].Inputs = []chat.EmbedInput{{Tokens: append(toks, ggufgen.EOSID)}}
+	}
+	if _, err := e.Embed(context.Background(), reqs[0]); err != nil { // warm up
+		b.Fatal(err)
+	}
+	for _, clients := range []int{1, 8} {
+		b.Run(fmt.Sprintf("clients-%d", clients), func(b *testing.B) {
+			before := e.Stats().Steps
+			for range b.N {
+				next := make(chan chat.EmbedRequest, len(reqs))
+				for _, r := range reqs {
+					next <- r
+				}
+				close(next)
+				var wg sync.WaitGroup
+				for range clients {
+					wg.Go(func() {
+						for r := range next {
+							if _, err := e.Embed(context.Background(), r); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+			}
+			s := b.Elapsed().Seconds()
+			b.ReportMetric(float64(64*b.N)/s, "inputs/s")
+			b.ReportMetric(float64(e.Stats().Steps-before)/float64(b.N), "passes/64-inputs")
 		})
 	}
 }
