@@ -17,18 +17,20 @@ const embedSeqs = 64
 
 // embedder is the state of an embedding model's engine. The decode loop
 // never touches the llama context, since an embedding model admits no
-// sequences: Embed calls share it a pass at a time (mu), each pass taking
-// the inputs at the head of the queue, whichever calls they came from, so
-// that concurrent requests fill one pass together.
+// sequences: Embed calls share it a pass at a time (turn), each pass
+// taking the inputs at the head of the queue, whichever calls they came
+// from, so that concurrent requests fill one pass together.
 type embedder struct {
 	width int // the model's embedding size
 	// pack bounds the tokens of one decode; a longer input goes alone.
 	// Attention in a non-causal batch costs the square of its tokens, so
 	// packing fewer, with more decodes, is faster than one huge batch.
 	pack int
-	// mu is held for one pass by whichever Embed call takes it.
-	mu     sync.Mutex
-	closed bool // under mu
+	// turn is the context's lock, held for one pass by whichever Embed
+	// call takes it: a channel, so that a call may instead see its inputs
+	// done by another's pass, or its context end.
+	turn   chan struct{}
+	closed bool // under turn
 	qmu    sync.Mutex
 	queue  []*embedJob // under qmu: the calls with inputs still to encode, oldest first
 	// running counts Embed calls in progress, for Stats and Drain.
@@ -84,6 +86,10 @@ func (e *Engine) Embed(ctx context.Context, req chat.EmbedRequest) (chat.EmbedRe
 		return chat.EmbedResult{}, chat.Invalidf("dimensions",
 			"Invalid 'dimensions': %d is more than model %s's %d.", req.Dimensions, e.name, em.width)
 	}
+	// Counted before the draining check, so that Drain, which sets
+	// draining and then waits for none to run, never misses this call.
+	em.running.Add(1)
+	defer em.running.Add(-1)
 	e.mu.Lock()
 	draining := e.draining
 	e.mu.Unlock()
@@ -100,8 +106,6 @@ func (e *Engine) Embed(ctx context.Context, req chat.EmbedRequest) (chat.EmbedRe
 		inputs[i], total = toks, total+len(toks)
 	}
 
-	em.running.Add(1)
-	defer em.running.Add(-1)
 	out, err := e.embedAll(ctx, inputs)
 	if err != nil {
 		return chat.EmbedResult{}, err
@@ -119,44 +123,46 @@ func (e *Engine) Embed(ctx context.Context, req chat.EmbedRequest) (chat.EmbedRe
 
 // embedAll queues inputs and takes passes over the queue until they all
 // have their embedding: a pass may hold inputs of other calls, and
-// another call's pass may hold these. ctx ends the wait between two
-// passes.
+// another call's pass may hold these. When ctx ends the call returns at
+// once; a pass running with its inputs finishes for the others.
 func (e *Engine) embedAll(ctx context.Context, inputs [][]int) ([][]float32, error) {
 	em := e.embed
 	j := &embedJob{ctx: ctx, inputs: inputs, out: make([][]float32, len(inputs)), left: len(inputs), done: make(chan struct{})}
 	em.qmu.Lock()
 	em.queue = append(em.queue, j)
 	em.qmu.Unlock()
+	giveUp := func(err error) ([][]float32, error) {
+		em.qmu.Lock()
+		em.queue = slices.DeleteFunc(em.queue, func(q *embedJob) bool { return q == j })
+		em.qmu.Unlock()
+		return nil, err
+	}
 	for {
-		em.mu.Lock()
 		select {
 		case <-j.done:
-			em.mu.Unlock()
+			return j.out, j.err
+		case <-ctx.Done():
+			return giveUp(ctx.Err())
+		case em.turn <- struct{}{}:
+		}
+		select {
+		case <-j.done:
+			<-em.turn
 			return j.out, j.err
 		default:
 		}
-		var err error
-		switch {
-		case em.closed:
-			err = closing()
-		case ctx.Err() != nil:
-			err = ctx.Err()
-		}
-		if err != nil {
-			em.qmu.Lock()
-			em.queue = slices.DeleteFunc(em.queue, func(q *embedJob) bool { return q == j })
-			em.qmu.Unlock()
-			em.mu.Unlock()
-			return nil, err
+		if em.closed {
+			<-em.turn
+			return giveUp(closing())
 		}
 		e.embedPass()
-		em.mu.Unlock()
+		<-em.turn
 	}
 }
 
 // embedPass encodes the inputs at the head of the queue in one pass, as
 // many as fit (the first always goes), and gives each call its inputs'
-// embeddings. Called with em.mu held.
+// embeddings. Called holding em.turn.
 func (e *Engine) embedPass() {
 	em := e.embed
 	type seq struct {
@@ -168,7 +174,7 @@ func (e *Engine) embedPass() {
 	tokens := 0
 	em.qmu.Lock()
 	// A cancelled call's inputs are not encoded; its caller returns
-	// ctx's error when it next holds mu.
+	// ctx's error.
 	em.queue = slices.DeleteFunc(em.queue, func(j *embedJob) bool { return j.ctx.Err() != nil })
 take:
 	for _, j := range em.queue {
@@ -188,6 +194,9 @@ take:
 	err := e.encode(inputs, out)
 	em.qmu.Lock()
 	defer em.qmu.Unlock()
+	// A failed decode fails every call with an input in the pass: it says
+	// nothing of one input (each was checked against the vocabulary and
+	// the context before it was queued).
 	for k, s := range seqs {
 		switch {
 		case s.j.err != nil:
@@ -241,7 +250,7 @@ func (e *Engine) embedTokens(i int, in chat.EmbedInput) ([]int, error) {
 }
 
 // encode runs one llama_decode over inputs, one sequence each, and
-// stores their pooled embeddings in out. Called with embed.mu held.
+// stores their pooled embeddings in out. Called holding embed.turn.
 func (e *Engine) encode(inputs [][]int, out [][]float32) error {
 	e.batch.Clear()
 	for seq, toks := range inputs {

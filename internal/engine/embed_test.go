@@ -191,8 +191,8 @@ func TestEmbeddingsAcrossRequests(t *testing.T) {
 		alone[i] = embed(t, e, chat.EmbedRequest{Inputs: texts(sentence(i))}).Embeddings[0]
 	}
 
-	// Holding the context's lock stands for a pass in progress.
-	e.embed.mu.Lock()
+	// Holding the context's turn stands for a pass in progress.
+	e.embed.turn <- struct{}{}
 	got := make([][]float32, len(alone))
 	errs := make([]error, len(alone)+1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -211,7 +211,7 @@ func TestEmbeddingsAcrossRequests(t *testing.T) {
 	queued(t, e, len(alone)+1)
 	cancel()
 	before := e.Stats().Steps
-	e.embed.mu.Unlock()
+	<-e.embed.turn
 	wg.Wait()
 
 	if n := e.Stats().Steps - before; n != 1 {

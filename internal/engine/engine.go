@@ -279,8 +279,8 @@ func Open(cfg Config) (*Engine, error) {
 	embedding := info.PoolingType > 0
 	if embedding {
 		// llama.cpp encodes a non-causal batch in one pass: the longest
-		// input must fit in one micro-batch. Inputs are still packed
-		// BatchSize tokens at a time (embedBatch).
+		// input must fit in one micro-batch. Inputs are still packed at
+		// most 512 tokens at a time (embedder.pack).
 		cfg.BatchSize = max(cfg.BatchSize, cfg.ContextPerSeq)
 	}
 	r, err := newRenderer(info.ChatTemplate)
@@ -326,7 +326,7 @@ func Open(cfg Config) (*Engine, error) {
 	var tools *toolFormat
 	var emb *embedder
 	if embedding {
-		emb = &embedder{width: m.NEmbd(), pack: min(DefaultConfig().BatchSize, cfg.BatchSize)}
+		emb = &embedder{width: m.NEmbd(), pack: min(DefaultConfig().BatchSize, cfg.BatchSize), turn: make(chan struct{}, 1)}
 		if cfg.FlashAttention == "off" {
 			// Without flash attention a packed pass computes the
 			// attention of every token to every other, masked or not:
@@ -784,10 +784,10 @@ func (e *Engine) Close() {
 	e.mu.Unlock()
 	<-e.loopDone
 	if e.embed != nil {
-		// Wait for a running Embed, the other user of the context.
-		e.embed.mu.Lock()
+		// Wait for a running pass, the other user of the context.
+		e.embed.turn <- struct{}{}
 		e.embed.closed = true
-		defer e.embed.mu.Unlock()
+		defer func() { <-e.embed.turn }()
 	}
 	e.batch.Free()
 	e.gvocab.close()

@@ -36,9 +36,9 @@ type sequence struct {
 	// loop-owned
 	sampler  *sampler // made when the sequence gets a slot
 	id       int      // llama sequence id = slot index
-	fed      int      // prompt tokens already decoded
+	fed      int      // tokens already decoded (prompt, then forced)
 	nPast    int      // tokens in the KV cache
-	cached   int      // prompt tokens found in the slot's KV cache at admission
+	cached   int      // tokens found in the slot's KV cache at admission (cachedPrompt: of the prompt)
 	genFed   []int    // completion tokens decoded into the KV cache
 	last     int      // last sampled token, fed at the next step
 	nGen     int      // completion tokens
@@ -251,8 +251,9 @@ func (e *Engine) decodeStep(seqs []*sequence, step uint64) bool {
 	return true
 }
 
-// prefillStep decodes up to budget tokens of s's prompt and, when that
-// completes the prompt, samples its first token.
+// prefillStep decodes up to budget tokens of s's prompt (and forced
+// tokens) and, when that completes them, delivers the forced tokens and
+// samples the first drawn one.
 func (e *Engine) prefillStep(s *sequence, budget int) {
 	b := e.batch
 	b.Clear()

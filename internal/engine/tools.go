@@ -113,8 +113,9 @@ func (e *Engine) toolGrammar(req chat.Request) (*grammar, error) {
 
 // callPrefix returns the tokens that a reply under g, the grammar of
 // forced calls (toolGrammar), must begin with, at most limit of them, and
-// advances g past them: <start_function_call>, "call:" and, when one
-// function may be called, its name and the "{" of its arguments. The
+// advances g past them: those of <start_function_call>, "call:" and, when
+// one function may be called, its name and the "{" of its arguments, but
+// the last (below). The
 // engine decodes them with the prompt, in one pass, instead of drawing
 // each in a step of its own (jump-forward decoding, as SGLang names it).
 // The text is tokenized as the tokenizer would, and its last token is
