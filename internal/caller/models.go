@@ -2,6 +2,7 @@ package caller
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +18,17 @@ import (
 func Describe(ctx context.Context, c *rpc.Conn) (rpc.Description, error) {
 	info, err := mesh.NewInferenceClient(c).Info(ctx)
 	return rpc.Description{Capacity: info.Slots, Model: info.Model}, err
+}
+
+// described reads an inference instance's answer to the status broadcast
+// (Status asks each its Info) as its description: an instance that
+// answers ready there takes calls at once (rpc.PoolConfig.Described).
+func described(method string, result json.RawMessage) (rpc.Description, bool) {
+	var info mesh.InferenceInfo
+	if method != mesh.MethodInfo || json.Unmarshal(result, &info) != nil {
+		return rpc.Description{}, false
+	}
+	return rpc.Description{Capacity: info.Slots, Model: info.Model}, true
 }
 
 type modelContext struct{}

@@ -112,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Routing == RoutingPrefix {
 		within = s.prefix
 	}
-	pool := rpc.PoolConfig{Client: cfg.Client, Logger: cfg.Logger.Named("pool"), Retries: 1, Describe: Describe, Picker: modelPicker{within}}
+	pool := rpc.PoolConfig{Client: cfg.Client, Logger: cfg.Logger.Named("pool"), Retries: 1, Describe: Describe, Described: described, Picker: modelPicker{within}}
 	s.pool = rpc.NewPool(cfg.Inference, discovery.ServiceInference, pool)
 	s.inference = mesh.NewInferenceClient(s.pool)
 	s.svc = mesh.NewService("caller", cfg.RPC, cfg.Logger, s.health)
@@ -185,14 +185,6 @@ func (s *Server) check(req *chat.Request) error {
 // ready included) and its default model.
 func (s *Server) Status(ctx context.Context) (mesh.CallerStatus, error) {
 	st := mesh.CallerStatus{Inference: s.inference.Infos(ctx), Default: s.cfg.DefaultModel}
-	// An instance that has just answered ready takes calls from now on,
-	// as this report says, though the pool's own question (Describe) may
-	// not have had its answer yet.
-	for _, in := range st.Inference {
-		if in.Error == "" {
-			s.pool.Learn(in.Addr, rpc.Description{Capacity: in.Slots, Model: in.Model})
-		}
-	}
 	// A model an instance has just told is known, though the pool may not
 	// have its description yet.
 	s.known.add(st.Models()...)

@@ -86,7 +86,7 @@ func status(addr string, info InferenceInfo, err error) InferenceStatus {
 	if err != nil {
 		return InferenceStatus{Addr: addr, Error: err.Error()}
 	}
-	return InferenceStatus{Addr: addr, Model: info.Model, Created: info.Created, Slots: info.Slots}
+	return InferenceStatus{Addr: addr, Model: info.Model, Created: info.Created}
 }
 
 // generate makes a generation call: chat.Request in, chat.Delta chunks,

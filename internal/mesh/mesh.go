@@ -87,10 +87,8 @@ type InferenceStatus struct {
 	Addr  string `json:"addr"`
 	Model string `json:"model,omitempty"`
 	// Created is when the model file was made (Unix seconds); 0 if unknown.
-	Created int64 `json:"created,omitempty"`
-	// Slots is how many requests it generates at once; 0 if unknown.
-	Slots int    `json:"slots,omitempty"`
-	Error string `json:"error,omitempty"`
+	Created int64  `json:"created,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // Models returns the distinct models of the instances that answered, in

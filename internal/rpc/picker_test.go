@@ -248,13 +248,14 @@ func TestPoolWaitsForDescription(t *testing.T) {
 	}
 }
 
-// TestPoolLearn: an instance that cannot describe itself through Describe
-// takes calls once Learn records what it said in answer to another call;
-// a description without capacity, or for an address the pool does not
-// know, changes nothing. The regression: a caller's /health counted an
-// instance ready from its answer to a status call while the pool, whose
-// own question was still backing off, sent every call elsewhere.
-func TestPoolLearn(t *testing.T) {
+// TestPoolDescribedByBroadcast: an instance that cannot describe itself
+// through Describe takes calls once a Broadcast answer that Described
+// reads as its description comes back; an answer without capacity, or to
+// a method Described does not read, changes nothing. The regression: a
+// caller's /health counted an instance ready from its answer to a status
+// call while the pool, its own question still backing off, sent every
+// call elsewhere.
+func TestPoolDescribedByBroadcast(t *testing.T) {
 	t.Parallel()
 	servers := startWhoServers(t, 1)
 	res := discovery.NewStatic()
@@ -265,24 +266,32 @@ func TestPoolLearn(t *testing.T) {
 		Describe: func(ctx context.Context, c *Conn) (Description, error) {
 			return Description{}, chat.Errorf(chat.CodeUnavailable, "loading")
 		},
+		// An echoed number is the capacity the instance tells.
+		Described: func(method string, result json.RawMessage) (Description, bool) {
+			var n int
+			if method != mEcho || json.Unmarshal(result, &n) != nil {
+				return Description{}, false
+			}
+			return Description{Capacity: n, Model: "m"}, true
+		},
 	})
 	t.Cleanup(func() { p.Close() })
 	eventually(t, "the instance connected", func() bool { return p.Healthy() == 1 })
 
-	p.Learn(servers[0].addr, Description{Model: "m"})
-	p.Learn("127.0.0.1:1", Description{Capacity: 2, Model: "m"})
+	p.Broadcast(testCtx(t), mEcho, 0)
+	p.Broadcast(testCtx(t), mWho, nil)
 	if in := p.Instances(); in[0].Capacity != 0 {
-		t.Fatalf("instances %+v after descriptions without capacity or for another address; want it still undescribed", in)
+		t.Fatalf("instances %+v after answers that describe nothing; want it still undescribed", in)
 	}
 	if _, err := p.Call(testCtx(t), mWho, nil, nil); err == nil {
 		t.Fatal("a call was placed on an instance that has not described itself")
 	}
 
-	p.Learn(servers[0].addr, Description{Capacity: 2, Model: "m"})
+	p.Broadcast(testCtx(t), mEcho, 2)
 	if in := p.Instances(); in[0].Capacity != 2 || in[0].Model != "m" {
-		t.Errorf("instances %+v after Learn, want capacity 2 and model m", in)
+		t.Errorf("instances %+v after the answer, want capacity 2 and model m", in)
 	}
 	if _, err := p.Call(testCtx(t), mWho, nil, nil); err != nil {
-		t.Errorf("the call was not placed on the instance Learn described: %v", err)
+		t.Errorf("the call was not placed on the instance the answer described: %v", err)
 	}
 }

@@ -45,6 +45,12 @@ type PoolConfig struct {
 	// it fails (an instance still loading): the Candidate.Capacity and
 	// Candidate.Model a Picker sees.
 	Describe func(ctx context.Context, c *Conn) (Description, error)
+	// Described, if set, reads a Broadcast answer as what the instance
+	// says of itself, when the answer to that method tells what Describe
+	// asks (a status call): an instance not yet described over that
+	// connection is described by it at once, not at Describe's next try,
+	// so that a health report that counts it ready and the Picker agree.
+	Described func(method string, result json.RawMessage) (Description, bool)
 }
 
 // Description is what an instance says of itself (PoolConfig.Describe).
@@ -305,25 +311,6 @@ func (p *Pool) learn(ctx context.Context, pi *poolInstance, conn *Conn) {
 	}
 }
 
-// Learn records d as what the connected instance at addr says of itself
-// when it has not described itself yet: an answer to a status call
-// (Broadcast) that tells the same as PoolConfig.Describe. Calls may then
-// go to the instance as soon as anything has heard that it is ready, not
-// at Describe's next try, so that a health report that counts it ready
-// and the Picker agree. A d without capacity tells nothing.
-func (p *Pool) Learn(addr string, d Description) {
-	if d.Capacity <= 0 {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, pi := range p.order {
-		if pi.inst.Addr == addr && pi.conn != nil && pi.capacity == 0 {
-			p.describedLocked(pi, d)
-		}
-	}
-}
-
 // describedLocked records d as pi's description and wakes the calls
 // waiting for an instance to take them. p.mu must be held.
 func (p *Pool) describedLocked(pi *poolInstance, d Description) {
@@ -491,6 +478,15 @@ func (p *Pool) Broadcast(ctx context.Context, method string, req any) []Broadcas
 			defer p.done(t.pi)
 			res, err := t.conn.Call(ctx, method, compactJSON(payload), nil)
 			out[i] = BroadcastResult{Addr: t.pi.inst.Addr, Result: res, Err: err}
+			if err == nil && p.cfg.Described != nil {
+				if d, ok := p.cfg.Described(method, res); ok && d.Capacity > 0 {
+					p.mu.Lock()
+					if t.pi.conn == t.conn && t.pi.capacity == 0 {
+						p.describedLocked(t.pi, d)
+					}
+					p.mu.Unlock()
+				}
+			}
 		})
 	}
 	wg.Wait()
