@@ -549,6 +549,7 @@ func (e *Engine) prepare(req Request) (*sequence, error) {
 		maxTokens: maxTokens,
 		grammar:   g,
 		parse:     plan.parse,
+		oneCall:   plan.callGrammar && !req.Parallel() && !sp.Logprobs,
 		sampling:  sp,
 		text:      newTextStream(stops),
 		out:       newOutbox(),

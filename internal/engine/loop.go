@@ -11,6 +11,7 @@ import (
 	"github.com/ollama/ollama/llama"
 
 	"github.com/slm-mesh/slm-mesh/internal/chat"
+	"github.com/slm-mesh/slm-mesh/internal/chat/functiongemma"
 )
 
 // sequence is one request in the engine. Fields below "loop-owned" are only
@@ -22,6 +23,7 @@ type sequence struct {
 	sampling  sampling
 	grammar   *grammar // sampling.Constraint if the request asks for JSON or calls; freed by GenerateDeltas
 	parse     bool     // the text holds function calls (GenerateDeltas parses it)
+	oneCall   bool     // the grammar makes the reply one call, then the end (endCall)
 	text      *textStream
 	logprobs  heldLogprobs // if sampling.Logprobs; loop-owned
 	out       *outbox
@@ -324,9 +326,26 @@ func (e *Engine) deliver(s *sequence, tok int) {
 		e.finish(s, chat.FinishStop, s.text.flush())
 		return
 	}
-	if e.emit(s, tok) {
+	if e.emit(s, tok) && !(s.oneCall && e.endCall(s)) {
 		s.last = tok
 	}
+}
+
+// endCall ends s's call without decoding another token when its grammar
+// allows <end_function_call> next: the call's arguments are then whole, so
+// nothing else is allowed, and after it only the end of the generation
+// (s.oneCall). It delivers the tag and finishes s, saving the two decode
+// steps that would draw the tag and the end, and reports whether it did.
+func (e *Engine) endCall(s *sequence) bool {
+	end := e.tools.ids[functiongemma.EndCall]
+	if !s.grammar.allows(end) {
+		return false
+	}
+	s.sampler.accept(end)
+	if e.emit(s, end) {
+		e.finish(s, chat.FinishStop, s.text.flush())
+	}
+	return true
 }
 
 // emit counts tok, a completion token that does not end the generation,

@@ -186,11 +186,14 @@ func TestForcedToolCalls(t *testing.T) {
 }
 
 // TestCallPrefix: a forced call's first tokens, which its grammar leaves
-// no choice about, are decoded with the prompt (callPrefix): the reply is
-// the same well-formed call in one decode step per drawn token, not per
-// token, and usage counts them as completion, not prompt. A request for
-// logprobs draws every token, each with its distribution. Fails if the
-// prefix is not decoded with the prompt, or counted as prompt.
+// no choice about, are decoded with the prompt (callPrefix), and its
+// closing tag, which the grammar leaves no choice about once the
+// arguments are whole, ends it without a decode step (endCall): the reply
+// is the same well-formed call in one decode step per drawn token, not
+// per token, and usage counts them as completion, not prompt. A request
+// for logprobs draws every token, each with its distribution. Fails if
+// the prefix is not decoded with the prompt, or counted as prompt, or the
+// closing tag is drawn.
 func TestCallPrefix(t *testing.T) {
 	t.Parallel()
 	e := openFunctionGemma(t, Config{Parallel: 1})
@@ -225,10 +228,12 @@ func TestCallPrefix(t *testing.T) {
 	}
 	for seed := range int64(3) {
 		r, n := steps(toolRequest(seed, named, false))
-		// One prefill step draws the first token after the prefix; each
-		// later drawn token, and the end, is a decode step.
-		if want := 1 + r.res.CompletionTokens - len(prefix); n != want {
-			t.Errorf("seed %d: %d completion tokens in %d steps, want %d (the %d-token prefix decoded with the prompt)", seed, r.res.CompletionTokens, n, want, len(prefix))
+		// One prefill step draws the first token after the prefix, and
+		// each later one takes a decode step, up to the one that completes
+		// the arguments: <end_function_call> and the end follow without
+		// a step (endCall).
+		if want := r.res.CompletionTokens - len(prefix) - 1; n != want {
+			t.Errorf("seed %d: %d completion tokens in %d steps, want %d (the %d-token prefix decoded with the prompt, the closing tag without a step)", seed, r.res.CompletionTokens, n, want, len(prefix))
 		}
 		req := toolRequest(seed, named, false)
 		req.Logprobs = true
