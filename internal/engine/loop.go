@@ -332,10 +332,12 @@ func (e *Engine) deliver(s *sequence, tok int) {
 }
 
 // endCall ends s's call without decoding another token when its grammar
-// allows <end_function_call> next: the call's arguments are then whole, so
-// nothing else is allowed, and after it only the end of the generation
-// (s.oneCall). It delivers the tag and finishes s, saving the two decode
-// steps that would draw the tag and the end, and reports whether it did.
+// allows <end_function_call> next: the call's arguments, always an object
+// (functiongemma.Grammar), are then whole, so nothing else is allowed, and
+// after it only the end of the generation (s.oneCall). It delivers the tag
+// and finishes s, saving the two decode steps that would draw the tag and
+// the end, and reports whether it did. (A grammar GenerateDeltas has freed,
+// its request gone, allows everything: the sequence just ends sooner.)
 func (e *Engine) endCall(s *sequence) bool {
 	end := e.tools.ids[functiongemma.EndCall]
 	if !s.grammar.allows(end) {

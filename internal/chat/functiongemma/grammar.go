@@ -75,7 +75,7 @@ func Grammar(tools []chat.Tool, parallel bool, tok GrammarTokens) (string, error
 		}
 		args := `"{}"`
 		if schema != nil {
-			args = g.schema(schema, 0)
+			args = g.arguments(schema)
 		}
 		fns = append(fns, g.rule(fmt.Sprintf("fn%d", i), lit("call:"+t.Function.Name)+" "+args))
 	}
@@ -90,6 +90,18 @@ func Grammar(tools []chat.Tool, parallel bool, tok GrammarTokens) (string, error
 		b.WriteString(r + "\n")
 	}
 	return b.String(), nil
+}
+
+// arguments is the expression of a call's arguments, always an object, as
+// the Parser reads them: the object the schema's properties describe, or
+// any object when it names none (`{}`, `{"type":"object"}`), never a
+// bare value the Parser would drop.
+func (g *gram) arguments(s map[string]any) string {
+	if _, ok := s["properties"].(map[string]any); ok {
+		return g.typed("object", s, 0)
+	}
+	g.any()
+	return "vobj"
 }
 
 // gram collects a grammar's rules.

@@ -45,6 +45,19 @@ call ::= <[258]> (fn0) <[259]>
 		!strings.Contains(got, "call ::= <[258]> (fn0 | fn1) <[259]>") {
 		t.Errorf("two functions, parallel:\n%s", got)
 	}
+
+	// Parameters that name no properties still take an object: a bare
+	// value would be a call the Parser drops.
+	for _, params := range []string{`{}`, `{"type":"object"}`, `{"type":"object","additionalProperties":true}`} {
+		open := chat.Tool{Type: "function", Function: chat.ToolFunction{Name: "f", Parameters: json.RawMessage(params)}}
+		got, err = Grammar([]chat.Tool{open}, false, testTokens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(got, `fn0 ::= "call:f" vobj`+"\n") {
+			t.Errorf("parameters %s:\n%s\nwant the arguments to be vobj", params, got)
+		}
+	}
 }
 
 func TestGrammarRefuses(t *testing.T) {
