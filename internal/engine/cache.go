@@ -104,7 +104,7 @@ func (e *Engine) keepOrClear(s *sequence, keep bool) {
 	c := &e.cache[s.id]
 	if keep && !e.cfg.NoPromptCache {
 		e.tick++
-		*c = slotCache{tokens: append(s.tokens[:s.fed:s.fed], s.genFed...), prompt: min(s.fed, s.promptTokens()), used: e.tick}
+		*c = slotCache{tokens: append(s.tokens[:s.fed:s.fed], s.genFed...), prompt: s.fedPrompt(), used: e.tick}
 		return
 	}
 	e.lctx.KvCacheSeqRm(s.id, -1, -1)

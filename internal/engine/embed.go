@@ -49,13 +49,6 @@ type embedJob struct {
 	done   chan struct{} // closed once left is 0 or err is set
 }
 
-func (j *embedJob) fail(err error) {
-	if j.err == nil && j.left > 0 {
-		j.err = err
-		close(j.done)
-	}
-}
-
 // Embedding reports whether the model is an embedding model: Embed
 // serves it, GenerateDeltas refuses it.
 func (e *Engine) Embedding() bool { return e.embed != nil }
@@ -196,12 +189,14 @@ take:
 	defer em.qmu.Unlock()
 	// A failed decode fails every call with an input in the pass: it says
 	// nothing of one input (each was checked against the vocabulary and
-	// the context before it was queued).
+	// the context before it was queued). A call's inputs in the pass have
+	// no embedding yet, so its done is still open until here.
 	for k, s := range seqs {
 		switch {
-		case s.j.err != nil:
+		case s.j.err != nil: // failed by an earlier input of this pass
 		case err != nil:
-			s.j.fail(err)
+			s.j.err = err
+			close(s.j.done)
 		default:
 			s.j.out[s.i] = out[k]
 			if s.j.left--; s.j.left == 0 {

@@ -10,14 +10,9 @@ import (
 	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
 )
 
-// BenchmarkEmbeddings measures embeddings throughput on the full-size
-// embeddinggemma-300m preset (random weights: the cost is the shapes'):
-// one request of 64 inputs of 32 tokens each (BOS, 30 ids, EOS), on 2
-// threads. Reported: inputs and tokens per second.
-//
-//	go test -run '^$' -bench BenchmarkEmbeddings -benchtime 10x ./internal/engine/
-func BenchmarkEmbeddings(b *testing.B) {
-	e := openEmbedding(b, ggufgen.PresetEmbeddingGemma300M, Config{Threads: 2})
+// benchEmbedInputs is the embedding benchmarks' workload: 64 inputs of 32
+// tokens each (BOS, 30 ids, EOS), all different.
+func benchEmbedInputs() []chat.EmbedInput {
 	inputs := make([]chat.EmbedInput, 64)
 	for i := range inputs {
 		toks := []int{ggufgen.BOSID}
@@ -26,7 +21,18 @@ func BenchmarkEmbeddings(b *testing.B) {
 		}
 		inputs[i].Tokens = append(toks, ggufgen.EOSID)
 	}
-	req := chat.EmbedRequest{Inputs: inputs}
+	return inputs
+}
+
+// BenchmarkEmbeddings measures embeddings throughput on the full-size
+// embeddinggemma-300m preset (random weights: the cost is the shapes'):
+// one request of 64 inputs of 32 tokens each (BOS, 30 ids, EOS), on 2
+// threads. Reported: inputs and tokens per second.
+//
+//	go test -run '^$' -bench BenchmarkEmbeddings -benchtime 10x ./internal/engine/
+func BenchmarkEmbeddings(b *testing.B) {
+	e := openEmbedding(b, ggufgen.PresetEmbeddingGemma300M, Config{Threads: 2})
+	req := chat.EmbedRequest{Inputs: benchEmbedInputs()}
 	if _, err := e.Embed(context.Background(), req); err != nil { // warm up
 		b.Fatal(err)
 	}
@@ -56,13 +62,10 @@ func BenchmarkEmbeddings(b *testing.B) {
 //	go test -run '^$' -bench BenchmarkEmbeddingsConcurrent -benchtime 4x ./internal/engine/
 func BenchmarkEmbeddingsConcurrent(b *testing.B) {
 	e := openEmbedding(b, ggufgen.PresetEmbeddingGemma300M, Config{Threads: 2})
-	reqs := make([]chat.EmbedRequest, 64)
-	for i := range reqs {
-		toks := []int{ggufgen.BOSID}
-		for k := range 30 {
-			toks = append(toks, 1000+(i*31+k*17)%200000)
-		}
-		reqs[i].Inputs = []chat.EmbedInput{{Tokens: append(toks, ggufgen.EOSID)}}
+	inputs := benchEmbedInputs()
+	reqs := make([]chat.EmbedRequest, len(inputs))
+	for i, in := range inputs {
+		reqs[i].Inputs = []chat.EmbedInput{in}
 	}
 	if _, err := e.Embed(context.Background(), reqs[0]); err != nil { // warm up
 		b.Fatal(err)

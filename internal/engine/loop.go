@@ -53,6 +53,9 @@ func (s *sequence) generating() bool { return s.fed == len(s.tokens) }
 // promptTokens is the length of s's prompt, without its forced tokens.
 func (s *sequence) promptTokens() int { return len(s.tokens) - s.forced }
 
+// fedPrompt is how many of s's prompt tokens have been decoded.
+func (s *sequence) fedPrompt() int { return min(s.fed, s.promptTokens()) }
+
 // cachedPrompt is how many of s's prompt tokens were found in its slot's
 // KV cache (a repeated request may find its forced tokens there too).
 func (s *sequence) cachedPrompt() int { return min(s.cached, s.promptTokens()) }
@@ -179,7 +182,7 @@ func (e *Engine) release(s *sequence, keep bool) {
 	e.slots[s.id] = nil
 	e.hold.observe(time.Since(s.admittedAt))
 	s.sampler = nil
-	e.promptTokens.Add(uint64(min(s.fed, s.promptTokens())))
+	e.promptTokens.Add(uint64(s.fedPrompt()))
 	e.cachedTokens.Add(uint64(s.cachedPrompt()))
 	e.completionTokens.Add(uint64(s.nGen))
 }
