@@ -20,11 +20,14 @@ import (
 	"unsafe"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/slm-mesh/slm-mesh/internal/q8gemm"
 )
 
-// initBackend starts llama.cpp, sends its log to log and logs the CPU
+// initBackend starts llama.cpp, sends its log to log, logs the CPU
 // features ggml was built with (AVX2, FMA, F16C, ... — a build without them
-// is several times slower; see docs/build.md).
+// is several times slower; see docs/build.md) and registers the Q8_0
+// kernel for batches (internal/q8gemm) where the CPU runs it.
 //
 // The llama package sends llama.cpp's log to stderr when the process's
 // default slog logger is enabled for its level, and llama.BackendInit
@@ -41,6 +44,9 @@ func initBackend(log hclog.Logger) {
 	log.Info("llama.cpp backend ready", "features", features)
 	if !strings.Contains(" "+features+" ", " AVX2=1 ") {
 		log.Warn("ggml was built without AVX2: expect slow inference; build with CGO_CFLAGS=-march=x86-64-v3 (see docs/build.md)")
+	}
+	if q8gemm.Register() {
+		log.Info("Q8_0 matrix products of prompts and embeddings run on AVX-512 VNNI")
 	}
 }
 
