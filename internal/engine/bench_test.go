@@ -18,6 +18,7 @@ import (
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/model/ggufgen"
 	"github.com/slm-mesh/slm-mesh/internal/modeltest"
+	"github.com/slm-mesh/slm-mesh/internal/q8gemm"
 )
 
 // Environment of BenchmarkGemma3_270M.
@@ -28,6 +29,7 @@ const (
 	benchChunkEnv   = "SLM_BENCH_PREFILL_CHUNK"   // Config.PrefillChunk; default: the engine's
 	benchKVEnv      = "SLM_BENCH_KV_CACHE_TYPE"   // Config.KVCacheType; default: the engine's
 	benchFlashEnv   = "SLM_BENCH_FLASH_ATTENTION" // Config.FlashAttention; default: the engine's
+	benchQ8Env      = "SLM_BENCH_Q8GEMM"          // "off": ggml's own kernels for Q8_0 batches; default: internal/q8gemm where the CPU runs it
 )
 
 // defaultBenchTokens is the completion length of the decode benchmarks:
@@ -62,10 +64,11 @@ func BenchmarkGemma3_270M(b *testing.B) {
 		b.Fatalf("open %s: %v", path, err)
 	}
 	b.Cleanup(e.Close)
+	kernel := benchKernel(b)
 	// b.Logf of a benchmark with sub-benchmarks is not shown; the setting
 	// belongs next to the figures.
-	fmt.Fprintf(os.Stderr, "engine benchmark: %s, %d threads, %d slots, %d tokens per stream, KV cache %s, flash attention %s; machine: %s\n",
-		path, threads, e.cfg.Parallel, maxTokens, e.cfg.KVCacheType, e.cfg.FlashAttention, bench.Machine())
+	fmt.Fprintf(os.Stderr, "engine benchmark: %s, %d threads, %d slots, %d tokens per stream, KV cache %s, flash attention %s, Q8_0 batches by %s; machine: %s\n",
+		path, threads, e.cfg.Parallel, maxTokens, e.cfg.KVCacheType, e.cfg.FlashAttention, kernel, bench.Machine())
 
 	for _, n := range []int{128, 512} {
 		prompt := promptOf(b, e, n)
@@ -132,6 +135,24 @@ func BenchmarkGemma3_270M(b *testing.B) {
 // benchLogger shows llama.cpp's and the engine's warnings only.
 func benchLogger() hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: "engine", Level: hclog.Warn, Output: os.Stderr})
+}
+
+// benchKernel applies $SLM_BENCH_Q8GEMM for the benchmark b and returns
+// which kernel runs Q8_0 products of batches: "q8gemm" or "ggml".
+func benchKernel(b *testing.B) string {
+	switch v := os.Getenv(benchQ8Env); v {
+	case "":
+	case "off":
+		q8gemm.SetEnabled(false)
+		b.Cleanup(func() { q8gemm.SetEnabled(true) })
+		return "ggml"
+	default:
+		b.Fatalf("%s=%q: want off or nothing", benchQ8Env, v)
+	}
+	if !q8gemm.Register() {
+		return "ggml"
+	}
+	return "q8gemm"
 }
 
 func envInt(b *testing.B, name string, def int) int {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 
@@ -27,10 +28,12 @@ func benchEmbedInputs() []chat.EmbedInput {
 // BenchmarkEmbeddings measures embeddings throughput on the full-size
 // embeddinggemma-300m preset (random weights: the cost is the shapes'):
 // one request of 64 inputs of 32 tokens each (BOS, 30 ids, EOS), on 2
-// threads. Reported: inputs and tokens per second.
+// threads. Reported: inputs and tokens per second. SLM_BENCH_Q8GEMM=off
+// measures ggml's own kernel for the Q8_0 products.
 //
 //	go test -run '^$' -bench BenchmarkEmbeddings -benchtime 10x ./internal/engine/
 func BenchmarkEmbeddings(b *testing.B) {
+	fmt.Fprintf(os.Stderr, "Q8_0 batches by %s\n", benchKernel(b))
 	e := openEmbedding(b, ggufgen.PresetEmbeddingGemma300M, Config{Threads: 2})
 	req := chat.EmbedRequest{Inputs: benchEmbedInputs()}
 	if _, err := e.Embed(context.Background(), req); err != nil { // warm up

@@ -30,7 +30,6 @@ import (
 	"github.com/slm-mesh/slm-mesh/internal/chat"
 	"github.com/slm-mesh/slm-mesh/internal/chat/functiongemma"
 	"github.com/slm-mesh/slm-mesh/internal/model"
-	"github.com/slm-mesh/slm-mesh/internal/q8gemm"
 )
 
 // Config configures an Engine. A field left zero takes its value in
@@ -222,7 +221,7 @@ type Engine struct {
 	model   *llama.Model
 	lctx    *llama.Context
 	batch   *llama.Batch
-	threads *q8gemm.Threadpool // lctx's CPU threads, when it has a pool of its own
+	threads *threadpool // lctx's CPU threads
 
 	mu       sync.Mutex
 	queue    []*sequence   // waiting for a slot, oldest first
@@ -318,22 +317,14 @@ func Open(cfg Config) (*Engine, error) {
 		llama.FreeModel(m)
 		return nil, fmt.Errorf("create context for %s: %w", cfg.ModelPath, err)
 	}
-	var threads *q8gemm.Threadpool
-	if q8gemm.Register() {
-		// The Q8_0 kernel's products split every graph into a few hundred
-		// parts, and for each part ggml would otherwise start and join
-		// its threads (docs/PERFORMANCE.md, "Q8_0 products with AVX-512
-		// VNNI").
-		if threads, err = q8gemm.AttachThreadpool(lctx, seqs, cfg.Threads); err != nil {
-			llama.FreeModel(m)
-			return nil, err
-		}
+	threads, err := attachThreadpool(lctx, seqs, cfg.Threads)
+	if err != nil {
+		llama.FreeModel(m)
+		return nil, err
 	}
 	batch, err := llama.NewBatch(cfg.BatchSize, seqs, 0)
 	if err != nil {
-		if threads != nil {
-			threads.Free()
-		}
+		threads.free()
 		llama.FreeModel(m)
 		return nil, err
 	}
@@ -808,9 +799,7 @@ func (e *Engine) Close() {
 		defer func() { <-e.embed.turn }()
 	}
 	e.batch.Free()
-	if e.threads != nil {
-		e.threads.Free()
-	}
+	e.threads.free()
 	e.gvocab.close()
 	e.tvocab.close()
 	llama.FreeModel(e.model)

@@ -124,10 +124,11 @@ func Compare(ref, candidate string, cfg QualityConfig) (QualityReport, error) {
 // scorer is one model with a one-sequence context, read token by token
 // with the logits of every position.
 type scorer struct {
-	m     *llama.Model
-	ctx   *llama.Context
-	batch *llama.Batch
-	n     int // batch and context size
+	m       *llama.Model
+	ctx     *llama.Context
+	threads *threadpool
+	batch   *llama.Batch
+	n       int // batch and context size
 }
 
 func openScorer(path string, cfg QualityConfig) (*scorer, error) {
@@ -147,16 +148,23 @@ func openScorer(path string, cfg QualityConfig) (*scorer, error) {
 		llama.FreeModel(m)
 		return nil, err
 	}
-	batch, err := llama.NewBatch(n, 1, 0)
+	pool, err := attachThreadpool(ctx, 1, threads)
 	if err != nil {
 		llama.FreeModel(m)
 		return nil, err
 	}
-	return &scorer{m: m, ctx: ctx, batch: batch, n: n}, nil
+	batch, err := llama.NewBatch(n, 1, 0)
+	if err != nil {
+		pool.free()
+		llama.FreeModel(m)
+		return nil, err
+	}
+	return &scorer{m: m, ctx: ctx, threads: pool, batch: batch, n: n}, nil
 }
 
 func (s *scorer) close() {
 	s.batch.Free()
+	s.threads.free()
 	llama.FreeModel(s.m)
 }
 

@@ -12,12 +12,4 @@ unsigned long long q8gemm_products(void);
 int q8gemm_multiply(const void *a, size_t lda_bytes, const float *b, size_t ldb_bytes, float *c, int64_t ldc,
                     int64_t m, int64_t n, int64_t k, int n_threads);
 
-
-
-void *q8gemm_threadpool_new(int n_threads);
-void q8gemm_threadpool_free(void *tp);
-void q8gemm_threadpool_attach(void *ctx, void *tp);
-void q8gemm_threadpool_detach(void *ctx);
-int q8gemm_llama_n_threads(void *ctx);
-int q8gemm_llama_n_seq_max(void *ctx);
 #endif
