@@ -1,13 +1,12 @@
 // Package q8gemm runs llama.cpp's matrix products of Q8_0 weights and a
 // batch of activations (a prompt, a pass of embeddings) with AVX-512 VNNI,
-// about 1.8 times as fast as ggml's own kernel for them on a CPU that has
-// it (docs/PERFORMANCE.md, "Q8_0 products with AVX-512 VNNI"). It is an
-// extra ggml backend: once registered, every llama.cpp context created
+// 1.7–1.8 times as fast as ggml's own kernel for them, on a CPU that has it
+// (docs/PERFORMANCE.md, "Q8_0 products with AVX-512 VNNI"). It is an extra
+// ggml backend: once registered, every llama.cpp context created
 // afterwards hands it those products and keeps everything else — decode
-// steps of a few tokens included — on ggml's CPU backend. The numerics are
-// ggml's (the same quantization of the activations, exact integer dot
-// products per block, the blocks' scales applied in float); only the order
-// of the float sums differs.
+// steps of a few tokens included — on ggml's CPU backend. Its results are
+// bit for bit those of ggml's kernel (kernel.c says how), so a batch gives
+// every input what it gets alone.
 package q8gemm
 
 /*

@@ -173,3 +173,33 @@ func halfToFloat(h uint16) float32 {
 	}
 	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
 }
+
+// BenchmarkMultiply measures the kernel alone on EmbeddingGemma-300m's
+// largest products (768 → 1152 and back) for a pass of 512 tokens, on 2
+// threads; ggml's own kernel on the same products is in the engine's
+// benchmarks (SLM_BENCH_Q8GEMM=off):
+//
+//	go test -run '^$' -bench Multiply ./internal/q8gemm/
+func BenchmarkMultiply(b *testing.B) {
+	if !Supported() {
+		b.Skip("this CPU has no AVX-512 VNNI")
+	}
+	for _, s := range []struct{ m, k int }{{1152, 768}, {768, 1152}} {
+		const n = 512
+		b.Run(fmt.Sprintf("%dx%d-by-%d", s.m, s.k, n), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			a := randomQ8(rng, s.m, s.k)
+			x := make([]float32, n*s.k)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64())
+			}
+			c := make([]float32, n*s.m)
+			for b.Loop() {
+				if err := Multiply(a, x, c, s.m, n, s.k, 2); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(2*float64(s.m*s.k*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOPS")
+		})
+	}
+}
