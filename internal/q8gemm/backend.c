@@ -251,11 +251,12 @@ int q8gemm_multiply(const void *a, size_t lda_bytes, const float *b, size_t ldb_
 
 static const char *const NAME = "Q8-VNNI";
 
-// takes reports whether this backend runs op: a product of 2-D Q8_0
-// weights in host memory and at least MIN_COLUMNS contiguous F32 columns.
+// takes reports whether the kernel can run op: a product of 2-D Q8_0
+// weights in host memory and at least MIN_COLUMNS F32 columns, each
+// contiguous.
 static int takes(const struct ggml_tensor *op) {
 	const struct ggml_tensor *a = op->src[0], *b = op->src[1];
-	return atomic_load(&enabled) && op->op == GGML_OP_MUL_MAT && op->type == GGML_TYPE_F32 &&
+	return op->op == GGML_OP_MUL_MAT && op->type == GGML_TYPE_F32 &&
 	       a->type == GGML_TYPE_Q8_0 && b->type == GGML_TYPE_F32 &&
 	       a->buffer && ggml_backend_buffer_is_host(a->buffer) &&
 	       a->ne[0] % 32 == 0 && a->ne[0] <= MAX_K && a->ne[2] == 1 && a->ne[3] == 1 &&
@@ -289,7 +290,7 @@ static enum ggml_status backend_graph_compute(ggml_backend_t backend, struct ggm
 		case GGML_OP_MUL_MAT:
 			if (takes(node))
 				break;
-			// fallthrough: refused at schedule time, or switched off since
+			// fallthrough: never scheduled here
 		default:
 			return GGML_STATUS_FAILED;
 		}
@@ -375,9 +376,11 @@ static ggml_backend_buffer_t dev_buffer_from_host_ptr(ggml_backend_dev_t dev, vo
 	return ggml_backend_cpu_buffer_from_ptr(ptr, size);
 }
 
+// The scheduler asks this of every operation of a graph it splits; a
+// product already scheduled here runs even if switched off since.
 static bool dev_supports_op(ggml_backend_dev_t dev, const struct ggml_tensor *op) {
 	(void)dev;
-	return takes(op);
+	return atomic_load(&enabled) && takes(op);
 }
 
 static bool dev_supports_buft(ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft) {
