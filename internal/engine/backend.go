@@ -42,12 +42,24 @@ func initBackend(log hclog.Logger) {
 	C.llama_backend_init()
 	features := backendFeatures(C.GoString(C.llama_print_system_info()))
 	log.Info("llama.cpp backend ready", "features", features)
-	if !strings.Contains(" "+features+" ", " AVX2=1 ") {
+	if !hasFeatures(features, "AVX2") {
 		log.Warn("ggml was built without AVX2: expect slow inference; build with CGO_CFLAGS=-march=x86-64-v3 (see docs/build.md)")
 	}
-	if q8gemm.Register() {
+	// The kernel gives what ggml's own kernel for batches gives only when
+	// ggml was built with it (llamafile's tinyBLAS on AVX2 with FMA).
+	if hasFeatures(features, "AVX2", "FMA", "F16C", "LLAMAFILE") && q8gemm.Register() {
 		log.Info("Q8_0 matrix products of prompts and embeddings run on AVX-512 VNNI")
 	}
+}
+
+// hasFeatures reports whether a backendFeatures list has each name =1.
+func hasFeatures(features string, names ...string) bool {
+	for _, n := range names {
+		if !strings.Contains(" "+features+" ", " "+n+"=1 ") {
+			return false
+		}
+	}
+	return true
 }
 
 // backendFeatures turns llama_print_system_info's "CPU : SSE3 = 1 | AVX =

@@ -20,8 +20,6 @@ func TestQ8GEMMMatchesGGML(t *testing.T) {
 	if !q8gemm.Register() {
 		t.Skip("this CPU has no AVX-512 VNNI: ggml's kernels run everything")
 	}
-	emb := openEmbedding(t, ggufgen.PresetEmbeddingGemmaTiny, Config{})
-	gen := openTinyGemma(t, Config{NoPromptCache: true})
 	var inputs []string
 	for i := range 64 {
 		inputs = append(inputs, sentence(i))
@@ -35,8 +33,12 @@ func TestQ8GEMMMatchesGGML(t *testing.T) {
 		products   uint64
 	}
 	run := func(on bool) outcome {
+		// Engines of their own: a context may reuse a graph scheduled
+		// before the switch.
 		q8gemm.SetEnabled(on)
 		defer q8gemm.SetEnabled(true)
+		emb := openEmbedding(t, ggufgen.PresetEmbeddingGemmaTiny, Config{})
+		gen := openTinyGemma(t, Config{NoPromptCache: true})
 		before := q8gemm.Products()
 		r := embed(t, emb, chat.EmbedRequest{Inputs: texts(inputs...)})
 		text, res := generate(t, gen, userMsg(prompt, 24))

@@ -9,6 +9,7 @@ import "C"
 
 import (
 	"fmt"
+	"reflect"
 	"unsafe"
 
 	"github.com/ollama/ollama/llama"
@@ -33,8 +34,11 @@ type threadpool struct {
 // threads, a pool of its threads.
 func attachThreadpool(lctx *llama.Context, seqs, threads int) (*threadpool, error) {
 	// The llama package keeps the context's C pointer unexported, as its
-	// first field; the C side checks the context's thread and sequence
-	// counts before it trusts the pointer.
+	// first field, c; the C side also checks the context's thread and
+	// sequence counts.
+	if f := reflect.TypeFor[llama.Context]().Field(0); f.Name != "c" || f.Offset != 0 || f.Type.Kind() != reflect.Pointer {
+		return nil, fmt.Errorf("the llama package's Context does not start with its C pointer: update attachThreadpool")
+	}
 	c := *(*unsafe.Pointer)(unsafe.Pointer(lctx))
 	if c == nil {
 		return nil, fmt.Errorf("llama context without a C context")
@@ -46,5 +50,8 @@ func attachThreadpool(lctx *llama.Context, seqs, threads int) (*threadpool, erro
 	return &threadpool{lctx: c, tp: tp}, nil
 }
 
-// free detaches the pool from its context and stops its threads.
+// free detaches the pool from its context and stops its threads. The
+// context must not compute again: its CPU backend keeps the pool's address
+// (the llama package cannot free a context, and nothing here uses one
+// after closing it).
 func (p *threadpool) free() { C.slm_threadpool_detach(p.lctx, p.tp) }

@@ -259,7 +259,7 @@ static int takes(const struct ggml_tensor *op) {
 	return op->op == GGML_OP_MUL_MAT && op->type == GGML_TYPE_F32 &&
 	       a->type == GGML_TYPE_Q8_0 && b->type == GGML_TYPE_F32 &&
 	       a->buffer && ggml_backend_buffer_is_host(a->buffer) &&
-	       a->ne[0] % 32 == 0 && a->ne[0] <= MAX_K && a->ne[2] == 1 && a->ne[3] == 1 &&
+	       a->ne[0] % 32 == 0 && a->ne[0] >= 32 && a->ne[0] <= MAX_K && a->ne[2] == 1 && a->ne[3] == 1 &&
 	       b->ne[0] == a->ne[0] && b->ne[1] >= MIN_COLUMNS && b->ne[2] == 1 && b->ne[3] == 1 &&
 	       a->nb[0] == ggml_type_size(GGML_TYPE_Q8_0) && b->nb[0] == sizeof(float) &&
 	       op->nb[0] == sizeof(float) && op->ne[0] == a->ne[1] && op->ne[1] == b->ne[1];

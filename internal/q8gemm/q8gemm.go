@@ -43,9 +43,11 @@ func Register() bool {
 	return registered
 }
 
-// SetEnabled turns the backend's products on or off for the batches
-// scheduled from now on (on by default), so that a benchmark or a test
-// can compare it with ggml's kernels in one process.
+// SetEnabled turns the backend's products on or off (on by default), so
+// that a benchmark or a test can compare it with ggml's kernels in one
+// process. It applies to the graphs llama.cpp builds from now on; a context
+// may reuse a graph it built before, so switch before opening the contexts
+// to compare.
 func SetEnabled(on bool) {
 	v := C.int(0)
 	if on {
@@ -68,7 +70,7 @@ func Supported() bool { return C.q8gemm_cpu_supported() != 0 }
 // caller checks Supported first.
 func Multiply(a []byte, b, c []float32, m, n, k, threads int) error {
 	switch {
-	case k%32 != 0 || m < 1 || n < 1:
+	case k%32 != 0 || k < 32 || m < 1 || n < 1:
 		return fmt.Errorf("q8gemm: %d×%d by %d×%d: k must be a positive multiple of 32", m, k, n, k)
 	case len(a) != m*k/32*34 || len(b) != n*k || len(c) != n*m:
 		return fmt.Errorf("q8gemm: buffers of %d, %d, %d elements for %d×%d by %d×%d", len(a), len(b), len(c), m, k, n, k)
