@@ -18,8 +18,10 @@
 #include "kernel.h"
 #include "q8gemm.h"
 
-// Batches of fewer columns (a decode step) are better served by ggml's own
-// kernels, which do not quantize and lay out B first.
+// Fewer columns (a decode step) stay with ggml: handing them over, and
+// laying out B and each tile of A, would cost more than the kernel saves;
+// with 32 a pass neither gains nor loses (docs/PERFORMANCE.md). MAX_K
+// bounds the scratch of a row tile.
 enum { MIN_COLUMNS = 32, MAX_K = 1 << 16 };
 
 static atomic_int enabled = 1;
