@@ -50,6 +50,7 @@ func BenchmarkGemma3_270M(b *testing.B) {
 	path := benchModel(b)
 	threads := envInt(b, benchThreadsEnv, runtime.NumCPU())
 	serviceGoMaxProcs(b, threads)
+	benchKernel(b)
 	maxTokens := envInt(b, benchTokensEnv, defaultBenchTokens)
 	e, err := Open(Config{
 		ModelPath: path, Threads: threads, PrefillChunk: envInt(b, benchChunkEnv, 0),
@@ -64,11 +65,10 @@ func BenchmarkGemma3_270M(b *testing.B) {
 		b.Fatalf("open %s: %v", path, err)
 	}
 	b.Cleanup(e.Close)
-	kernel := benchKernel(b)
 	// b.Logf of a benchmark with sub-benchmarks is not shown; the setting
 	// belongs next to the figures.
 	fmt.Fprintf(os.Stderr, "engine benchmark: %s, %d threads, %d slots, %d tokens per stream, KV cache %s, flash attention %s, Q8_0 batches by %s; machine: %s\n",
-		path, threads, e.cfg.Parallel, maxTokens, e.cfg.KVCacheType, e.cfg.FlashAttention, kernel, bench.Machine())
+		path, threads, e.cfg.Parallel, maxTokens, e.cfg.KVCacheType, e.cfg.FlashAttention, benchKernelName(), bench.Machine())
 
 	for _, n := range []int{128, 512} {
 		prompt := promptOf(b, e, n)
@@ -137,22 +137,26 @@ func benchLogger() hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Name: "engine", Level: hclog.Warn, Output: os.Stderr})
 }
 
-// benchKernel applies $SLM_BENCH_Q8GEMM for the benchmark b and returns
-// which kernel runs Q8_0 products of batches: "q8gemm" or "ggml".
-func benchKernel(b *testing.B) string {
+// benchKernel applies $SLM_BENCH_Q8GEMM for the benchmark b, before it
+// opens its engine (a context may reuse a graph built before a switch).
+func benchKernel(b *testing.B) {
 	switch v := os.Getenv(benchQ8Env); v {
 	case "":
 	case "off":
 		q8gemm.SetEnabled(false)
 		b.Cleanup(func() { q8gemm.SetEnabled(true) })
-		return "ggml"
 	default:
 		b.Fatalf("%s=%q: want off or nothing", benchQ8Env, v)
 	}
-	if !q8gemm.Register() {
-		return "ggml"
+}
+
+// benchKernelName says which kernel runs Q8_0 products of batches, once an
+// engine is open: "q8gemm" or "ggml".
+func benchKernelName() string {
+	if q8gemm.Registered() && os.Getenv(benchQ8Env) != "off" {
+		return "q8gemm"
 	}
-	return "q8gemm"
+	return "ggml"
 }
 
 func envInt(b *testing.B, name string, def int) int {

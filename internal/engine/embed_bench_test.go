@@ -33,8 +33,9 @@ func benchEmbedInputs() []chat.EmbedInput {
 //
 //	go test -run '^$' -bench BenchmarkEmbeddings -benchtime 10x ./internal/engine/
 func BenchmarkEmbeddings(b *testing.B) {
-	fmt.Fprintf(os.Stderr, "Q8_0 batches by %s\n", benchKernel(b))
+	benchKernel(b)
 	e := openEmbedding(b, ggufgen.PresetEmbeddingGemma300M, Config{Threads: 2})
+	fmt.Fprintf(os.Stderr, "Q8_0 batches by %s\n", benchKernelName())
 	req := chat.EmbedRequest{Inputs: benchEmbedInputs()}
 	if _, err := e.Embed(context.Background(), req); err != nil { // warm up
 		b.Fatal(err)

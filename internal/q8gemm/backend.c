@@ -224,7 +224,7 @@ static void prepare_task(void *arg, int ith, int nth) {
 
 static void rows_task(void *arg, int ith, int nth) {
 	runner *r = arg;
-	const int64_t tiles = (r->job.m + 3) / 4, lo = tiles * ith / nth * 4, hi = tiles * (ith + 1) / nth * 4;
+	const int64_t t = Q8GEMM_TILE_ROWS, tiles = (r->job.m + t - 1) / t, lo = tiles * ith / nth * t, hi = tiles * (ith + 1) / nth * t;
 	q8gemm_rows(&r->job, lo, hi < r->job.m ? hi : r->job.m, r->scratch[ith]);
 }
 

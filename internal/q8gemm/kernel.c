@@ -41,7 +41,7 @@ typedef struct {
 // A tile is TILE_PAIRS pairs of rows of A; it meets TILE_N columns of B at
 // a time (TILE_PAIRS·TILE_N accumulators). COLS_PER_CHUNK columns of B are
 // reused across a thread's row tiles while they sit in the core's L2.
-enum { TILE_PAIRS = 2, TILE_M = 2 * TILE_PAIRS, TILE_N = 4, COLS_PER_CHUNK = 256 };
+enum { TILE_PAIRS = Q8GEMM_TILE_ROWS / 2, TILE_M = Q8GEMM_TILE_ROWS, TILE_N = 4, COLS_PER_CHUNK = 256 };
 
 static inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -165,8 +165,8 @@ void q8gemm_rows(const q8gemm_job *job, int64_t i0, int64_t i1, void *scratch) {
 			const int rm = i1 - i < TILE_M ? (int)(i1 - i) : TILE_M;
 			load_rows(job, i, rm, &t);
 			if (rm > 2)
-				TILE_COLS(2);
-			else
+				TILE_COLS(TILE_PAIRS);
+			else // a last tile of one or two rows: one pair
 				TILE_COLS(1);
 		}
 	}

@@ -22,6 +22,10 @@ typedef struct {
 	int32_t *bcomp;    // n × k/4 compensations
 } q8gemm_job;
 
+// Rows of A a thread's share of a product is best a multiple of: one
+// tile's (kernel.c).
+#define Q8GEMM_TILE_ROWS 4
+
 size_t q8gemm_scratch_size(int64_t k);
 void q8gemm_prepare(const q8gemm_job *job, int64_t j0, int64_t j1);
 void q8gemm_rows(const q8gemm_job *job, int64_t i0, int64_t i1, void *scratch);

@@ -19,6 +19,7 @@ import "C"
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	_ "github.com/ollama/ollama/llama" // ggml's backend registry, which the C code calls
@@ -26,7 +27,7 @@ import (
 
 var (
 	once       sync.Once
-	registered bool
+	registered atomic.Bool
 )
 
 // Register adds the backend to ggml's registry, once per process, if this
@@ -37,11 +38,15 @@ func Register() bool {
 	once.Do(func() {
 		if C.q8gemm_cpu_supported() != 0 {
 			C.q8gemm_register()
-			registered = true
+			registered.Store(true)
 		}
 	})
-	return registered
+	return registered.Load()
 }
+
+// Registered reports whether Register has added the backend, without
+// adding it.
+func Registered() bool { return registered.Load() }
 
 // SetEnabled turns the backend's products on or off (on by default), so
 // that a benchmark or a test can compare it with ggml's kernels in one
